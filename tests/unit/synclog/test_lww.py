@@ -1,0 +1,162 @@
+"""The field-level LWW merge: the original's cases plus hypothesis properties."""
+
+from __future__ import annotations
+
+import copy
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mana_ai.synclog.lww import ChangeRow, RecordState, apply_row, merge
+
+
+def row(op="update", data=None, fm=None, at="2026-04-15T00:00:00.000Z", rid="r1"):
+    return ChangeRow(record_id=rid, op=op, data=data, field_meta=fm, created_at=at)
+
+
+def test_no_rows_is_none():
+    assert merge(None, []) is None
+
+
+def test_single_insert_sets_fields():
+    state = merge(None, [row("insert", {"name": "Cashflow Watcher", "state": "active"}, {})])
+    assert state is not None and state.is_live()
+    assert state.record == {"id": "r1", "name": "Cashflow Watcher", "state": "active"}
+
+
+def test_newer_update_wins_and_untouched_fields_stay():
+    t0, t12 = "2026-04-15T00:00:00.000Z", "2026-04-15T12:00:00.000Z"
+    state = merge(
+        None,
+        [
+            row("insert", {"name": "A", "role": "old", "state": "active"}, {"name": t0, "role": t0, "state": t0}),
+            row("update", {"role": "new role"}, {"role": t12}, at=t12),
+        ],
+    )
+    assert state is not None
+    assert state.record["name"] == "A" and state.record["role"] == "new role"
+
+
+def test_older_update_loses():
+    state = merge(
+        None,
+        [
+            row("insert", {"name": "A"}, {"name": "2026-04-15T12:00:00.000Z"}),
+            row("update", {"name": "B"}, {"name": "2026-04-15T00:00:00.000Z"}),
+        ],
+    )
+    assert state is not None and state.record["name"] == "A"
+
+
+def test_tie_goes_to_incoming_row():
+    at = "2026-04-15T12:00:00.000Z"
+    state = merge(None, [row("update", {"name": "A"}, {"name": at}), row("update", {"name": "B"}, {"name": at})])
+    assert state is not None and state.record["name"] == "B"
+
+
+def test_insert_fields_carry_no_timestamp_so_later_rows_win():
+    # An insert row has field_meta {} (mana-sync stores it so): any later update of a field wins.
+    state = merge(
+        None,
+        [row("insert", {"title": "old"}, {}, at="2026-04-15T05:00:00.000Z"),
+         row("update", {"title": "new"}, {"title": "2026-04-15T01:00:00.000Z"})],
+    )
+    assert state is not None and state.record["title"] == "new"
+
+
+def test_missing_field_meta_falls_back_to_created_at():
+    state = merge(
+        None,
+        [row("update", {"a": 1}, {"a": "2026-04-15T03:00:00.000Z"}),
+         row("update", {"a": 2}, None, at="2026-04-15T02:00:00.000Z"),
+         row("update", {"a": 3}, None, at="2026-04-15T04:00:00.000Z")],
+    )
+    assert state is not None and state.record["a"] == 3
+
+
+def test_delete_row_is_final():
+    state = merge(None, [row("insert", {"name": "A"}, {}), row("delete", {"deletedAt": "x"}),
+                         row("update", {"name": "B"}, {"name": "2099-01-01T00:00:00.000Z"})])
+    assert state is not None and state.deleted and not state.is_live()
+
+
+def test_deleted_at_field_means_not_live():
+    state = merge(None, [row("insert", {"name": "A", "deletedAt": "2026-04-15T00:00:00.000Z"}, {})])
+    assert state is not None and not state.is_live()
+
+
+def test_rows_without_data_change_nothing():
+    state = merge(None, [row("insert", {"name": "A"}, {}), row("update", None, None)])
+    assert state is not None and state.record == {"id": "r1", "name": "A"}
+
+
+def test_snapshot_round_trip_keeps_field_meta():
+    state = merge(None, [row("update", {"a": 1}, {"a": "2026-04-15T03:00:00.000Z"})])
+    assert state is not None
+    again = RecordState.from_snapshot(state.to_snapshot())
+    assert again.record == state.record and again.field_meta == state.field_meta
+
+
+# --- properties ------------------------------------------------------------------------------------------
+STAMPS = [f"2026-04-15T0{h}:00:00.000Z" for h in range(6)]
+
+rows_strategy = st.lists(
+    st.builds(
+        ChangeRow,
+        record_id=st.just("r1"),
+        op=st.sampled_from(["insert", "update", "update", "update", "delete"]),
+        data=st.one_of(
+            st.none(),
+            st.dictionaries(st.sampled_from(["a", "b", "c", "deletedAt"]), st.integers(0, 3), max_size=3),
+        ),
+        field_meta=st.one_of(
+            st.none(), st.dictionaries(st.sampled_from(["a", "b", "c"]), st.sampled_from(STAMPS), max_size=3)
+        ),
+        created_at=st.sampled_from(STAMPS),
+    ),
+    max_size=12,
+)
+
+
+def _snapshot(state: RecordState | None):
+    return None if state is None else (state.to_snapshot(), state.deleted)
+
+
+def _through_storage(state: RecordState | None) -> RecordState | None:
+    # What a refresh does between batches: store the snapshot, load it again.
+    if state is None:
+        return None
+    return RecordState.from_snapshot(copy.deepcopy(state.to_snapshot()), deleted=state.deleted)
+
+
+@settings(max_examples=300, deadline=None)
+@given(rows_strategy, st.lists(st.integers(0, 12), max_size=4))
+def test_batch_boundaries_do_not_matter(rows, cuts):
+    whole = merge(None, rows)
+    points = sorted({min(c, len(rows)) for c in cuts})
+    state = None
+    start = 0
+    for point in [*points, len(rows)]:
+        state = _through_storage(merge(state, rows[start:point]))
+        start = point
+    assert _snapshot(state) == _snapshot(whole)
+
+
+@settings(max_examples=300, deadline=None)
+@given(rows_strategy, st.integers(0, 12))
+def test_redelivering_a_suffix_changes_nothing(rows, k):
+    once = merge(None, rows)
+    again = merge(_through_storage(once), rows[min(k, len(rows)):])
+    assert _snapshot(again) == _snapshot(once)
+
+
+@settings(max_examples=200, deadline=None)
+@given(rows_strategy)
+def test_redelivering_everything_changes_nothing(rows):
+    once = merge(None, rows)
+    assert _snapshot(merge(_through_storage(once), rows)) == _snapshot(once)
+
+
+def test_apply_row_on_none_with_delete_gives_tombstone():
+    state = apply_row(None, row("delete"))
+    assert state.deleted and state.record == {"id": "r1"}
