@@ -1,0 +1,93 @@
+"""Agent policy resolution and filtering (SPEC §16.1), including malformed user-synced policies."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from mana_ai.tools.catalog import CATALOG_BY_NAME, PROPOSABLE
+from mana_ai.tools.policy import filter_tools, resolve_decision
+
+CREATE_TASK = CATALOG_BY_NAME["create_task"]
+LOG_DRINK = CATALOG_BY_NAME["log_drink"]
+
+
+def test_no_policy_falls_back_to_default_policy() -> None:
+    assert resolve_decision(CREATE_TASK, None) == "propose"
+    assert resolve_decision(LOG_DRINK, None) == "auto"
+
+
+def test_per_tool_wins_over_module_and_default() -> None:
+    policy = {"tools": {"create_task": "auto"}, "defaultsByModule": {"todo": "deny"}, "defaultForAi": "deny"}
+    assert resolve_decision(CREATE_TASK, policy) == "auto"
+    assert resolve_decision(CATALOG_BY_NAME["complete_task"], policy) == "deny"
+
+
+def test_module_default_wins_over_default_for_ai() -> None:
+    policy = {"tools": {}, "defaultsByModule": {"todo": "propose"}, "defaultForAi": "deny"}
+    assert resolve_decision(CREATE_TASK, policy) == "propose"
+    assert resolve_decision(LOG_DRINK, policy) == "deny"
+
+
+def test_default_for_ai_then_catalog_default() -> None:
+    assert resolve_decision(LOG_DRINK, {"tools": {}, "defaultForAi": "propose"}) == "propose"
+    assert resolve_decision(LOG_DRINK, {"tools": {}}) == "auto"
+
+
+def test_empty_string_is_falsy_and_falls_through() -> None:
+    policy = {"tools": {"create_task": ""}, "defaultsByModule": {"todo": ""}, "defaultForAi": "deny"}
+    assert resolve_decision(CREATE_TASK, policy) == "deny"
+
+
+def test_deny_by_module_removes_whole_module() -> None:
+    kept = filter_tools(
+        PROPOSABLE, {"tools": {}, "defaultsByModule": {"quiz": "deny"}, "defaultForAi": "propose"}
+    )
+    assert len(kept) == 62 - 5
+    assert all(t.module != "quiz" for t in kept)
+    assert [t.name for t in kept] == [t.name for t in PROPOSABLE if t.module != "quiz"]
+
+
+def test_per_tool_allow_overrides_module_deny() -> None:
+    policy = {
+        "tools": {"create_quiz": "propose"},
+        "defaultsByModule": {"quiz": "deny"},
+        "defaultForAi": "propose",
+    }
+    assert [t.name for t in filter_tools(PROPOSABLE, policy) if t.module == "quiz"] == ["create_quiz"]
+
+
+def test_default_for_ai_deny_removes_everything_unlisted() -> None:
+    policy = {"tools": {"create_task": "auto", "undo_drink": "propose"}, "defaultForAi": "deny"}
+    assert [t.name for t in filter_tools(PROPOSABLE, policy)] == ["create_task", "undo_drink"]
+
+
+def test_none_policy_keeps_tools_unchanged() -> None:
+    assert filter_tools(PROPOSABLE, None) == PROPOSABLE
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [
+        {},
+        {"tools": None, "defaultsByModule": None, "defaultForAi": None},
+        {"tools": ["create_task"], "defaultsByModule": "deny", "defaultForAi": 3},
+        {"tools": {"create_task": ["deny"]}, "defaultForAi": {"x": 1}},
+        {"tools": {"create_task": "DENY"}, "defaultForAi": "never"},
+        {"tools": {"create_task": True}},
+    ],
+)
+def test_malformed_policies_never_raise_and_keep_tools(policy: dict[str, Any]) -> None:
+    assert resolve_decision(CREATE_TASK, policy) == "propose"
+    assert filter_tools(PROPOSABLE, policy) == PROPOSABLE
+
+
+def test_unknown_decision_falls_through_to_module_deny() -> None:
+    policy = {"tools": {"create_task": "yes please"}, "defaultsByModule": {"todo": "deny"}}
+    assert resolve_decision(CREATE_TASK, policy) == "deny"
+
+
+def test_non_mapping_policy_is_treated_as_absent() -> None:
+    assert resolve_decision(CREATE_TASK, "deny") == "propose"  # type: ignore[arg-type]
+    assert filter_tools(PROPOSABLE, ["deny"]) == PROPOSABLE  # type: ignore[arg-type]
