@@ -95,6 +95,8 @@ class Settings(BaseSettings):
     """Hard limit for planning one mission; its claim lease is this plus a margin."""
     max_consecutive_failures: int = Field(5, validation_alias=_env("MANA_AI_MAX_CONSECUTIVE_FAILURES"), ge=1)
     """A mission that fails this many times in a row pauses itself."""
+    retry_backoff: timedelta = Field(timedelta(seconds=60), validation_alias=_env("MANA_AI_RETRY_BACKOFF"))
+    """Wait before retrying a failed mission; doubles with each failure in a row (max 1 h)."""
     shutdown_grace_s: float = Field(30.0, validation_alias=_env("MANA_AI_SHUTDOWN_GRACE_S"), ge=0)
     """On SIGTERM, how long in-flight plans may finish."""
     token_usage_retention: timedelta = Field(timedelta(hours=48), validation_alias=_env("MANA_AI_TOKEN_USAGE_RETENTION"))
@@ -164,7 +166,7 @@ class Settings(BaseSettings):
     def _exactly_true(cls, value: Any) -> Any:
         return value if isinstance(value, bool) else str(value).strip().lower() == "true"
 
-    @field_validator("mission_timeout", "token_usage_retention", "deep_research_max_age", "proposal_ttl", mode="before")
+    @field_validator("mission_timeout", "retry_backoff", "token_usage_retention", "deep_research_max_age", "proposal_ttl", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> Any:
         return parse_duration(value)
@@ -175,10 +177,19 @@ class Settings(BaseSettings):
         if value is None or (isinstance(value, str) and not value.strip()):
             return None
         text = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
-        parts = urlsplit(text)
-        if parts.scheme not in ("postgres", "postgresql") or not (parts.hostname or "host=" in parts.query):
-            # Never echo the URL: it usually carries a password.
-            raise ValueError("must look like postgresql://user:password@host:5432/dbname")
+        # Never echo the URL in an error: it usually carries a password.
+        problem = "must look like postgresql://user:password@host:5432/dbname"
+        if "://" in text:
+            parts = urlsplit(text)
+            if parts.scheme not in ("postgres", "postgresql") or not (parts.hostname or "host=" in parts.query):
+                raise ValueError(problem)
+        else:
+            from psycopg.conninfo import conninfo_to_dict
+
+            try:
+                conninfo_to_dict(text)
+            except Exception:
+                raise ValueError(problem) from None
         return value
 
     @field_validator("llm_url", "api_url", "research_url")

@@ -1,0 +1,81 @@
+"""Every Prometheus instrument in one place (SPEC §22 names, plus the ones our fixes need).
+
+Instruments live on a :class:`Metrics` object bound to a registry, so tests get a fresh registry each and
+the service one per process.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector, generate_latest
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None, *, process: bool = True) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        if process:
+            ProcessCollector(namespace="mana_ai", registry=self.registry)
+        r = self.registry
+
+        def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
+            return Counter(name, doc, labels, registry=r)
+
+        def histogram(name: str, doc: str, buckets: tuple[float, ...], labels: tuple[str, ...] = ()) -> Histogram:
+            return Histogram(name, doc, labels, buckets=buckets, registry=r)
+
+        self.http_requests = counter("mana_ai_http_requests_total", "HTTP requests", ("method", "path", "status"))
+        self.http_duration = histogram(
+            "mana_ai_http_request_duration_seconds", "HTTP request duration",
+            (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), ("method", "path", "status"),
+        )
+        self.ticks = counter("mana_ai_ticks_total", "Ticks run (overlap-skipped ticks not counted)")
+        self.tick_duration = histogram(
+            "mana_ai_tick_duration_seconds", "Tick duration", (0.1, 0.5, 1, 2, 5, 10, 30, 60, 120)
+        )
+        self.plans_produced = counter("mana_ai_plans_produced_total", "Plans produced by the planner")
+        self.plans_written_back = counter("mana_ai_plans_written_back_total", "Iterations written back")
+        self.parse_failures = counter("mana_ai_parse_failures_total", "Planner runs that failed (any reason)")
+        self.mission_errors = counter("mana_ai_mission_errors_total", "Unexpected errors while handling a mission")
+        self.missions_failed = counter(
+            "mana_ai_missions_failed_total", "Missions that ended as a failed iteration, by reason", ("reason",)
+        )
+        self.research_submitted = counter("mana_ai_research_jobs_submitted_total", "Deep research jobs", ("provider",))
+        self.research_completed = counter("mana_ai_research_jobs_completed_total", "Deep research done", ("provider",))
+        self.research_failed = counter("mana_ai_research_jobs_failed_total", "Deep research failed", ("provider",))
+        self.research_pending_skips = counter(
+            "mana_ai_research_jobs_pending_skips_total", "Missions skipped while deep research is pending"
+        )
+        self.research_failures = counter(
+            "mana_ai_research_failures_total", "Research calls that failed", ("stage", "reason")
+        )
+        self.planner_request_duration = histogram(
+            "mana_ai_planner_request_duration_seconds", "Duration of one LLM request",
+            (0.25, 0.5, 1, 2, 5, 10, 30, 60),
+        )
+        self.snapshots_new = counter("mana_ai_snapshots_new_total", "New mission snapshots")
+        self.snapshots_updated = counter("mana_ai_snapshots_updated_total", "Updated mission snapshots")
+        self.snapshot_rows_applied = counter("mana_ai_snapshot_rows_applied_total", "Mission rows applied")
+        self.snapshot_rows_skipped = counter(
+            "mana_ai_snapshot_rows_skipped_total", "Malformed sync rows skipped by the refresh", ("table",)
+        )
+        self.decrypts = counter("mana_ai_decrypts_total", "Fields decrypted server-side", ("table",))
+        self.grant_scope_violations = counter(
+            "mana_ai_grant_scope_violations_total", "Inputs outside a grant's allowlist", ("table",)
+        )
+        self.grant_skips = counter("mana_ai_grant_skips_total", "Grants that could not be used", ("reason",))
+        self.agent_decisions = counter("mana_ai_agent_decisions_total", "Agent gate decisions", ("decision",))
+        self.tokens_used = counter("mana_ai_tokens_used_total", "Tokens used by planner runs", ("agent_id",))
+        self.tool_calls = counter("mana_ai_tool_calls_total", "Tool calls by outcome", ("tool", "policy", "outcome"))
+        self.planner_rounds = histogram("mana_ai_planner_rounds", "Planner rounds per run", (1, 2, 3, 4, 5))
+        self.provider_errors = counter("mana_ai_provider_errors_total", "LLM provider errors", ("provider", "kind"))
+        self.reminders = counter(
+            "mana_ai_reminders_emitted_total", "Reminders injected into planner rounds", ("producer", "severity")
+        )
+        self.compactions = counter("mana_ai_compactions_triggered_total", "Context compactions")
+        self.compacted_turns = histogram(
+            "mana_ai_compacted_turns", "Turns folded per compaction", (1, 2, 4, 8, 16, 32, 64, 128)
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

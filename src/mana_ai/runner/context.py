@@ -1,0 +1,80 @@
+"""What the per-mission pipeline needs, passed explicitly (no module globals)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from mana_ai.db.connector import Database
+from mana_ai.metrics import Metrics
+from mana_ai.planner.prompts import ResolvedInput
+from mana_ai.planner.types import ChatMessage, CompletionResponse, LlmClient
+from mana_ai.settings import Settings
+from mana_ai.synclog.records import ServerAgent, ServerMission
+
+
+@dataclass
+class InputContext:
+    """Everything an input step (resolvers, research) sees about the mission being planned."""
+
+    mission: ServerMission
+    agent: ServerAgent | None
+    iteration_id: str
+
+
+class InputStep(Protocol):
+    """A step that contributes linked inputs before planning (resolvers, research).
+
+    It returns the inputs to add, or raises :class:`ResearchPending` to end this run without a plan.
+    It must not raise anything else for expected failures: it logs and counts them itself.
+    """
+
+    async def __call__(self, ctx: InputContext) -> Sequence[ResolvedInput]: ...
+
+
+class ResearchPending(Exception):
+    """A deep-research job is still running; the mission is released and tried again next tick."""
+
+
+@dataclass
+class MissionText:
+    """The mission's own text as the planner may see it (decrypted under a grant, or placeholders)."""
+
+    title: str
+    objective: str
+    concept: str
+
+
+TextStep = Callable[[InputContext], Awaitable[MissionText | None]]
+
+
+class TimedLlm:
+    """An LlmClient wrapper that observes every request in ``planner_request_duration_seconds`` (W18)."""
+
+    def __init__(self, inner: LlmClient, metrics: Metrics) -> None:
+        self.inner = inner
+        self.metrics = metrics
+
+    async def complete(
+        self, messages: list[ChatMessage], *, tools_json: bytes, model: str, temperature: float = 0.3
+    ) -> CompletionResponse:
+        start = time.perf_counter()
+        try:
+            return await self.inner.complete(messages, tools_json=tools_json, model=model, temperature=temperature)
+        finally:
+            self.metrics.planner_request_duration.observe(time.perf_counter() - start)
+
+
+@dataclass
+class RunnerContext:
+    settings: Settings
+    db: Database
+    llm: LlmClient
+    metrics: Metrics
+    owner: str
+    """Unique name of this process, stored on the runs it claims."""
+    input_steps: list[InputStep] = field(default_factory=list)
+    text_step: TextStep | None = None
+    extra: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,61 @@
+"""Pure builders of the MissionIteration records the runner writes back (SPEC §6.3, §11)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from mana_ai.planner.recorder import PlannedStep
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    summary: str
+    steps: tuple[PlannedStep, ...]
+
+
+def plan_to_iteration(plan: Plan, iteration_id: str, now_iso: str) -> dict[str, Any]:
+    """A planned server iteration: each step ``planned``, overall ``awaiting-review`` (``approved`` if empty)."""
+    return {
+        "id": iteration_id,
+        "startedAt": now_iso,
+        "finishedAt": now_iso,
+        "plan": [
+            {
+                "id": f"{iteration_id}-{index}",
+                "summary": step.summary,
+                "intent": {"kind": "toolCall", "toolName": step.tool_name, "params": dict(step.params)},
+                "status": "planned",
+            }
+            for index, step in enumerate(plan.steps)
+        ],
+        "summary": plan.summary,
+        "overallStatus": "approved" if not plan.steps else "awaiting-review",
+        "source": "server",
+    }
+
+
+def failed_iteration(
+    iteration_id: str, now_iso: str, *, name: str, message: str, phase: str | None = None
+) -> dict[str, Any]:
+    """A server iteration that says why planning failed (the original wrote nothing, so users never knew)."""
+    details: dict[str, Any] = {"name": name, "message": message}
+    if phase:
+        details["phase"] = phase
+    return {
+        "id": iteration_id,
+        "startedAt": now_iso,
+        "finishedAt": now_iso,
+        "plan": [],
+        "summary": message,
+        "overallStatus": "failed",
+        "source": "server",
+        "errorDetails": details,
+    }
+
+
+def append_iteration(existing: Any, iteration: dict[str, Any]) -> list[Any]:
+    """The iterations array to write: the latest one from the log plus the new iteration."""
+    base: Sequence[Any] = existing if isinstance(existing, list) else []
+    return [*base, iteration]

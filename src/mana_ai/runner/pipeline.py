@@ -1,0 +1,147 @@
+"""Planning one mission: inputs → prompt → tool set → planner loop → validated plan (SPEC §5).
+
+Pure orchestration over the context's ports; it never writes to the database (the caller writes back) and
+never raises for an expected failure: every outcome is a :class:`Planned`, :class:`Failed` or :class:`Skipped`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from mana_ai.errors import ProviderError
+from mana_ai.planner.compact import make_compactor
+from mana_ai.planner.guardrails import check_inputs, check_plan
+from mana_ai.planner.loop import run_planner_loop
+from mana_ai.planner.prompts import ResolvedInput, build_system_prompt, build_user_prompt
+from mana_ai.planner.recorder import PlanRecorder
+from mana_ai.planner.reminders import build_reminder_channel
+from mana_ai.runner.context import InputContext, MissionText, ResearchPending, RunnerContext
+from mana_ai.runner.iteration import Plan
+from mana_ai.synclog.records import ServerAgent, ServerMission
+from mana_ai.tools.catalog import CATALOG_BY_NAME
+from mana_ai.tools.schema import toolset_for_policy
+
+logger = logging.getLogger(__name__)
+
+ENCRYPTED_PLACEHOLDER = "_(verschluesselt — kein Schluessel freigegeben)_"
+
+
+@dataclass(frozen=True)
+class Planned:
+    plan: Plan
+    tokens: int
+    rounds: int
+
+
+@dataclass(frozen=True)
+class Failed:
+    reason: str
+    """Short label for ``mana_ai_missions_failed_total{reason}``."""
+    message: str
+    tokens: int = 0
+    phase: str = "calling-llm"
+    retryable: bool = True
+
+
+@dataclass(frozen=True)
+class Skipped:
+    reason: str
+
+
+Outcome = Planned | Failed | Skipped
+
+
+@dataclass
+class PlanRequest:
+    mission: ServerMission
+    agent: ServerAgent | None
+    iteration_id: str
+    tokens_used_24h: int = 0
+    inputs: list[ResolvedInput] = field(default_factory=list)
+
+
+def _visible(text: str) -> str:
+    return ENCRYPTED_PLACEHOLDER if text.startswith("enc:1:") else text
+
+
+async def plan_mission(ctx: RunnerContext, request: PlanRequest) -> Outcome:
+    mission, agent = request.mission, request.agent
+    metrics, settings = ctx.metrics, ctx.settings
+    input_ctx = InputContext(mission, agent, request.iteration_id)
+
+    text = MissionText(_visible(mission.title), _visible(mission.objective), _visible(mission.concept))
+    inputs = list(request.inputs)
+    try:
+        if ctx.text_step is not None:
+            text = await ctx.text_step(input_ctx) or text
+        for step in ctx.input_steps:
+            inputs.extend(await step(input_ctx))
+    except ResearchPending:
+        return Skipped("research-pending")
+
+    guard = check_inputs([i.content for i in inputs])
+    if not guard.passed:
+        return Failed("input-size-limit", guard.block_reason or "inputs too large", phase="resolving-inputs",
+                      retryable=False)
+
+    system_prompt = build_system_prompt(agent.system_prompt if agent else None, agent.memory if agent else None)
+    user_prompt = build_user_prompt(
+        title=text.title, concept=text.concept, objective=text.objective, inputs=inputs,
+        iterations=[i for i in mission.iterations if isinstance(i, dict)],
+    )
+    toolset = toolset_for_policy(agent.policy if agent else None)
+    recorder = PlanRecorder(toolset, settings.policy_mode, mission_id=mission.id)
+    cap = agent.max_tokens_per_day if agent else None
+    channel = build_reminder_channel(
+        agent_name=agent.name if agent else None, max_tokens_per_day=cap, pretick_usage_24h=request.tokens_used_24h
+    )
+    allowance = max(cap - request.tokens_used_24h, 0) if cap is not None and cap > 0 else None
+    compactor = make_compactor(ctx.llm, max_context_tokens=settings.compact_max_ctx)
+
+    result = await run_planner_loop(
+        ctx.llm,
+        system_prompt=system_prompt,
+        user_prompt=user_prompt,
+        tools_json=toolset.json,
+        model=settings.llm_model,
+        on_tool_call=recorder,
+        reminder_channel=channel,
+        compactor=compactor,
+        token_allowance=allowance,
+    )
+    tokens = result.usage.total_tokens
+
+    metrics.planner_rounds.observe(result.rounds)
+    for reminder in result.reminders:
+        metrics.reminders.labels(reminder.producer, reminder.severity).inc()
+    for compaction in result.compactions:
+        metrics.compactions.inc()
+        metrics.compacted_turns.observe(compaction.compacted_turns)
+
+    if result.stop_reason == "llm-error":
+        error = result.error
+        if isinstance(error, ProviderError):
+            provider = settings.llm_model.split("/", 1)[0] if "/" in settings.llm_model else "llm"
+            metrics.provider_errors.labels(provider, error.kind).inc()
+            return Failed(f"provider-{error.kind}", str(error), tokens=tokens)
+        return Failed("planner-error", f"{type(error).__name__}: {error}", tokens=tokens)
+
+    for step in recorder.steps:
+        tool = CATALOG_BY_NAME.get(step.tool_name)
+        metrics.tool_calls.labels(step.tool_name, tool.default_policy if tool else "propose", "deferred").inc()
+    for call, _reason in recorder.rejected:
+        metrics.tool_calls.labels(call.name[:64], "unknown" if call.name not in toolset else "propose", "rejected").inc()
+
+    if result.stop_reason == "truncated" and not recorder.steps:
+        return Failed("truncated", "the model's answer was cut off (finish_reason=length) before any tool call",
+                      tokens=tokens, phase="parsing-response")
+
+    outcome = check_plan(recorder.steps)
+    if not outcome.passed:
+        return Failed("guardrail", f"plan rejected by guardrail: {outcome.block_reason}", tokens=tokens,
+                      phase="staging-proposals", retryable=False)
+    summary = result.summary or ""
+    if result.stop_reason == "budget-exhausted" and not summary:
+        summary = "Planning stopped: the agent's daily token budget is used up."
+    return Planned(Plan(summary, tuple(recorder.steps)), tokens, result.rounds)

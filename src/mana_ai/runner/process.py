@@ -1,0 +1,190 @@
+"""One due mission from gate to write-back (SPEC §3 step 6, with our fixes).
+
+Order: agent gates (unknown → archived → paused), claim (concurrency and 24 h budget are decided there,
+atomically across processes), cadence check, planning under a hard timeout, write-back. Every failure ends
+as a counted outcome for this mission only (W22): nothing here raises to the tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+from mana_ai.runner.context import RunnerContext
+from mana_ai.runner.iteration import failed_iteration, plan_to_iteration
+from mana_ai.runner.pipeline import Failed, Planned, PlanRequest, Skipped, plan_mission
+from mana_ai.runner.store import KEEP, LostClaim, RunnerStore
+from mana_ai.scheduler.cadence import InvalidCadence, next_run, parse_cadence
+from mana_ai.synclog.actor import ai_actor
+from mana_ai.synclog.records import ServerAgent, ServerMission
+from mana_ai.timefmt import parse_iso, to_js_iso, utcnow
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MissionResult:
+    mission_id: str
+    user_id: str
+    decision: str
+    """ran | failed | paused-after-failures | skipped-<why> | stale | error"""
+    steps: int = 0
+    tokens: int = 0
+    detail: str = ""
+    iteration_id: str | None = None
+
+
+def resolve_agent(
+    mission: ServerMission, agents: dict[tuple[str, str], ServerAgent]
+) -> tuple[ServerAgent | None, str | None]:
+    """(agent, skip decision). Missions without an agent skip the gates; an unknown agent is not run (W16)."""
+    if mission.agent_id is None:
+        return None, None
+    agent = agents.get((mission.user_id, mission.agent_id))
+    if agent is None or agent.deleted:
+        return None, "skipped-unknown-agent"
+    if agent.state == "archived":
+        return agent, "skipped-archived"
+    if agent.state == "paused":
+        return agent, "skipped-paused"
+    return agent, None
+
+
+async def process_mission(
+    ctx: RunnerContext, store: RunnerStore, mission: ServerMission, agents: dict[tuple[str, str], ServerAgent]
+) -> MissionResult:
+    try:
+        return await _process(ctx, store, mission, agents)
+    except Exception as exc:  # the last line of W22: one mission's surprise never stops the others
+        ctx.metrics.mission_errors.inc()
+        logger.exception(
+            "mission failed unexpectedly",
+            extra={"action": "runner.mission_error", "mission_id": mission.id, "user_id": mission.user_id},
+        )
+        return MissionResult(mission.id, mission.user_id, "error", detail=f"{type(exc).__name__}: {exc}")
+
+
+async def _process(
+    ctx: RunnerContext, store: RunnerStore, mission: ServerMission, agents: dict[tuple[str, str], ServerAgent]
+) -> MissionResult:
+    metrics, settings = ctx.metrics, ctx.settings
+    agent, skip = resolve_agent(mission, agents)
+    if skip:
+        metrics.agent_decisions.labels(skip).inc()
+        return MissionResult(mission.id, mission.user_id, skip)
+    due_at = mission.next_run_at
+    if due_at is None:
+        return MissionResult(mission.id, mission.user_id, "stale")
+
+    claim = await store.claim(mission, due_at, agent, settings.claim_lease)
+    if claim.decision != "claimed":
+        if claim.decision in ("skipped-concurrency", "skipped-budget"):
+            metrics.agent_decisions.labels(claim.decision).inc()
+        return MissionResult(mission.id, mission.user_id, claim.decision)
+
+    iteration_id = str(uuid.uuid4())
+    actor = ai_actor(
+        agent_id=agent.id if agent else None, agent_name=agent.name if agent else None, mission_id=mission.id,
+        iteration_id=iteration_id, rationale=mission.objective,
+    )
+
+    try:
+        cadence = parse_cadence(mission.cadence if mission.cadence is not None else {"kind": "manual"})
+    except InvalidCadence as exc:
+        now_iso = to_js_iso(utcnow())
+        iteration = failed_iteration(iteration_id, now_iso, name="InvalidCadence",
+                                     message=f"cadence is invalid: {exc}", phase="resolving-inputs")
+        await store.write_back(mission, due_at=due_at, iteration=iteration, next_run_at=None, now_iso=now_iso,
+                               actor=actor, outcome="failed", error=str(exc))
+        metrics.missions_failed.labels("invalid-cadence").inc()
+        return MissionResult(mission.id, mission.user_id, "failed", detail=str(exc), iteration_id=iteration_id)
+
+    request = PlanRequest(mission, agent, iteration_id, tokens_used_24h=claim.tokens_used_24h)
+    try:
+        outcome = await asyncio.wait_for(plan_mission(ctx, request), settings.mission_timeout.total_seconds())
+    except TimeoutError:
+        outcome = Failed("timeout", f"planning took longer than {settings.mission_timeout}", phase="calling-llm")
+
+    if isinstance(outcome, Skipped):
+        await store.release(mission)
+        if outcome.reason == "research-pending":
+            metrics.research_pending_skips.inc()
+        return MissionResult(mission.id, mission.user_id, f"skipped-{outcome.reason}")
+
+    now = utcnow()
+    now_iso = to_js_iso(now)
+    agent_id = agent.id if agent else None
+    if outcome.tokens > 0 and agent is not None:
+        metrics.tokens_used.labels(agent.id).inc(outcome.tokens)
+
+    try:
+        if isinstance(outcome, Planned):
+            metrics.plans_produced.inc()
+            nxt = next_run(cadence, after=max(now, parse_iso(due_at)), default_tz=settings.default_tz)
+            iteration = plan_to_iteration(outcome.plan, iteration_id, now_iso)
+            written = await store.write_back(
+                mission, due_at=due_at, iteration=iteration, next_run_at=to_js_iso(nxt) if nxt else None,
+                now_iso=now_iso, actor=actor, outcome="done", tokens=outcome.tokens, agent_id=agent_id,
+            )
+            if written == "stale":
+                return MissionResult(mission.id, mission.user_id, "stale", tokens=outcome.tokens)
+            metrics.plans_written_back.inc()
+            if agent is not None:
+                metrics.agent_decisions.labels("ran").inc()
+            logger.info(
+                "mission planned",
+                extra={"action": "runner.planned", "mission_id": mission.id, "user_id": mission.user_id,
+                       "agent_id": agent_id or "legacy", "steps": len(outcome.plan.steps),
+                       "iteration_id": iteration_id, "tokens": outcome.tokens},
+            )
+            return MissionResult(mission.id, mission.user_id, "ran", steps=len(outcome.plan.steps),
+                                 tokens=outcome.tokens, iteration_id=iteration_id)
+
+        # Failed
+        metrics.parse_failures.inc()
+        metrics.missions_failed.labels(outcome.reason).inc()
+        failures = claim.consecutive_failures + 1
+        give_up = failures >= settings.max_consecutive_failures or not outcome.retryable
+        message = outcome.message
+        if failures >= settings.max_consecutive_failures:
+            message = (f"{outcome.message} — paused after {failures} failed attempts in a row; "
+                       "resume the mission to try again")
+        iteration = failed_iteration(iteration_id, now_iso, name=outcome.reason, message=message,
+                                     phase=outcome.phase)
+        backoff = _backoff(settings.retry_backoff, failures)
+        written = await store.write_back(
+            mission, due_at=due_at, iteration=iteration,
+            next_run_at=KEEP if not give_up or failures >= settings.max_consecutive_failures else _next_or_none(
+                cadence, now, due_at, settings.default_tz),
+            now_iso=now_iso, actor=actor, outcome="failed", error=message[:2000], backoff=backoff,
+            new_state="paused" if failures >= settings.max_consecutive_failures else None,
+            tokens=outcome.tokens, agent_id=agent_id,
+        )
+        logger.warning(
+            "mission planning failed",
+            extra={"action": "runner.failed", "mission_id": mission.id, "user_id": mission.user_id,
+                   "reason": outcome.reason, "consecutive_failures": failures},
+        )
+        decision = "paused-after-failures" if failures >= settings.max_consecutive_failures else "failed"
+        if written == "stale":
+            decision = "stale"
+        return MissionResult(mission.id, mission.user_id, decision, tokens=outcome.tokens, detail=outcome.message,
+                             iteration_id=iteration_id)
+    except LostClaim as exc:
+        logger.warning("lost claim", extra={"action": "runner.lost_claim", "mission_id": mission.id})
+        return MissionResult(mission.id, mission.user_id, "lost-claim", detail=str(exc))
+
+
+def _backoff(base: timedelta, failures: int) -> timedelta:
+    return min(base * (2 ** max(failures - 1, 0)), timedelta(hours=1))
+
+
+def _next_or_none(cadence: object, now: object, due_at: str, tz: str) -> str | None:
+    from datetime import datetime
+
+    assert isinstance(now, datetime)
+    nxt = next_run(cadence, after=max(now, parse_iso(due_at)), default_tz=tz)  # type: ignore[arg-type]
+    return to_js_iso(nxt) if nxt else None

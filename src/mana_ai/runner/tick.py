@@ -1,0 +1,188 @@
+"""The tick: refresh snapshots, find due missions, plan them concurrently, report TickStats (SPEC §3).
+
+Unlike the original, missions are planned concurrently (``MANA_AI_MAX_CONCURRENCY`` per process, W8), an
+agent's ``maxConcurrentMissions`` is respected while its missions wait their turn instead of being skipped
+for the rest of the tick, and oldest-due missions go first so none starves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from mana_ai.runner.context import RunnerContext
+from mana_ai.runner.process import MissionResult, process_mission, resolve_agent
+from mana_ai.runner.store import RunnerStore
+from mana_ai.synclog.records import ServerAgent, ServerMission
+from mana_ai.synclog.snapshots import RefreshStats, prune_feed, refresh_snapshots
+from mana_ai.timefmt import to_js_iso, utcnow
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TickStats:
+    scanned_at: str
+    due_mission_count: int = 0
+    plans_produced: int = 0
+    plans_written_back: int = 0
+    parse_failures: int = 0
+    errors: list[str] = field(default_factory=list)
+    decisions: Counter[str] = field(default_factory=Counter)
+    results: list[MissionResult] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "scannedAt": self.scanned_at,
+            "dueMissionCount": self.due_mission_count,
+            "plansProduced": self.plans_produced,
+            "plansWrittenBack": self.plans_written_back,
+            "parseFailures": self.parse_failures,
+            "errors": self.errors,
+            "decisions": dict(self.decisions),
+        }
+
+    def add(self, result: MissionResult) -> None:
+        self.results.append(result)
+        self.decisions[result.decision] += 1
+        if result.decision == "ran":
+            self.plans_produced += 1
+            self.plans_written_back += 1
+        elif result.decision in ("failed", "paused-after-failures"):
+            self.parse_failures += 1
+        elif result.decision == "error":
+            self.errors.append(f"mission={result.mission_id}: {result.detail}")
+
+
+class Dispatcher:
+    """Runs missions with a process-wide concurrency bound and per-agent in-process slots."""
+
+    def __init__(self, ctx: RunnerContext, store: RunnerStore) -> None:
+        self.ctx = ctx
+        self.store = store
+        self._slots = asyncio.Semaphore(ctx.settings.max_concurrency)
+        self._agent_slots: dict[tuple[str, str], asyncio.Semaphore] = {}
+        self._in_flight: set[asyncio.Task[MissionResult]] = set()
+        self.accepting = True
+
+    def _agent_slot(self, agent: ServerAgent) -> asyncio.Semaphore:
+        key = (agent.user_id, agent.id)
+        slot = self._agent_slots.get(key)
+        if slot is None:
+            slot = self._agent_slots[key] = asyncio.Semaphore(max(agent.max_concurrent_missions, 1))
+        return slot
+
+    async def run_one(self, mission: ServerMission, agents: dict[tuple[str, str], ServerAgent]) -> MissionResult:
+        agent, skip = resolve_agent(mission, agents)
+        if agent is not None and skip is None:
+            async with self._agent_slot(agent), self._slots:
+                return await self._guarded(mission, agents)
+        async with self._slots:
+            return await self._guarded(mission, agents)
+
+    async def _guarded(self, mission: ServerMission, agents: dict[tuple[str, str], ServerAgent]) -> MissionResult:
+        if not self.accepting:
+            return MissionResult(mission.id, mission.user_id, "skipped-shutdown")
+        return await process_mission(self.ctx, self.store, mission, agents)
+
+    async def run_all(
+        self, missions: Iterable[ServerMission], agents: dict[tuple[str, str], ServerAgent]
+    ) -> list[MissionResult]:
+        tasks = [asyncio.ensure_future(self.run_one(m, agents)) for m in missions]
+        self._in_flight.update(tasks)
+        try:
+            return list(await asyncio.gather(*tasks))
+        finally:
+            self._in_flight.difference_update(tasks)
+
+    async def drain(self, grace_s: float) -> None:
+        """Stop taking new missions; give those in flight ``grace_s`` seconds, then cancel them.
+
+        A cancelled mission writes nothing (its write-back transaction rolls back) and its claim's lease
+        expires, so another worker plans it later: never half-written, never lost.
+        """
+        self.accepting = False
+        pending = [t for t in self._in_flight if not t.done()]
+        if not pending:
+            return
+        _done, still = await asyncio.wait(pending, timeout=grace_s)
+        for task in still:
+            task.cancel()
+        if still:
+            await asyncio.wait(still, timeout=5)
+
+
+class Ticker:
+    def __init__(self, ctx: RunnerContext, store: RunnerStore, dispatcher: Dispatcher) -> None:
+        self.ctx = ctx
+        self.store = store
+        self.dispatcher = dispatcher
+        self._running = asyncio.Lock()
+        self.last_tick: TickStats | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._running.locked()
+
+    async def refresh(self, stats: TickStats) -> RefreshStats | None:
+        metrics = self.ctx.metrics
+        try:
+            refreshed = await refresh_snapshots(self.ctx.db)
+        except Exception as exc:
+            stats.errors.append(f"refresh: {exc}")
+            logger.exception("snapshot refresh failed", extra={"action": "tick.refresh_failed"})
+            return None
+        metrics.snapshots_new.inc(refreshed.missions.new_snapshots)
+        metrics.snapshots_updated.inc(refreshed.missions.updated_snapshots)
+        metrics.snapshot_rows_applied.inc(refreshed.missions.rows_applied)
+        if refreshed.missions.rows_skipped:
+            metrics.snapshot_rows_skipped.labels("aiMissions").inc(refreshed.missions.rows_skipped)
+        if refreshed.agents.rows_skipped:
+            metrics.snapshot_rows_skipped.labels("agents").inc(refreshed.agents.rows_skipped)
+        return refreshed
+
+    async def tick(self) -> TickStats:
+        """Run one tick in this process and wait for every due mission's outcome."""
+        now = utcnow()
+        stats = TickStats(scanned_at=to_js_iso(now))
+        if self._running.locked():
+            stats.errors.append("overlap-skipped")
+            return stats
+        async with self._running:
+            metrics = self.ctx.metrics
+            metrics.ticks.inc()
+            started = time.perf_counter()
+            try:
+                await self.refresh(stats)
+                due = await self.store.due_missions(stats.scanned_at, self.ctx.settings.due_batch_limit)
+                stats.due_mission_count = len(due)
+                if due:
+                    agents = await self.store.agents_for_users(m.user_id for m in due)
+                    for result in await self.dispatcher.run_all(due, agents):
+                        stats.add(result)
+                await self.maintenance()
+            except Exception as exc:
+                stats.errors.append(str(exc))
+                logger.exception("tick failed", extra={"action": "tick.failed"})
+            finally:
+                metrics.tick_duration.observe(time.perf_counter() - started)
+            self.last_tick = stats
+            logger.info(
+                "tick done",
+                extra={"action": "tick.done", "due": stats.due_mission_count, "written": stats.plans_written_back,
+                       "failed": stats.parse_failures, "errors": len(stats.errors)},
+            )
+            return stats
+
+    async def maintenance(self) -> None:
+        """Housekeeping that keeps tables bounded (W13): applied feed rows, old token usage."""
+        try:
+            await prune_feed(self.ctx.db)
+            await self.store.prune_token_usage(self.ctx.settings.token_usage_retention)
+        except Exception:
+            logger.warning("maintenance failed", extra={"action": "tick.maintenance_failed"}, exc_info=True)
