@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -178,6 +178,38 @@ class Ticker:
                        "failed": stats.parse_failures, "errors": len(stats.errors)},
             )
             return stats
+
+    async def dispatch_tick(
+        self,
+        defer: Callable[[list[tuple[str, str]]], Awaitable[Any]],
+        *,
+        backlog: Callable[[], Awaitable[int]],
+        batch_size: int,
+    ) -> dict[str, Any]:
+        """The cluster tick: refresh, find due missions, defer them in batches to whichever worker is free.
+
+        Nothing is deferred while earlier planning jobs are still queued or running.
+        """
+        stats = TickStats(scanned_at=to_js_iso(utcnow()))
+        self.ctx.metrics.ticks.inc()
+        started = time.perf_counter()
+        deferred = 0
+        pending = 0
+        try:
+            await self.refresh(stats)
+            pending = await backlog()
+            if pending == 0:
+                due = await self.store.due_missions(stats.scanned_at, self.ctx.settings.due_batch_limit)
+                stats.due_mission_count = len(due)
+                keys = [(m.user_id, m.id) for m in due]
+                for start in range(0, len(keys), batch_size):
+                    await defer(keys[start : start + batch_size])
+                    deferred += 1
+            await self.maintenance()
+        finally:
+            self.ctx.metrics.tick_duration.observe(time.perf_counter() - started)
+        self.last_tick = stats
+        return {**stats.to_json(), "batchesDeferred": deferred, "backlog": pending}
 
     async def maintenance(self) -> None:
         """Housekeeping that keeps tables bounded (W13): applied feed rows, old token usage."""

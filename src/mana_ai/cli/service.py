@@ -1,0 +1,182 @@
+"""Service commands: serve, worker, migrate, tick, db url."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import Any
+
+import click
+from rich.table import Table
+
+from mana_ai.app import App
+from mana_ai.cli.common import async_command, console, err_console, open_app, settings_from_env
+from mana_ai.logs import configure_logging
+
+logger = logging.getLogger(__name__)
+
+
+@click.command()
+@async_command
+async def serve() -> None:
+    """Run the HTTP API, the periodic tick and a planning worker in one process.
+
+    With SYNC_DATABASE_URL unset, an embedded PostgreSQL is started (and stopped on exit).
+
+    Example usage:
+
+        mana-ai serve
+        PORT=8080 SYNC_DATABASE_URL=postgresql://… mana-ai serve
+    """
+    import uvicorn
+
+    from mana_ai.http.app import create_http_app
+
+    settings = settings_from_env()
+    configure_logging(settings)
+    async with App(settings) as app:
+        server = uvicorn.Server(
+            uvicorn.Config(create_http_app(app), host=settings.host, port=settings.port, log_config=None,
+                           access_log=False, lifespan="on")
+        )
+        await _run_with_worker(app, server)
+        logger.info("stopped", extra={"action": "service.stopped"})
+
+
+@click.command()
+@click.option("--concurrency", type=int, default=None, help="Planning jobs at once (default: derived).")
+@async_command
+async def worker(concurrency: int | None) -> None:
+    """Run a planning worker (and the cluster's periodic tick) without the HTTP API.
+
+    Start as many as you like, on any machine that reaches the database.
+
+    Example usage:
+
+        SYNC_DATABASE_URL=postgresql://… mana-ai worker
+    """
+    settings = settings_from_env()
+    configure_logging(settings)
+    async with App(settings) as app:
+        await _run_with_worker(app, None, concurrency=concurrency)
+
+
+async def _run_with_worker(app: App, server: Any, *, concurrency: int | None = None) -> None:
+    """Run the procrastinate worker (and the HTTP server, when given) until SIGTERM/SIGINT, then drain."""
+    from mana_ai.runner.queue import BATCH_SIZE, build_queue
+
+    settings = app.settings
+    queue = build_queue(app.database_url, tick_interval_s=settings.tick_interval_s, tick_enabled=settings.tick_enabled)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    jobs = concurrency or max(2, (settings.max_concurrency + BATCH_SIZE - 1) // BATCH_SIZE * 2)
+    async with queue.open_async():
+        app.extra["worker_state"] = {"state": "running", "concurrency": jobs, "name": app.owner}
+        worker_task = asyncio.create_task(
+            queue.run_worker_async(
+                concurrency=jobs, name=app.owner, install_signal_handlers=False,
+                additional_context={"runtime": app}, shutdown_graceful_timeout=settings.shutdown_grace_s,
+                delete_jobs="successful",
+            ),
+            name="procrastinate-worker",
+        )
+        tasks: list[asyncio.Task[Any]] = [worker_task]
+        http_task = asyncio.create_task(server.serve(), name="http") if server is not None else None
+        if http_task is not None:
+            tasks.append(http_task)
+        stopper = asyncio.create_task(stop.wait(), name="stop-signal")
+        done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+        logger.info("stopping", extra={"action": "service.stopping", "grace_s": settings.shutdown_grace_s})
+        app.extra["worker_state"] = {"state": "draining", "name": app.owner}
+        # Stop taking work; in-flight plans get the grace period; unfinished ones are left to another worker.
+        await app.ticker.dispatcher.drain(settings.shutdown_grace_s)
+        if server is not None:
+            server.should_exit = True
+            await asyncio.wait([http_task], timeout=10)  # type: ignore[list-item]
+        for task in [*tasks, stopper]:
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(*tasks, stopper, return_exceptions=True)
+        for task in done:
+            if task is not stopper and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+
+
+@click.command()
+@async_command
+async def migrate() -> None:
+    """Create or upgrade the database schema (idempotent).
+
+    Run it once as the database owner or an admin role; the service itself may then run as a plain role.
+
+    Example usage:
+
+        mana-ai migrate
+    """
+    from mana_ai.db.migrate import migrate as apply
+
+    async with open_app(migrate=False) as app:
+        applied = await apply(app.database_url)
+    console.print("applied: " + ", ".join(applied) if applied else "schema is up to date")
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the TickStats JSON instead of a table.")
+@async_command
+async def tick(as_json: bool) -> None:
+    """Run one tick now in this process and show what happened to each due mission.
+
+    Example usage:
+
+        mana-ai tick
+    """
+    async with open_app() as app:
+        stats = await app.ticker.tick()
+    if as_json:
+        import json
+
+        click.echo(json.dumps(stats.to_json(), indent=2))
+        return
+    table = Table(title=f"tick at {stats.scanned_at}: {stats.due_mission_count} due")
+    for column in ("mission", "user", "decision", "steps", "tokens", "detail"):
+        table.add_column(column)
+    for r in stats.results:
+        table.add_row(r.mission_id, r.user_id, r.decision, str(r.steps), str(r.tokens), r.detail[:80])
+    console.print(table)
+    for error in stats.errors:
+        err_console.print(f"[red]error:[/red] {error}")
+
+
+@click.group()
+def db() -> None:
+    """Database helpers."""
+
+
+@db.command("url")
+def db_url() -> None:
+    """Print the database URL (starts the embedded server if needed and leaves it running).
+
+    Example usage:
+
+        psql "$(mana-ai db url)"
+    """
+    settings = settings_from_env()
+    if settings.database_url is not None:
+        click.echo(settings.database_url.get_secret_value())
+        return
+    from mana_ai.db.embedded import start_embedded
+    from mana_ai.errors import ManaAiError
+
+    try:
+        embedded = start_embedded(settings.data_dir, keep_running=True)
+    except ManaAiError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(embedded.url())
+
+
+def register(cli: click.Group) -> None:
+    for command in (serve, worker, migrate, tick, db):
+        cli.add_command(command)

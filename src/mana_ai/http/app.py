@@ -1,0 +1,100 @@
+"""The HTTP API (SPEC §20): health, Prometheus metrics, the service-key tick endpoint, the runner's public key.
+
+``create_http_app(app)`` wraps an :class:`~mana_ai.app.App`; the FastAPI lifespan opens and closes it unless
+the caller already owns it (``owns_app=False``, e.g. ``mana-ai serve``, which also runs the worker).
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Header, HTTPException, Request, Response
+from fastapi.responses import JSONResponse
+
+from mana_ai import __version__
+from mana_ai.app import App
+from mana_ai.metrics import CONTENT_TYPE
+
+
+def create_http_app(app: App, *, owns_app: bool = False) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if owns_app:
+            await app.open()
+        try:
+            yield
+        finally:
+            if owns_app:
+                await app.close()
+
+    api = FastAPI(
+        title="mana-ai",
+        version=__version__,
+        description="Background mission runner for mana.",
+        lifespan=lifespan,
+    )
+    metrics = app.metrics
+
+    @api.middleware("http")
+    async def measure(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        start = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            route = request.scope.get("route")
+            path = getattr(route, "path", None) or "unmatched"
+            labels = (request.method, path, str(status))
+            metrics.http_requests.labels(*labels).inc()
+            metrics.http_duration.labels(*labels).observe(time.perf_counter() - start)
+
+    @api.get("/health", summary="Liveness and dependencies")
+    async def health() -> JSONResponse:
+        db_ok = await app.db.ping()
+        ticker = app.ticker
+        last = ticker.last_tick
+        body: dict[str, Any] = {
+            "ok": db_ok,
+            "service": "mana-ai",
+            "version": __version__,
+            "database": {"reachable": db_ok, "embedded": app.embedded is not None},
+            "tick": {
+                "enabled": app.settings.tick_enabled,
+                "intervalMs": app.settings.tick_interval_ms,
+                "running": ticker.running,
+                "lastScannedAt": last.scanned_at if last else None,
+            },
+            "worker": app.extra.get("worker_state", {"state": "not-started"}),
+        }
+        return JSONResponse(body, status_code=200 if db_ok else 503)
+
+    @api.get("/metrics", summary="Prometheus metrics")
+    async def prometheus() -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    @api.post("/internal/tick", summary="Run one tick now (X-Service-Key)")
+    async def tick(x_service_key: str | None = Header(default=None)) -> JSONResponse:
+        expected = app.settings.service_key.get_secret_value().encode()
+        given = (x_service_key or "").encode()
+        # Constant-time comparison (W20): the time taken does not reveal how much of the key matched.
+        if not x_service_key or not hmac.compare_digest(given, expected):
+            return JSONResponse({"error": "invalid or missing service key"}, status_code=401)
+        stats = await app.ticker.tick()
+        return JSONResponse(stats.to_json())
+
+    @api.get("/api/v1/ai-runner-pubkey", summary="The runner's public key for wrapping mission grants")
+    async def runner_pubkey() -> JSONResponse:
+        from mana_ai.crypto.grants import load_private_key, public_key_pem_from_private
+
+        key = load_private_key(app.settings.private_key_text())
+        if key is None:
+            raise HTTPException(503, "mission grants are not configured (MANA_AI_PRIVATE_KEY_PEM is unset)")
+        return JSONResponse({"publicKeyPem": public_key_pem_from_private(key)})
+
+    return api

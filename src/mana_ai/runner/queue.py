@@ -1,0 +1,95 @@
+"""Scale-out on procrastinate: the periodic tick and planning jobs, on the same Postgres.
+
+* ``mana_ai.tick`` is a periodic task: procrastinate defers it once per interval for the whole cluster,
+  whatever the number of workers. It refreshes the snapshots (serialised by an advisory lock), finds the
+  due missions and defers them as ``mana_ai.plan_batch`` jobs of a few missions each.
+* ``mana_ai.plan_batch`` runs on any worker. Each mission is claimed in Postgres before it is planned
+  (``mana_ai.claim_mission_run``), so a mission is planned once per due run however many workers hold a
+  job for it; a worker killed mid-plan leaves a claim whose lease expires, and a later tick re-defers it.
+* While planning jobs are still queued, a tick defers nothing new: the backlog is worked off first, and a
+  slow cluster is never flooded with duplicate jobs.
+
+The process's :class:`~mana_ai.app.App` reaches the tasks through the worker's ``additional_context``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+import procrastinate
+from procrastinate import JobContext, PsycopgConnector
+
+from mana_ai.db.migrate import QUEUE_SCHEMA
+
+logger = logging.getLogger(__name__)
+
+BATCH_SIZE = 8
+
+
+def interval_cron(interval_s: float) -> str:
+    """A procrastinate cron (6 fields = with seconds) for an interval given in seconds."""
+    seconds = max(int(round(interval_s)), 1)
+    if seconds < 60 and 60 % seconds == 0:
+        return f"* * * * * */{seconds}"
+    minutes = max(seconds // 60, 1)
+    if minutes == 1:
+        return "* * * * *"
+    if minutes < 60 and 60 % minutes == 0:
+        return f"*/{minutes} * * * *"
+    hours = max(minutes // 60, 1)
+    return f"0 */{hours} * * *" if 24 % hours == 0 else "0 * * * *"
+
+
+def build_queue(database_url: str, *, tick_interval_s: float, tick_enabled: bool) -> procrastinate.App:
+    connector = PsycopgConnector(
+        conninfo=database_url,
+        kwargs={"options": f"-c search_path={QUEUE_SCHEMA},public"},
+        min_size=1,
+        max_size=4,
+        json_dumps=lambda value: orjson.dumps(value).decode(),
+        json_loads=orjson.loads,
+    )
+    queue = procrastinate.App(connector=connector)
+
+    @queue.task(name="mana_ai.plan_batch", queue="plan", pass_context=True)
+    async def plan_batch(context: JobContext, missions: list[list[str]]) -> dict[str, int]:
+        runtime = _runtime(context)
+        keys = [(user_id, mission_id) for user_id, mission_id in missions]
+        found = await runtime.ticker.store.missions_by_key(keys)
+        due = [m for m in found if m.state == "active" and m.next_run_at is not None]
+        agents = await runtime.ticker.store.agents_for_users(m.user_id for m in due)
+        results = await runtime.ticker.dispatcher.run_all(due, agents)
+        summary: dict[str, int] = {}
+        for result in results:
+            summary[result.decision] = summary.get(result.decision, 0) + 1
+        return summary
+
+    async def tick(context: JobContext, timestamp: int) -> dict[str, Any]:
+        runtime = _runtime(context)
+        return await runtime.ticker.dispatch_tick(
+            lambda batch: plan_batch.defer_async(missions=[list(k) for k in batch]),
+            backlog=lambda: _backlog(queue),
+            batch_size=BATCH_SIZE,
+        )
+
+    tick_task = queue.task(name="mana_ai.tick", queue="tick", pass_context=True, queueing_lock="mana_ai.tick")(tick)
+    if tick_enabled:
+        queue.periodic(cron=interval_cron(tick_interval_s), periodic_id="tick")(tick_task)
+    return queue
+
+
+async def _backlog(queue: procrastinate.App) -> int:
+    rows = await queue.connector.execute_query_all_async(
+        "SELECT count(*) AS n FROM procrastinate_jobs WHERE task_name = 'mana_ai.plan_batch'"
+        " AND status IN ('todo', 'doing')"
+    )
+    return int(rows[0]["n"]) if rows else 0
+
+
+def _runtime(context: JobContext) -> Any:
+    runtime = (context.additional_context or {}).get("runtime")
+    if runtime is None:
+        raise RuntimeError("the worker was started without the mana-ai runtime in additional_context")
+    return runtime
