@@ -213,7 +213,7 @@ class Settings(BaseSettings):
     @property
     def claim_lease(self) -> timedelta:
         """How long a claimed mission run belongs to one worker before another may take it over."""
-        return self.mission_timeout + timedelta(seconds=30)
+        return self.mission_timeout + min(timedelta(seconds=30), self.mission_timeout)
 
     def private_key_text(self) -> str | None:
         if self.private_key_pem is not None and self.private_key_pem.get_secret_value().strip():

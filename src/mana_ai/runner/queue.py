@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 import procrastinate
 from procrastinate import JobContext, PsycopgConnector
+from procrastinate.jobs import Status
 
 from mana_ai.db.migrate import QUEUE_SCHEMA
 
@@ -81,11 +82,25 @@ def build_queue(database_url: str, *, tick_interval_s: float, tick_enabled: bool
 
 
 async def _backlog(queue: procrastinate.App) -> int:
+    """Planning jobs not yet picked up. Jobs being worked on do not count: their missions are claimed, and a
+    job of a killed worker stays ``doing`` forever, so counting those would stop the cluster for good."""
+    await _fail_stalled_jobs(queue)
     rows = await queue.connector.execute_query_all_async(
-        "SELECT count(*) AS n FROM procrastinate_jobs WHERE task_name = 'mana_ai.plan_batch'"
-        " AND status IN ('todo', 'doing')"
+        "SELECT count(*) AS n FROM procrastinate_jobs WHERE task_name = 'mana_ai.plan_batch' AND status = 'todo'"
     )
     return int(rows[0]["n"]) if rows else 0
+
+
+async def _fail_stalled_jobs(queue: procrastinate.App) -> None:
+    """Close the jobs of workers that stopped sending heartbeats (killed); their missions' claims expire on
+    their own and the next tick defers them again."""
+    try:
+        stalled = await queue.job_manager.get_stalled_jobs(task_name="mana_ai.plan_batch")
+        for job in stalled:
+            await queue.job_manager.finish_job(job, status=Status.FAILED, delete_job=False)
+            logger.warning("closed a stalled planning job", extra={"action": "queue.stalled_job", "job_id": job.id})
+    except Exception:
+        logger.warning("could not close stalled jobs", extra={"action": "queue.stalled_failed"}, exc_info=True)
 
 
 def _runtime(context: JobContext) -> Any:

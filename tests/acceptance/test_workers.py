@@ -1,0 +1,132 @@
+"""Scale-out on procrastinate: several worker processes, one plan per due run, killed workers recovered."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+
+import pytest
+
+from mana_ai.testing.fake_llm import FakeLlmServer, conversation_responder
+from tests.integration.helpers import mission, put_row
+from tests.integration.runner_helpers import agent_record
+
+pytestmark = pytest.mark.slow
+
+
+async def start_worker(app_db_url: str, llm_url: str, **env_extra: str) -> asyncio.subprocess.Process:
+    env = {
+        **os.environ,
+        "SYNC_DATABASE_URL": app_db_url,
+        "MANA_LLM_URL": llm_url,
+        "MANA_LLM_MAX_RETRIES": "0",
+        "TICK_INTERVAL_MS": "1000",
+        "MANA_AI_LOG_LEVEL": "WARNING",
+        **env_extra,
+    }
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "mana_ai", "worker", env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def written_per_mission(admin_db) -> dict[str, int]:
+    rows = await admin_db.fetch(
+        "SELECT record_id, count(*) AS n FROM public.sync_changes WHERE client_id = 'mana-ai-runner'"
+        " GROUP BY record_id"
+    )
+    return {r["record_id"]: r["n"] for r in rows}
+
+
+async def wait_until(predicate, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await predicate():
+            return
+        await asyncio.sleep(0.25)
+    raise AssertionError("condition not reached in time")
+
+
+async def stop(procs) -> None:
+    for proc in procs:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            await asyncio.wait_for(proc.wait(), 30)
+        except TimeoutError:
+            proc.kill()
+
+
+async def test_three_workers_plan_each_mission_exactly_once(db, app_db_url, admin_db):
+    missions = 300
+    for user in range(30):
+        await put_row(db, f"u{user}", "agents", f"a{user}", "insert", agent_record(f"a{user}", maxConcurrentMissions=4))
+    for i in range(missions):
+        user = i % 30
+        await put_row(db, f"u{user}", "aiMissions", f"m{i}", "insert", mission(f"m{i}", agentId=f"a{user}"))
+    async with FakeLlmServer(default=conversation_responder(), latency_s=0.02) as llm:
+        procs = [await start_worker(app_db_url, llm.url, MANA_AI_MAX_CONCURRENCY="16") for _ in range(3)]
+        try:
+            async def all_written() -> bool:
+                return len(await written_per_mission(admin_db)) >= missions
+
+            await wait_until(all_written, 120)
+            await asyncio.sleep(2.5)  # more ticks run meanwhile: nothing may be planned twice
+            counts = await written_per_mission(admin_db)
+        finally:
+            await stop(procs)
+    assert len(counts) == missions
+    assert set(counts.values()) == {1}, {k: v for k, v in counts.items() if v != 1}
+    owners = await admin_db.fetch("SELECT DISTINCT owner FROM mana_ai.mission_runs WHERE state = 'done'")
+    assert len(owners) >= 2  # the work really was spread over processes
+    for proc in procs:
+        assert proc.returncode == 0, (await proc.stderr.read()).decode()[-2000:]
+
+
+async def test_killed_worker_leaves_its_missions_to_another(db, app_db_url, admin_db):
+    for i in range(6):
+        await put_row(db, "u1", "aiMissions", f"k{i}", "insert", mission(f"k{i}"))
+    async with FakeLlmServer(default=conversation_responder(), latency_s=3.0) as slow:
+        victim = await start_worker(app_db_url, slow.url, MANA_AI_MISSION_TIMEOUT="4s")
+
+        async def claimed() -> bool:
+            row = await admin_db.fetchrow("SELECT count(*) AS n FROM mana_ai.mission_runs WHERE state = 'running'")
+            return row["n"] >= 1
+
+        await wait_until(claimed, 60)
+        victim.send_signal(signal.SIGKILL)
+        await victim.wait()
+    assert await written_per_mission(admin_db) == {}
+    async with FakeLlmServer(default=conversation_responder()) as fast:
+        rescuer = await start_worker(app_db_url, fast.url, MANA_AI_MISSION_TIMEOUT="4s")
+        try:
+            async def all_written() -> bool:
+                return len(await written_per_mission(admin_db)) == 6
+
+            await wait_until(all_written, 60)
+        finally:
+            await stop([rescuer])
+    assert set((await written_per_mission(admin_db)).values()) == {1}
+
+
+async def test_sigterm_drains_in_flight_plans(db, app_db_url, admin_db):
+    for i in range(4):
+        await put_row(db, "u1", "aiMissions", f"d{i}", "insert", mission(f"d{i}"))
+    async with FakeLlmServer(default=conversation_responder(), latency_s=1.0) as llm:
+        proc = await start_worker(app_db_url, llm.url, MANA_AI_SHUTDOWN_GRACE_S="20")
+
+        async def claimed() -> bool:
+            row = await admin_db.fetchrow("SELECT count(*) AS n FROM mana_ai.mission_runs WHERE state = 'running'")
+            return row["n"] >= 4
+
+        await wait_until(claimed, 60)
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), 40)
+    assert proc.returncode == 0
+    # Every plan that was in flight was finished and written, none half-written.
+    assert set((await written_per_mission(admin_db)).values()) == {1}
+    assert len(await written_per_mission(admin_db)) == 4
