@@ -17,6 +17,7 @@ from mana_ai.db.embedded import EmbeddedPostgres, start_embedded
 from mana_ai.db.migrate import check_current, migrate
 from mana_ai.metrics import Metrics
 from mana_ai.planner.llm_client import OpenAICompatClient
+from mana_ai.research.step import ResearchStep
 from mana_ai.runner.context import RunnerContext, TimedLlm
 from mana_ai.runner.store import RunnerStore
 from mana_ai.runner.tick import Dispatcher, Ticker
@@ -41,6 +42,7 @@ class App:
         self.database_url: str = ""
         self._db: Database | None = None
         self._llm: OpenAICompatClient | None = None
+        self._research: ResearchStep | None = None
         self._ticker: Ticker | None = None
         self.extra: dict[str, Any] = {}
 
@@ -69,15 +71,22 @@ class App:
             pool_size=max(settings.max_concurrency * 2, 16),
         )
         await self._llm.open()
+        self._research = ResearchStep.from_settings(settings, self._db, self.metrics)
+        await self._research.open()
         ctx = RunnerContext(
             settings=settings, db=self._db, llm=TimedLlm(self._llm, self.metrics), metrics=self.metrics,
             owner=self.owner,
         )
+        # Deep research first (W14: a pending job skips decrypts and resolvers); research input last.
+        ctx.pre_steps.append(self._research.pre_step)
+        ctx.input_steps.append(self._research)
         store = RunnerStore(self._db, self.owner)
         self._ticker = Ticker(ctx, store, Dispatcher(ctx, store))
         return self
 
     async def close(self) -> None:
+        if self._research is not None:
+            await self._research.close()
         if self._llm is not None:
             await self._llm.close()
         if self._db is not None:

@@ -22,6 +22,8 @@ class InputContext:
     mission: ServerMission
     agent: ServerAgent | None
     iteration_id: str
+    state: dict[str, Any] = field(default_factory=dict)
+    """Scratch space the steps of one planning run share (the research pre-step hands its result on here)."""
 
 
 class InputStep(Protocol):
@@ -49,6 +51,9 @@ class MissionText:
 
 TextStep = Callable[[InputContext], Awaitable[MissionText | None]]
 
+PreStep = Callable[[InputContext], Awaitable[None]]
+"""Runs before the text step and the input steps; raises :class:`ResearchPending` to skip them all (W14)."""
+
 
 class TimedLlm:
     """An LlmClient wrapper that observes every request in ``planner_request_duration_seconds`` (W18)."""
@@ -75,6 +80,7 @@ class RunnerContext:
     metrics: Metrics
     owner: str
     """Unique name of this process, stored on the runs it claims."""
+    pre_steps: list[PreStep] = field(default_factory=list)
     input_steps: list[InputStep] = field(default_factory=list)
     text_step: TextStep | None = None
     extra: dict[str, Any] = field(default_factory=dict)

@@ -73,6 +73,9 @@ async def plan_mission(ctx: RunnerContext, request: PlanRequest) -> Outcome:
     text = MissionText(_visible(mission.title), _visible(mission.objective), _visible(mission.concept))
     inputs = list(request.inputs)
     try:
+        # Pre-steps first: a pending deep-research job ends the run before any decrypt or resolver (W14).
+        for pre_step in ctx.pre_steps:
+            await pre_step(input_ctx)
         if ctx.text_step is not None:
             text = await ctx.text_step(input_ctx) or text
         for step in ctx.input_steps:

@@ -167,3 +167,43 @@ FROM mana_ai.decrypt_audit
 WHERE user_id = %(user_id)s AND (%(mission_id)s::text IS NULL OR mission_id = %(mission_id)s)
 ORDER BY ts DESC, id DESC
 LIMIT %(limit)s
+
+-- research jobs ------------------------------------------------------------------------------------------
+-- Pending deep-research jobs, one row per mission while its job runs (SPEC 8.2). Only research/jobs.py
+-- uses these.
+
+-- name: research_job_get
+-- The pending job of one mission, if any.
+SELECT task_id, provider_id, submitted_at, last_polled_at
+FROM mana_ai.mission_research_jobs
+WHERE user_id = %(user_id)s AND mission_id = %(mission_id)s
+
+-- name: research_job_save
+-- Record a submitted job; a leftover row of the same mission is replaced (its job is no longer awaited).
+INSERT INTO mana_ai.mission_research_jobs (user_id, mission_id, task_id, provider_id)
+VALUES (%(user_id)s, %(mission_id)s, %(task_id)s, %(provider_id)s)
+ON CONFLICT (user_id, mission_id) DO UPDATE SET
+    task_id = EXCLUDED.task_id, provider_id = EXCLUDED.provider_id, submitted_at = now(), last_polled_at = NULL
+RETURNING task_id, provider_id, submitted_at, last_polled_at
+
+-- name: research_job_touch
+-- Note a poll that found the job still running.
+UPDATE mana_ai.mission_research_jobs SET last_polled_at = now()
+WHERE user_id = %(user_id)s AND mission_id = %(mission_id)s AND task_id = %(task_id)s
+
+-- name: research_job_delete
+-- Forget a finished or abandoned job; the task id keeps a newer job of the same mission in place.
+DELETE FROM mana_ai.mission_research_jobs
+WHERE user_id = %(user_id)s AND mission_id = %(mission_id)s AND task_id = %(task_id)s
+
+-- ===== privacy: mission key grants (mana_ai.privacy, see docs/privacy.md) ================================
+
+-- name: grant_copies_of_mission
+-- Every re-sealed copy (of any grant) of one mission, and whether it is deleted already. Runs inside
+-- with_user (row-level security applies); served by idx_sync_changes_since.
+SELECT c.record_id, bool_or(c.op = 'delete') AS deleted
+FROM public.sync_changes c
+WHERE c.user_id = %(user_id)s AND c.app_id = %(app_id)s AND c.table_name = %(table)s
+  AND left(c.record_id, length(%(prefix)s)) = %(prefix)s
+GROUP BY c.record_id
+ORDER BY c.record_id
