@@ -17,7 +17,40 @@ from fastapi.responses import JSONResponse
 
 from mana_ai import __version__
 from mana_ai.app import App
+from mana_ai.db.connector import Database
+from mana_ai.db.queries import q
+from mana_ai.http.auth import AuthError, JwtVerifier
 from mana_ai.metrics import CONTENT_TYPE
+from mana_ai.timefmt import to_js_iso
+
+
+def parse_limit(raw: str | None) -> int:
+    """The original's rule: a non-number means 200; anything else is clamped to [1, 1000]."""
+    try:
+        value = int(raw) if raw is not None else 200
+    except ValueError:
+        value = 200
+    return min(max(value, 1), 1000)
+
+
+async def read_audit(db: Database, user_id: str, *, mission_id: str | None, limit: int) -> list[dict[str, Any]]:
+    """The user's audit rows, newest first, read under row-level security (FORCE) as that user."""
+    async with db.with_user(user_id) as conn:
+        cur = await conn.execute(q("read_audit"), {"user_id": user_id, "mission_id": mission_id, "limit": limit})
+        rows = await cur.fetchall()
+    return [
+        {
+            "id": r["id"],
+            "missionId": r["mission_id"],
+            "iterationId": r["iteration_id"],
+            "tableName": r["table_name"],
+            "recordId": r["record_id"],
+            "status": r["status"],
+            "reason": r["reason"],
+            "ts": to_js_iso(r["ts"]),
+        }
+        for r in rows
+    ]
 
 
 def create_http_app(app: App, *, owns_app: bool = False) -> FastAPI:
@@ -87,6 +120,21 @@ def create_http_app(app: App, *, owns_app: bool = False) -> FastAPI:
             return JSONResponse({"error": "invalid or missing service key"}, status_code=401)
         stats = await app.ticker.tick()
         return JSONResponse(stats.to_json())
+
+    verifier = JwtVerifier(app.settings)
+
+    @api.get("/api/v1/me/ai-audit", summary="The caller's decrypt audit (Bearer JWT)")
+    async def ai_audit(
+        missionId: str | None = None,  # noqa: N803  (the original's query parameter name)
+        limit: str | None = None,
+        authorization: str | None = Header(default=None),
+    ) -> JSONResponse:
+        try:
+            principal = await verifier.authenticate(authorization)
+        except AuthError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=401)
+        rows = await read_audit(app.db, principal.user_id, mission_id=missionId or None, limit=parse_limit(limit))
+        return JSONResponse({"rows": rows})
 
     @api.get("/api/v1/ai-runner-pubkey", summary="The runner's public key for wrapping mission grants")
     async def runner_pubkey() -> JSONResponse:
