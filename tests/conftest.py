@@ -119,7 +119,9 @@ def db_url(pg_admin_url: str, template_db: str) -> Iterator[str]:
     name = f"t_{os.getpid()}_{next(_counter)}"
     with psycopg.connect(pg_admin_url, autocommit=True) as conn:
         conn.execute(
-            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template_db))
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(template_db)
+            )
         )
     try:
         yield _db_url(pg_admin_url, name)

@@ -36,7 +36,9 @@ class ProviderError(ManaAiError):
     ``server_error``, ``bad_request``, ``auth``, ``unknown`` ...) used as a metric label.
     """
 
-    def __init__(self, message: str | None = None, *, kind: str = "unknown", status: int | None = None) -> None:
+    def __init__(
+        self, message: str | None = None, *, kind: str = "unknown", status: int | None = None
+    ) -> None:
         super().__init__(message)
         self.kind = kind
         self.status = status
@@ -61,7 +63,9 @@ class CryptoError(ManaAiError):
 class ResearchError(ManaAiError):
     """A research backend failed."""
 
-    def __init__(self, message: str | None = None, *, stage: str = "unknown", reason: str = "unknown") -> None:
+    def __init__(
+        self, message: str | None = None, *, stage: str = "unknown", reason: str = "unknown"
+    ) -> None:
         super().__init__(message)
         self.stage = stage
         self.reason = reason

@@ -15,7 +15,10 @@ import orjson
 from mana_ai.settings import Settings
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
-    "message", "asctime", "taskName", "color_message"
+    "message",
+    "asctime",
+    "taskName",
+    "color_message",
 }
 
 

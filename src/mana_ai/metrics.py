@@ -21,13 +21,19 @@ class Metrics:
         def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
             return Counter(name, doc, labels, registry=r)
 
-        def histogram(name: str, doc: str, buckets: tuple[float, ...], labels: tuple[str, ...] = ()) -> Histogram:
+        def histogram(
+            name: str, doc: str, buckets: tuple[float, ...], labels: tuple[str, ...] = ()
+        ) -> Histogram:
             return Histogram(name, doc, labels, buckets=buckets, registry=r)
 
-        self.http_requests = counter("mana_ai_http_requests_total", "HTTP requests", ("method", "path", "status"))
+        self.http_requests = counter(
+            "mana_ai_http_requests_total", "HTTP requests", ("method", "path", "status")
+        )
         self.http_duration = histogram(
-            "mana_ai_http_request_duration_seconds", "HTTP request duration",
-            (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), ("method", "path", "status"),
+            "mana_ai_http_request_duration_seconds",
+            "HTTP request duration",
+            (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            ("method", "path", "status"),
         )
         self.ticks = counter("mana_ai_ticks_total", "Ticks run (overlap-skipped ticks not counted)")
         self.tick_duration = histogram(
@@ -36,13 +42,23 @@ class Metrics:
         self.plans_produced = counter("mana_ai_plans_produced_total", "Plans produced by the planner")
         self.plans_written_back = counter("mana_ai_plans_written_back_total", "Iterations written back")
         self.parse_failures = counter("mana_ai_parse_failures_total", "Planner runs that failed (any reason)")
-        self.mission_errors = counter("mana_ai_mission_errors_total", "Unexpected errors while handling a mission")
-        self.missions_failed = counter(
-            "mana_ai_missions_failed_total", "Missions that ended as a failed iteration, by reason", ("reason",)
+        self.mission_errors = counter(
+            "mana_ai_mission_errors_total", "Unexpected errors while handling a mission"
         )
-        self.research_submitted = counter("mana_ai_research_jobs_submitted_total", "Deep research jobs", ("provider",))
-        self.research_completed = counter("mana_ai_research_jobs_completed_total", "Deep research done", ("provider",))
-        self.research_failed = counter("mana_ai_research_jobs_failed_total", "Deep research failed", ("provider",))
+        self.missions_failed = counter(
+            "mana_ai_missions_failed_total",
+            "Missions that ended as a failed iteration, by reason",
+            ("reason",),
+        )
+        self.research_submitted = counter(
+            "mana_ai_research_jobs_submitted_total", "Deep research jobs", ("provider",)
+        )
+        self.research_completed = counter(
+            "mana_ai_research_jobs_completed_total", "Deep research done", ("provider",)
+        )
+        self.research_failed = counter(
+            "mana_ai_research_jobs_failed_total", "Deep research failed", ("provider",)
+        )
         self.research_pending_skips = counter(
             "mana_ai_research_jobs_pending_skips_total", "Missions skipped while deep research is pending"
         )
@@ -50,7 +66,8 @@ class Metrics:
             "mana_ai_research_failures_total", "Research calls that failed", ("stage", "reason")
         )
         self.planner_request_duration = histogram(
-            "mana_ai_planner_request_duration_seconds", "Duration of one LLM request",
+            "mana_ai_planner_request_duration_seconds",
+            "Duration of one LLM request",
             (0.25, 0.5, 1, 2, 5, 10, 30, 60),
         )
         self.snapshots_new = counter("mana_ai_snapshots_new_total", "New mission snapshots")
@@ -66,11 +83,17 @@ class Metrics:
         self.grant_skips = counter("mana_ai_grant_skips_total", "Grants that could not be used", ("reason",))
         self.agent_decisions = counter("mana_ai_agent_decisions_total", "Agent gate decisions", ("decision",))
         self.tokens_used = counter("mana_ai_tokens_used_total", "Tokens used by planner runs", ("agent_id",))
-        self.tool_calls = counter("mana_ai_tool_calls_total", "Tool calls by outcome", ("tool", "policy", "outcome"))
+        self.tool_calls = counter(
+            "mana_ai_tool_calls_total", "Tool calls by outcome", ("tool", "policy", "outcome")
+        )
         self.planner_rounds = histogram("mana_ai_planner_rounds", "Planner rounds per run", (1, 2, 3, 4, 5))
-        self.provider_errors = counter("mana_ai_provider_errors_total", "LLM provider errors", ("provider", "kind"))
+        self.provider_errors = counter(
+            "mana_ai_provider_errors_total", "LLM provider errors", ("provider", "kind")
+        )
         self.reminders = counter(
-            "mana_ai_reminders_emitted_total", "Reminders injected into planner rounds", ("producer", "severity")
+            "mana_ai_reminders_emitted_total",
+            "Reminders injected into planner rounds",
+            ("producer", "severity"),
         )
         self.compactions = counter("mana_ai_compactions_triggered_total", "Context compactions")
         self.compacted_turns = histogram(

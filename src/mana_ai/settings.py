@@ -75,7 +75,9 @@ class Settings(BaseSettings):
     """Retries on connection errors, 429 and 5xx."""
     compact_max_ctx: int = Field(1_000_000, validation_alias=_env("MANA_AI_COMPACT_MAX_CTX"), ge=0)
     """Context-compaction ceiling in tokens; 0 disables compaction."""
-    policy_mode: Literal["off", "log-only", "enforce"] = Field("log-only", validation_alias=_env("POLICY_MODE"))
+    policy_mode: Literal["off", "log-only", "enforce"] = Field(
+        "log-only", validation_alias=_env("POLICY_MODE")
+    )
     """Injection-marker checks on tool arguments: off, log-only or enforce (drop flagged calls)."""
 
     # --- tick and runner ------------------------------------------------------------------------
@@ -91,7 +93,9 @@ class Settings(BaseSettings):
     """Due missions taken per tick (oldest nextRunAt first)."""
     default_tz: str = Field("UTC", validation_alias=_env("MANA_AI_DEFAULT_TZ"))
     """Time zone of daily/weekly/cron cadences that name none."""
-    mission_timeout: timedelta = Field(timedelta(minutes=10), validation_alias=_env("MANA_AI_MISSION_TIMEOUT"))
+    mission_timeout: timedelta = Field(
+        timedelta(minutes=10), validation_alias=_env("MANA_AI_MISSION_TIMEOUT")
+    )
     """Hard limit for planning one mission; its claim lease is this plus a margin."""
     max_consecutive_failures: int = Field(5, validation_alias=_env("MANA_AI_MAX_CONSECUTIVE_FAILURES"), ge=1)
     """A mission that fails this many times in a row pauses itself."""
@@ -99,7 +103,9 @@ class Settings(BaseSettings):
     """Wait before retrying a failed mission; doubles with each failure in a row (max 1 h)."""
     shutdown_grace_s: float = Field(30.0, validation_alias=_env("MANA_AI_SHUTDOWN_GRACE_S"), ge=0)
     """On SIGTERM, how long in-flight plans may finish."""
-    token_usage_retention: timedelta = Field(timedelta(hours=48), validation_alias=_env("MANA_AI_TOKEN_USAGE_RETENTION"))
+    token_usage_retention: timedelta = Field(
+        timedelta(hours=48), validation_alias=_env("MANA_AI_TOKEN_USAGE_RETENTION")
+    )
     """token_usage rows older than this are pruned."""
 
     # --- grants, research -----------------------------------------------------------------------
@@ -123,7 +129,9 @@ class Settings(BaseSettings):
     """mana-research base URL (deep research)."""
     deep_research_enabled: bool = Field(False, validation_alias=_env("MANA_AI_DEEP_RESEARCH_ENABLED"))
     """Exactly `true` enables deep research."""
-    deep_research_max_age: timedelta = Field(timedelta(hours=2), validation_alias=_env("MANA_AI_DEEP_RESEARCH_MAX_AGE"))
+    deep_research_max_age: timedelta = Field(
+        timedelta(hours=2), validation_alias=_env("MANA_AI_DEEP_RESEARCH_MAX_AGE")
+    )
     """A deep-research job pending longer than this is abandoned."""
 
     # --- auth -----------------------------------------------------------------------------------
@@ -166,7 +174,14 @@ class Settings(BaseSettings):
     def _exactly_true(cls, value: Any) -> Any:
         return value if isinstance(value, bool) else str(value).strip().lower() == "true"
 
-    @field_validator("mission_timeout", "retry_backoff", "token_usage_retention", "deep_research_max_age", "proposal_ttl", mode="before")
+    @field_validator(
+        "mission_timeout",
+        "retry_backoff",
+        "token_usage_retention",
+        "deep_research_max_age",
+        "proposal_ttl",
+        mode="before",
+    )
     @classmethod
     def _duration(cls, value: Any) -> Any:
         return parse_duration(value)
@@ -181,7 +196,9 @@ class Settings(BaseSettings):
         problem = "must look like postgresql://user:password@host:5432/dbname"
         if "://" in text:
             parts = urlsplit(text)
-            if parts.scheme not in ("postgres", "postgresql") or not (parts.hostname or "host=" in parts.query):
+            if parts.scheme not in ("postgres", "postgresql") or not (
+                parts.hostname or "host=" in parts.query
+            ):
                 raise ValueError(problem)
         else:
             from psycopg.conninfo import conninfo_to_dict

@@ -47,8 +47,13 @@ async def test_serve_on_embedded_database(tmp_path: Path):
         }
         env.pop("SYNC_DATABASE_URL", None)
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "mana_ai", "serve", env=env,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            sys.executable,
+            "-m",
+            "mana_ai",
+            "serve",
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
         base = f"http://127.0.0.1:{port}"
         try:
@@ -59,11 +64,19 @@ async def test_serve_on_embedded_database(tmp_path: Path):
                 async with session.post(f"{base}/internal/tick", headers={"X-Service-Key": "nope"}) as resp:
                     assert resp.status == 401
                     assert await resp.json() == {"error": "invalid or missing service key"}
-                async with session.post(f"{base}/internal/tick", headers={"X-Service-Key": "test-key-123"}) as resp:
+                async with session.post(
+                    f"{base}/internal/tick", headers={"X-Service-Key": "test-key-123"}
+                ) as resp:
                     assert resp.status == 200
                     body = await resp.json()
-                    assert set(body) >= {"scannedAt", "dueMissionCount", "plansProduced", "plansWrittenBack",
-                                         "parseFailures", "errors"}
+                    assert set(body) >= {
+                        "scannedAt",
+                        "dueMissionCount",
+                        "plansProduced",
+                        "plansWrittenBack",
+                        "parseFailures",
+                        "errors",
+                    }
                 async with session.get(f"{base}/metrics") as resp:
                     text = await resp.text()
                     assert "mana_ai_ticks_total" in text and "mana_ai_plans_written_back_total" in text
@@ -89,15 +102,21 @@ def test_bad_configuration_is_one_clear_line(tmp_path: Path):
     import subprocess
 
     env = {**os.environ, "SYNC_DATABASE_URL": "mysql://user:secretpw@host/db", "POLICY_MODE": "loud"}
-    result = subprocess.run([sys.executable, "-m", "mana_ai", "migrate"], env=env, capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "mana_ai", "migrate"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     assert "SYNC_DATABASE_URL" in result.stderr and "POLICY_MODE" in result.stderr
     assert "secretpw" not in result.stderr
     unreachable = {**os.environ, "SYNC_DATABASE_URL": "postgresql://u:secretpw@127.0.0.1:1/db"}
-    result = subprocess.run([sys.executable, "-m", "mana_ai", "migrate"], env=unreachable, capture_output=True,
-                            text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "mana_ai", "migrate"],
+        env=unreachable,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "secretpw" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr

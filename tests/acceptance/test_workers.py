@@ -28,8 +28,13 @@ async def start_worker(app_db_url: str, llm_url: str, **env_extra: str) -> async
         **env_extra,
     }
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "mana_ai", "worker", env=env,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "mana_ai",
+        "worker",
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
     )
 
 
@@ -41,8 +46,8 @@ async def written_per_mission(admin_db) -> dict[str, int]:
     return {r["record_id"]: r["n"] for r in rows}
 
 
-async def wait_until(predicate, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
+async def wait_until(predicate, limit_s: float) -> None:
+    deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:
         if await predicate():
             return
@@ -64,13 +69,16 @@ async def stop(procs) -> None:
 async def test_three_workers_plan_each_mission_exactly_once(db, app_db_url, admin_db):
     missions = 300
     for user in range(30):
-        await put_row(db, f"u{user}", "agents", f"a{user}", "insert", agent_record(f"a{user}", maxConcurrentMissions=4))
+        await put_row(
+            db, f"u{user}", "agents", f"a{user}", "insert", agent_record(f"a{user}", maxConcurrentMissions=4)
+        )
     for i in range(missions):
         user = i % 30
         await put_row(db, f"u{user}", "aiMissions", f"m{i}", "insert", mission(f"m{i}", agentId=f"a{user}"))
     async with FakeLlmServer(default=conversation_responder(), latency_s=0.02) as llm:
         procs = [await start_worker(app_db_url, llm.url, MANA_AI_MAX_CONCURRENCY="16") for _ in range(3)]
         try:
+
             async def all_written() -> bool:
                 return len(await written_per_mission(admin_db)) >= missions
 
@@ -94,7 +102,9 @@ async def test_killed_worker_leaves_its_missions_to_another(db, app_db_url, admi
         victim = await start_worker(app_db_url, slow.url, MANA_AI_MISSION_TIMEOUT="4s")
 
         async def claimed() -> bool:
-            row = await admin_db.fetchrow("SELECT count(*) AS n FROM mana_ai.mission_runs WHERE state = 'running'")
+            row = await admin_db.fetchrow(
+                "SELECT count(*) AS n FROM mana_ai.mission_runs WHERE state = 'running'"
+            )
             return row["n"] >= 1
 
         await wait_until(claimed, 60)
@@ -104,6 +114,7 @@ async def test_killed_worker_leaves_its_missions_to_another(db, app_db_url, admi
     async with FakeLlmServer(default=conversation_responder()) as fast:
         rescuer = await start_worker(app_db_url, fast.url, MANA_AI_MISSION_TIMEOUT="4s")
         try:
+
             async def all_written() -> bool:
                 return len(await written_per_mission(admin_db)) == 6
 
@@ -120,7 +131,9 @@ async def test_sigterm_drains_in_flight_plans(db, app_db_url, admin_db):
         proc = await start_worker(app_db_url, llm.url, MANA_AI_SHUTDOWN_GRACE_S="20")
 
         async def claimed() -> bool:
-            row = await admin_db.fetchrow("SELECT count(*) AS n FROM mana_ai.mission_runs WHERE state = 'running'")
+            row = await admin_db.fetchrow(
+                "SELECT count(*) AS n FROM mana_ai.mission_runs WHERE state = 'running'"
+            )
             return row["n"] >= 4
 
         await wait_until(claimed, 60)

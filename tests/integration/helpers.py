@@ -23,8 +23,16 @@ async def put_row(
     """Append one row as the user (RLS applies); returns the row id."""
     async with db.with_user(user_id) as conn:
         return await append_change(
-            conn, user_id=user_id, app_id=app_id, table=table, record_id=record_id, op=op, data=data,
-            field_meta=field_meta or {}, client_id="test-client", actor=user_actor(user_id),
+            conn,
+            user_id=user_id,
+            app_id=app_id,
+            table=table,
+            record_id=record_id,
+            op=op,
+            data=data,
+            field_meta=field_meta or {},
+            client_id="test-client",
+            actor=user_actor(user_id),
         )
 
 
@@ -34,7 +42,8 @@ async def backdate(admin_db: Database, change_id: str, created_at: str) -> None:
         "UPDATE public.sync_changes SET created_at = %s::timestamptz WHERE id = %s", (created_at, change_id)
     )
     await admin_db.execute(
-        "UPDATE mana_ai.sync_feed SET created_at = %s::timestamptz WHERE change_id = %s", (created_at, change_id)
+        "UPDATE mana_ai.sync_feed SET created_at = %s::timestamptz WHERE change_id = %s",
+        (created_at, change_id),
     )
 
 

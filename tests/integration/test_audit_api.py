@@ -29,10 +29,17 @@ async def auth_server():
     jwks = {
         "keys": [
             {"kty": "OKP", "crv": "Ed25519", "x": b64url(ed_pub), "kid": "ed1", "alg": "EdDSA", "use": "sig"},
-            {"kty": "RSA", "kid": "rsa1", "alg": "RS256", "use": "sig",
-             "n": b64url(rsa_numbers.n.to_bytes(256, "big")), "e": b64url(rsa_numbers.e.to_bytes(3, "big"))},
+            {
+                "kty": "RSA",
+                "kid": "rsa1",
+                "alg": "RS256",
+                "use": "sig",
+                "n": b64url(rsa_numbers.n.to_bytes(256, "big")),
+                "e": b64url(rsa_numbers.e.to_bytes(3, "big")),
+            },
         ]
     }
+
     async def serve_jwks(_request: web.Request) -> web.Response:
         return web.json_response(jwks)
 
@@ -45,8 +52,9 @@ async def auth_server():
     await site.start()
     url = f"http://127.0.0.1:{port}"
 
-    def token(sub: str | None = "alice", *, alg: str = "EdDSA", aud: str = "mana", iss: str = url,
-              exp_in: int = 600) -> str:
+    def token(
+        sub: str | None = "alice", *, alg: str = "EdDSA", aud: str = "mana", iss: str = url, exp_in: int = 600
+    ) -> str:
         claims = {"aud": aud, "iss": iss, "exp": int(time.time()) + exp_in, "iat": int(time.time())}
         if sub is not None:
             claims["sub"] = sub
@@ -73,8 +81,13 @@ async def seed_audit(db):
 async def test_audit_rows_are_the_callers_only(db, app_db_url, auth_server):
     auth_url, token = auth_server
     await seed_audit(db)
-    async with FakeLlmServer() as llm, running_app(app_db_url, llm, auth_url=auth_url) as app, \
-            serve_http(app) as base, aiohttp.ClientSession() as http:
+    async with (
+        FakeLlmServer() as llm,
+        running_app(app_db_url, llm, auth_url=auth_url) as app,
+        serve_http(app) as base,
+        aiohttp.ClientSession() as http,
+    ):
+
         async def get(path: str, tok: str | None):
             headers = {"Authorization": f"Bearer {tok}"} if tok else {}
             async with http.get(base + path, headers=headers) as resp:
@@ -84,7 +97,16 @@ async def test_audit_rows_are_the_callers_only(db, app_db_url, auth_server):
         assert status == 200
         assert len(body["rows"]) == 5 and {r["missionId"] for r in body["rows"]} == {"m1", "m2"}
         row = body["rows"][0]
-        assert set(row) == {"id", "missionId", "iterationId", "tableName", "recordId", "status", "reason", "ts"}
+        assert set(row) == {
+            "id",
+            "missionId",
+            "iterationId",
+            "tableName",
+            "recordId",
+            "status",
+            "reason",
+            "ts",
+        }
         assert isinstance(row["id"], str) and row["ts"].endswith("Z")
         status, body = await get("/api/v1/me/ai-audit?missionId=m1&limit=2", token("alice", alg="RS256"))
         assert status == 200 and len(body["rows"]) == 2 and {r["missionId"] for r in body["rows"]} == {"m1"}
@@ -95,8 +117,14 @@ async def test_audit_rows_are_the_callers_only(db, app_db_url, auth_server):
         status, body = await get("/api/v1/me/ai-audit", token("bob"))
         assert {r["missionId"] for r in body["rows"]} == {"m9"}
 
-        for bad in (None, "garbage", token("alice", aud="other"), token("alice", exp_in=-60),
-                    token("alice", iss="https://evil.example"), token(None)):
+        for bad in (
+            None,
+            "garbage",
+            token("alice", aud="other"),
+            token("alice", exp_in=-60),
+            token("alice", iss="https://evil.example"),
+            token(None),
+        ):
             status, body = await get("/api/v1/me/ai-audit", bad)
             assert status == 401, (bad, body)
         status, body = await get("/api/v1/me/ai-audit", token(None))
@@ -106,11 +134,20 @@ async def test_audit_rows_are_the_callers_only(db, app_db_url, auth_server):
 async def test_dev_bypass_only_when_explicitly_enabled(db, app_db_url):
     await seed_audit(db)
     async with FakeLlmServer() as llm:
-        async with running_app(app_db_url, llm, dev_bypass_auth=True) as app, serve_http(app) as base, \
-                aiohttp.ClientSession() as http, http.get(base + "/api/v1/me/ai-audit") as resp:
+        async with (
+            running_app(app_db_url, llm, dev_bypass_auth=True) as app,
+            serve_http(app) as base,
+            aiohttp.ClientSession() as http,
+            http.get(base + "/api/v1/me/ai-audit") as resp,
+        ):
             assert resp.status == 401  # NODE_ENV is not development
-        async with running_app(app_db_url, llm, dev_bypass_auth=True, node_env="development",
-                               dev_user_id="bob") as app, serve_http(app) as base, \
-                aiohttp.ClientSession() as http, http.get(base + "/api/v1/me/ai-audit") as resp:
+        async with (
+            running_app(
+                app_db_url, llm, dev_bypass_auth=True, node_env="development", dev_user_id="bob"
+            ) as app,
+            serve_http(app) as base,
+            aiohttp.ClientSession() as http,
+            http.get(base + "/api/v1/me/ai-audit") as resp,
+        ):
             assert resp.status == 200
             assert {r["missionId"] for r in (await resp.json())["rows"]} == {"m9"}

@@ -21,7 +21,9 @@ async def test_insert_and_update_are_folded(db):
     await put_row(db, "u1", "aiMissions", "m1", "insert", mission("m1", title="old"))
     stats = await refresh_snapshots(db)
     assert stats.missions.rows_applied == 1 and stats.missions.new_snapshots == 1
-    await put_row(db, "u1", "aiMissions", "m1", "update", {"title": "new"}, {"title": "2026-04-15T01:00:00.000Z"})
+    await put_row(
+        db, "u1", "aiMissions", "m1", "update", {"title": "new"}, {"title": "2026-04-15T01:00:00.000Z"}
+    )
     stats = await refresh_snapshots(db)
     assert stats.missions.rows_applied == 1 and stats.missions.updated_snapshots == 1
     snap = await snapshot(db, "u1", "m1")
@@ -40,7 +42,13 @@ async def test_row_with_created_at_older_than_cursor_is_applied(db, admin_db):
     await put_row(db, "u1", "aiMissions", "m1", "insert", mission("m1"))
     await refresh_snapshots(db)
     late = await put_row(
-        db, "u1", "aiMissions", "m1", "update", {"objective": "late"}, {"objective": "2026-04-15T09:00:00.000Z"}
+        db,
+        "u1",
+        "aiMissions",
+        "m1",
+        "update",
+        {"objective": "late"},
+        {"objective": "2026-04-15T09:00:00.000Z"},
     )
     await backdate(admin_db, late, "2001-01-01T00:00:00Z")
     assert (await refresh_snapshots(db)).rows_applied == 1
@@ -79,7 +87,15 @@ async def test_delete_leaves_a_tombstone(db):
 async def test_malformed_rows_are_skipped_and_others_applied(db, caplog):
     await put_row(db, "u1", "aiMissions", "m1", "insert", mission("m1"))
     await put_row(db, "u1", "aiMissions", "m2", "insert", mission("m2", nextRunAt="not a date"))
-    await put_row(db, "u1", "aiMissions", "m3", "update", {"iterations": "nope"}, {"iterations": "2026-04-15T03:00:00.000Z"})
+    await put_row(
+        db,
+        "u1",
+        "aiMissions",
+        "m3",
+        "update",
+        {"iterations": "nope"},
+        {"iterations": "2026-04-15T03:00:00.000Z"},
+    )
     await put_row(db, "u2", "agents", "a1", "insert", {"id": "a1", "name": "Ok", "state": "active"})
     stats = await refresh_snapshots(db)
     assert stats.missions.rows_applied == 1 and stats.missions.rows_skipped == 2
@@ -107,6 +123,8 @@ async def test_prune_feed_removes_only_applied_rows(db):
 
 
 async def test_next_run_at_is_normalised_for_string_comparison(db):
-    await put_row(db, "u1", "aiMissions", "m1", "insert", mission("m1", nextRunAt="2026-04-15T10:00:00+02:00"))
+    await put_row(
+        db, "u1", "aiMissions", "m1", "insert", mission("m1", nextRunAt="2026-04-15T10:00:00+02:00")
+    )
     await refresh_snapshots(db)
     assert (await snapshot(db, "u1", "m1"))["record"]["nextRunAt"] == "2026-04-15T08:00:00.000Z"

@@ -12,9 +12,7 @@ from tests.integration.helpers import mission, put_row
 
 
 async def test_service_role_really_is_plain(db):
-    row = await db.fetchrow(
-        "SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user"
-    )
+    row = await db.fetchrow("SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user")
     assert row == {"rolsuper": False, "rolbypassrls": False}
 
 
@@ -53,7 +51,8 @@ async def test_decrypt_audit_is_forced_per_user(db):
         async with db.with_user(user) as conn:
             await conn.execute(
                 "INSERT INTO mana_ai.decrypt_audit (user_id, mission_id, table_name, record_id, status)"
-                " VALUES (%s, 'm', 'notes', 'n', 'ok')", (user,)
+                " VALUES (%s, 'm', 'notes', 'n', 'ok')",
+                (user,),
             )
     async with db.with_user("alice") as conn:
         cur = await conn.execute("SELECT user_id FROM mana_ai.decrypt_audit")
@@ -125,13 +124,18 @@ async def test_existing_sync_changes_is_left_alone(pg_admin_url):
             )
         await migrate(url)
         with pg.connect(url, autocommit=True) as conn:
-            cols = [r[0] for r in conn.execute(
-                "SELECT column_name FROM information_schema.columns WHERE table_name = 'sync_changes'"
-            ).fetchall()]
+            cols = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT column_name FROM information_schema.columns WHERE table_name = 'sync_changes'"
+                ).fetchall()
+            ]
             assert "mana_sync_marker" in cols  # untouched
             # The history that predates the trigger was backfilled into the feed.
             assert conn.execute("SELECT count(*) FROM mana_ai.sync_feed").fetchone()[0] == 1
-            policies = conn.execute("SELECT count(*) FROM pg_policies WHERE tablename = 'sync_changes'").fetchone()
+            policies = conn.execute(
+                "SELECT count(*) FROM pg_policies WHERE tablename = 'sync_changes'"
+            ).fetchone()
             assert policies[0] == 0  # we did not add policies to someone else's table
     finally:
         with pg.connect(pg_admin_url, autocommit=True) as conn:

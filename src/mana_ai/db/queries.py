@@ -29,7 +29,7 @@ def _load() -> dict[str, str]:
 def q(name: str) -> LiteralString:
     """The SQL of one named query (``KeyError`` for an unknown name: a programming error)."""
     # The text comes from our package file, never from input, so it is as safe as a literal.
-    return cast(LiteralString, _load()[name])
+    return cast(LiteralString, _load()[name])  # type: ignore[redundant-cast]
 
 
 def names() -> list[str]:

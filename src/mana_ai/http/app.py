@@ -33,10 +33,14 @@ def parse_limit(raw: str | None) -> int:
     return min(max(value, 1), 1000)
 
 
-async def read_audit(db: Database, user_id: str, *, mission_id: str | None, limit: int) -> list[dict[str, Any]]:
+async def read_audit(
+    db: Database, user_id: str, *, mission_id: str | None, limit: int
+) -> list[dict[str, Any]]:
     """The user's audit rows, newest first, read under row-level security (FORCE) as that user."""
     async with db.with_user(user_id) as conn:
-        cur = await conn.execute(q("read_audit"), {"user_id": user_id, "mission_id": mission_id, "limit": limit})
+        cur = await conn.execute(
+            q("read_audit"), {"user_id": user_id, "mission_id": mission_id, "limit": limit}
+        )
         rows = await cur.fetchall()
     return [
         {
@@ -133,7 +137,9 @@ def create_http_app(app: App, *, owns_app: bool = False) -> FastAPI:
             principal = await verifier.authenticate(authorization)
         except AuthError as exc:
             return JSONResponse({"error": str(exc)}, status_code=401)
-        rows = await read_audit(app.db, principal.user_id, mission_id=missionId or None, limit=parse_limit(limit))
+        rows = await read_audit(
+            app.db, principal.user_id, mission_id=missionId or None, limit=parse_limit(limit)
+        )
         return JSONResponse({"rows": rows})
 
     @api.get("/api/v1/ai-runner-pubkey", summary="The runner's public key for wrapping mission grants")

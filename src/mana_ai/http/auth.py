@@ -71,8 +71,13 @@ class JwtVerifier:
             raise AuthError("Invalid or expired token")
         try:
             claims: dict[str, Any] = jwt.decode(
-                token, key.key, algorithms=[alg], audience=self.settings.jwt_audience, issuer=self.issuers,
-                options={"require": ["exp", "sub"]}, leeway=5,
+                token,
+                key.key,
+                algorithms=[alg],
+                audience=self.settings.jwt_audience,
+                issuer=self.issuers,
+                options={"require": ["exp", "sub"]},
+                leeway=5,
             )
         except jwt.MissingRequiredClaimError as exc:
             if exc.claim == "sub":
@@ -83,7 +88,9 @@ class JwtVerifier:
         sub = claims.get("sub")
         if not isinstance(sub, str) or not sub:
             raise AuthError("Token missing subject claim")
-        return Principal(sub, claims.get("email"), claims.get("role") or "user", claims.get("tier") or "public")
+        return Principal(
+            sub, claims.get("email"), claims.get("role") or "user", claims.get("tier") or "public"
+        )
 
     async def _key(self, kid: Any, alg: str) -> jwt.PyJWK | None:
         fresh = time.monotonic() - self._fetched_at < JWKS_TTL_S
@@ -104,7 +111,9 @@ class JwtVerifier:
                 resp.raise_for_status()
                 body = await resp.json(content_type=None)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            logger.warning("JWKS fetch failed", extra={"action": "auth.jwks_failed", "error": type(exc).__name__})
+            logger.warning(
+                "JWKS fetch failed", extra={"action": "auth.jwks_failed", "error": type(exc).__name__}
+            )
             return
         keys: dict[str, jwt.PyJWK] = {}
         for index, jwk in enumerate(body.get("keys", []) if isinstance(body, dict) else []):

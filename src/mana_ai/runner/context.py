@@ -67,7 +67,9 @@ class TimedLlm:
     ) -> CompletionResponse:
         start = time.perf_counter()
         try:
-            return await self.inner.complete(messages, tools_json=tools_json, model=model, temperature=temperature)
+            return await self.inner.complete(
+                messages, tools_json=tools_json, model=model, temperature=temperature
+            )
         finally:
             self.metrics.planner_request_duration.observe(time.perf_counter() - start)
 

@@ -85,19 +85,30 @@ async def plan_mission(ctx: RunnerContext, request: PlanRequest) -> Outcome:
 
     guard = check_inputs([i.content for i in inputs])
     if not guard.passed:
-        return Failed("input-size-limit", guard.block_reason or "inputs too large", phase="resolving-inputs",
-                      retryable=False)
+        return Failed(
+            "input-size-limit",
+            guard.block_reason or "inputs too large",
+            phase="resolving-inputs",
+            retryable=False,
+        )
 
-    system_prompt = build_system_prompt(agent.system_prompt if agent else None, agent.memory if agent else None)
+    system_prompt = build_system_prompt(
+        agent.system_prompt if agent else None, agent.memory if agent else None
+    )
     user_prompt = build_user_prompt(
-        title=text.title, concept=text.concept, objective=text.objective, inputs=inputs,
+        title=text.title,
+        concept=text.concept,
+        objective=text.objective,
+        inputs=inputs,
         iterations=[i for i in mission.iterations if isinstance(i, dict)],
     )
     toolset = toolset_for_policy(agent.policy if agent else None)
     recorder = PlanRecorder(toolset, settings.policy_mode, mission_id=mission.id)
     cap = agent.max_tokens_per_day if agent else None
     channel = build_reminder_channel(
-        agent_name=agent.name if agent else None, max_tokens_per_day=cap, pretick_usage_24h=request.tokens_used_24h
+        agent_name=agent.name if agent else None,
+        max_tokens_per_day=cap,
+        pretick_usage_24h=request.tokens_used_24h,
     )
     allowance = max(cap - request.tokens_used_24h, 0) if cap is not None and cap > 0 else None
     compactor = make_compactor(ctx.llm, max_context_tokens=settings.compact_max_ctx)
@@ -130,20 +141,33 @@ async def plan_mission(ctx: RunnerContext, request: PlanRequest) -> Outcome:
             return Failed(f"provider-{error.kind}", str(error), tokens=tokens)
         return Failed("planner-error", f"{type(error).__name__}: {error}", tokens=tokens)
 
-    for step in recorder.steps:
-        tool = CATALOG_BY_NAME.get(step.tool_name)
-        metrics.tool_calls.labels(step.tool_name, tool.default_policy if tool else "propose", "deferred").inc()
+    for planned in recorder.steps:
+        tool = CATALOG_BY_NAME.get(planned.tool_name)
+        metrics.tool_calls.labels(
+            planned.tool_name, tool.default_policy if tool else "propose", "deferred"
+        ).inc()
     for call, _reason in recorder.rejected:
-        metrics.tool_calls.labels(call.name[:64], "unknown" if call.name not in toolset else "propose", "rejected").inc()
+        metrics.tool_calls.labels(
+            call.name[:64], "unknown" if call.name not in toolset else "propose", "rejected"
+        ).inc()
 
     if result.stop_reason == "truncated" and not recorder.steps:
-        return Failed("truncated", "the model's answer was cut off (finish_reason=length) before any tool call",
-                      tokens=tokens, phase="parsing-response")
+        return Failed(
+            "truncated",
+            "the model's answer was cut off (finish_reason=length) before any tool call",
+            tokens=tokens,
+            phase="parsing-response",
+        )
 
     outcome = check_plan(recorder.steps)
     if not outcome.passed:
-        return Failed("guardrail", f"plan rejected by guardrail: {outcome.block_reason}", tokens=tokens,
-                      phase="staging-proposals", retryable=False)
+        return Failed(
+            "guardrail",
+            f"plan rejected by guardrail: {outcome.block_reason}",
+            tokens=tokens,
+            phase="staging-proposals",
+            retryable=False,
+        )
     summary = result.summary or ""
     if result.stop_reason == "budget-exhausted" and not summary:
         summary = "Planning stopped: the agent's daily token budget is used up."

@@ -87,26 +87,46 @@ async def _process(
 
     iteration_id = str(uuid.uuid4())
     actor = ai_actor(
-        agent_id=agent.id if agent else None, agent_name=agent.name if agent else None, mission_id=mission.id,
-        iteration_id=iteration_id, rationale=mission.objective,
+        agent_id=agent.id if agent else None,
+        agent_name=agent.name if agent else None,
+        mission_id=mission.id,
+        iteration_id=iteration_id,
+        rationale=mission.objective,
     )
 
     try:
         cadence = parse_cadence(mission.cadence if mission.cadence is not None else {"kind": "manual"})
     except InvalidCadence as exc:
         now_iso = to_js_iso(utcnow())
-        iteration = failed_iteration(iteration_id, now_iso, name="InvalidCadence",
-                                     message=f"cadence is invalid: {exc}", phase="resolving-inputs")
-        await store.write_back(mission, due_at=due_at, iteration=iteration, next_run_at=None, now_iso=now_iso,
-                               actor=actor, outcome="failed", error=str(exc))
+        iteration = failed_iteration(
+            iteration_id,
+            now_iso,
+            name="InvalidCadence",
+            message=f"cadence is invalid: {exc}",
+            phase="resolving-inputs",
+        )
+        await store.write_back(
+            mission,
+            due_at=due_at,
+            iteration=iteration,
+            next_run_at=None,
+            now_iso=now_iso,
+            actor=actor,
+            outcome="failed",
+            error=str(exc),
+        )
         metrics.missions_failed.labels("invalid-cadence").inc()
-        return MissionResult(mission.id, mission.user_id, "failed", detail=str(exc), iteration_id=iteration_id)
+        return MissionResult(
+            mission.id, mission.user_id, "failed", detail=str(exc), iteration_id=iteration_id
+        )
 
     request = PlanRequest(mission, agent, iteration_id, tokens_used_24h=claim.tokens_used_24h)
     try:
         outcome = await asyncio.wait_for(plan_mission(ctx, request), settings.mission_timeout.total_seconds())
     except TimeoutError:
-        outcome = Failed("timeout", f"planning took longer than {settings.mission_timeout}", phase="calling-llm")
+        outcome = Failed(
+            "timeout", f"planning took longer than {settings.mission_timeout}", phase="calling-llm"
+        )
 
     if isinstance(outcome, Skipped):
         await store.release(mission)
@@ -126,8 +146,15 @@ async def _process(
             nxt = next_run(cadence, after=max(now, parse_iso(due_at)), default_tz=settings.default_tz)
             iteration = plan_to_iteration(outcome.plan, iteration_id, now_iso)
             written = await store.write_back(
-                mission, due_at=due_at, iteration=iteration, next_run_at=to_js_iso(nxt) if nxt else None,
-                now_iso=now_iso, actor=actor, outcome="done", tokens=outcome.tokens, agent_id=agent_id,
+                mission,
+                due_at=due_at,
+                iteration=iteration,
+                next_run_at=to_js_iso(nxt) if nxt else None,
+                now_iso=now_iso,
+                actor=actor,
+                outcome="done",
+                tokens=outcome.tokens,
+                agent_id=agent_id,
             )
             if written == "stale":
                 return MissionResult(mission.id, mission.user_id, "stale", tokens=outcome.tokens)
@@ -136,12 +163,24 @@ async def _process(
                 metrics.agent_decisions.labels("ran").inc()
             logger.info(
                 "mission planned",
-                extra={"action": "runner.planned", "mission_id": mission.id, "user_id": mission.user_id,
-                       "agent_id": agent_id or "legacy", "steps": len(outcome.plan.steps),
-                       "iteration_id": iteration_id, "tokens": outcome.tokens},
+                extra={
+                    "action": "runner.planned",
+                    "mission_id": mission.id,
+                    "user_id": mission.user_id,
+                    "agent_id": agent_id or "legacy",
+                    "steps": len(outcome.plan.steps),
+                    "iteration_id": iteration_id,
+                    "tokens": outcome.tokens,
+                },
             )
-            return MissionResult(mission.id, mission.user_id, "ran", steps=len(outcome.plan.steps),
-                                 tokens=outcome.tokens, iteration_id=iteration_id)
+            return MissionResult(
+                mission.id,
+                mission.user_id,
+                "ran",
+                steps=len(outcome.plan.steps),
+                tokens=outcome.tokens,
+                iteration_id=iteration_id,
+            )
 
         # Failed
         metrics.parse_failures.inc()
@@ -150,36 +189,59 @@ async def _process(
         give_up = failures >= settings.max_consecutive_failures or not outcome.retryable
         message = outcome.message
         if failures >= settings.max_consecutive_failures:
-            message = (f"{outcome.message} — paused after {failures} failed attempts in a row; "
-                       "resume the mission to try again")
-        iteration = failed_iteration(iteration_id, now_iso, name=outcome.reason, message=message,
-                                     phase=outcome.phase)
+            message = (
+                f"{outcome.message} — paused after {failures} failed attempts in a row; "
+                "resume the mission to try again"
+            )
+        iteration = failed_iteration(
+            iteration_id, now_iso, name=outcome.reason, message=message, phase=outcome.phase
+        )
         backoff = _backoff(settings.retry_backoff, failures)
         written = await store.write_back(
-            mission, due_at=due_at, iteration=iteration,
-            next_run_at=KEEP if not give_up or failures >= settings.max_consecutive_failures else _next_or_none(
-                cadence, now, due_at, settings.default_tz),
-            now_iso=now_iso, actor=actor, outcome="failed", error=message[:2000], backoff=backoff,
+            mission,
+            due_at=due_at,
+            iteration=iteration,
+            next_run_at=KEEP
+            if not give_up or failures >= settings.max_consecutive_failures
+            else _next_or_none(cadence, now, due_at, settings.default_tz),
+            now_iso=now_iso,
+            actor=actor,
+            outcome="failed",
+            error=message[:2000],
+            backoff=backoff,
             new_state="paused" if failures >= settings.max_consecutive_failures else None,
-            tokens=outcome.tokens, agent_id=agent_id,
+            tokens=outcome.tokens,
+            agent_id=agent_id,
         )
         logger.warning(
             "mission planning failed",
-            extra={"action": "runner.failed", "mission_id": mission.id, "user_id": mission.user_id,
-                   "reason": outcome.reason, "consecutive_failures": failures},
+            extra={
+                "action": "runner.failed",
+                "mission_id": mission.id,
+                "user_id": mission.user_id,
+                "reason": outcome.reason,
+                "consecutive_failures": failures,
+            },
         )
         decision = "paused-after-failures" if failures >= settings.max_consecutive_failures else "failed"
         if written == "stale":
             decision = "stale"
-        return MissionResult(mission.id, mission.user_id, decision, tokens=outcome.tokens, detail=outcome.message,
-                             iteration_id=iteration_id)
+        return MissionResult(
+            mission.id,
+            mission.user_id,
+            decision,
+            tokens=outcome.tokens,
+            detail=outcome.message,
+            iteration_id=iteration_id,
+        )
     except LostClaim as exc:
         logger.warning("lost claim", extra={"action": "runner.lost_claim", "mission_id": mission.id})
         return MissionResult(mission.id, mission.user_id, "lost-claim", detail=str(exc))
 
 
 def _backoff(base: timedelta, failures: int) -> timedelta:
-    return min(base * (2 ** max(failures - 1, 0)), timedelta(hours=1))
+    delay: timedelta = base * (2 ** max(failures - 1, 0))
+    return min(delay, timedelta(hours=1))
 
 
 def _next_or_none(cadence: object, now: object, due_at: str, tz: str) -> str | None:

@@ -69,13 +69,16 @@ def build_queue(database_url: str, *, tick_interval_s: float, tick_enabled: bool
 
     async def tick(context: JobContext, timestamp: int) -> dict[str, Any]:
         runtime = _runtime(context)
-        return await runtime.ticker.dispatch_tick(
+        result: dict[str, Any] = await runtime.ticker.dispatch_tick(
             lambda batch: plan_batch.defer_async(missions=[list(k) for k in batch]),
             backlog=lambda: _backlog(queue),
             batch_size=BATCH_SIZE,
         )
+        return result
 
-    tick_task = queue.task(name="mana_ai.tick", queue="tick", pass_context=True, queueing_lock="mana_ai.tick")(tick)
+    tick_task = queue.task(
+        name="mana_ai.tick", queue="tick", pass_context=True, queueing_lock="mana_ai.tick"
+    )(tick)
     if tick_enabled:
         queue.periodic(cron=interval_cron(tick_interval_s), periodic_id="tick")(tick_task)
     return queue
@@ -98,9 +101,13 @@ async def _fail_stalled_jobs(queue: procrastinate.App) -> None:
         stalled = await queue.job_manager.get_stalled_jobs(task_name="mana_ai.plan_batch")
         for job in stalled:
             await queue.job_manager.finish_job(job, status=Status.FAILED, delete_job=False)
-            logger.warning("closed a stalled planning job", extra={"action": "queue.stalled_job", "job_id": job.id})
+            logger.warning(
+                "closed a stalled planning job", extra={"action": "queue.stalled_job", "job_id": job.id}
+            )
     except Exception:
-        logger.warning("could not close stalled jobs", extra={"action": "queue.stalled_failed"}, exc_info=True)
+        logger.warning(
+            "could not close stalled jobs", extra={"action": "queue.stalled_failed"}, exc_info=True
+        )
 
 
 def _runtime(context: JobContext) -> Any:

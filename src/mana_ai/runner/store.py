@@ -17,9 +17,9 @@ from typing import Any, Literal
 
 from mana_ai.db.connector import Database
 from mana_ai.db.queries import q
+from mana_ai.runner.iteration import append_iteration
 from mana_ai.synclog.records import ServerAgent, ServerMission
 from mana_ai.synclog.store import RUNNER_CLIENT_ID, replay_record, update_fields
-from mana_ai.runner.iteration import append_iteration
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,9 @@ class RunnerStore:
     async def missions_by_key(self, keys: Iterable[tuple[str, str]]) -> list[ServerMission]:
         found = []
         for user_id, mission_id in keys:
-            row = await self.db.fetchrow(q("mission_snapshot"), {"user_id": user_id, "mission_id": mission_id})
+            row = await self.db.fetchrow(
+                q("mission_snapshot"), {"user_id": user_id, "mission_id": mission_id}
+            )
             if row and not row["deleted"]:
                 found.append(ServerMission.from_record(user_id, row["record"]))
         return found
@@ -73,7 +75,11 @@ class RunnerStore:
             except Exception:  # a corrupt record of one user must not stop the others (W22)
                 logger.warning(
                     "unreadable agent record",
-                    extra={"action": "runner.agent_unreadable", "user_id": row["user_id"], "agent_id": row["agent_id"]},
+                    extra={
+                        "action": "runner.agent_unreadable",
+                        "user_id": row["user_id"],
+                        "agent_id": row["agent_id"],
+                    },
                 )
         return agents
 
@@ -88,13 +94,20 @@ class RunnerStore:
                 "due_at": due_at,
                 "agent_id": agent.id if agent else None,
                 "max_concurrent": agent.max_concurrent_missions if agent else None,
-                "max_tokens": agent.max_tokens_per_day if agent and agent.max_tokens_per_day is not None else None,
+                "max_tokens": agent.max_tokens_per_day
+                if agent and agent.max_tokens_per_day is not None
+                else None,
                 "owner": self.owner,
                 "lease": lease,
             },
         )
         assert row is not None
-        return Claim(row["decision"], int(row["tokens_used_24h"]), int(row["attempt"]), int(row["consecutive_failures"]))
+        return Claim(
+            row["decision"],
+            int(row["tokens_used_24h"]),
+            int(row["attempt"]),
+            int(row["consecutive_failures"]),
+        )
 
     async def release(self, mission: ServerMission) -> None:
         await self.db.execute(
@@ -136,33 +149,53 @@ class RunnerStore:
                 stale = True
             else:
                 stale = False
-                fields: dict[str, Any] = {"iterations": append_iteration(latest.record.get("iterations"), iteration)}
+                fields: dict[str, Any] = {
+                    "iterations": append_iteration(latest.record.get("iterations"), iteration)
+                }
                 if next_run_at is not KEEP:
                     fields["nextRunAt"] = next_run_at
                 if new_state is not None:
                     fields["state"] = new_state
                 await update_fields(
-                    conn, user_id=mission.user_id, app_id="ai", table="aiMissions", record_id=mission.id,
-                    fields=fields, at=now_iso, client_id=RUNNER_CLIENT_ID, actor=actor,
+                    conn,
+                    user_id=mission.user_id,
+                    app_id="ai",
+                    table="aiMissions",
+                    record_id=mission.id,
+                    fields=fields,
+                    at=now_iso,
+                    client_id=RUNNER_CLIENT_ID,
+                    actor=actor,
                 )
             if tokens > 0 and agent_id:
                 await conn.execute(
                     q("insert_token_usage"),
-                    {"user_id": mission.user_id, "agent_id": agent_id, "mission_id": mission.id, "tokens": tokens},
+                    {
+                        "user_id": mission.user_id,
+                        "agent_id": agent_id,
+                        "mission_id": mission.id,
+                        "tokens": tokens,
+                    },
                 )
             if stale:
                 await conn.execute(
-                    q("release_run"), {"user_id": mission.user_id, "mission_id": mission.id, "owner": self.owner}
+                    q("release_run"),
+                    {"user_id": mission.user_id, "mission_id": mission.id, "owner": self.owner},
                 )
                 return "stale"
             params = {
-                "user_id": mission.user_id, "mission_id": mission.id, "owner": self.owner, "due_at": due_at,
+                "user_id": mission.user_id,
+                "mission_id": mission.id,
+                "owner": self.owner,
+                "due_at": due_at,
                 "iteration_id": iteration["id"],
             }
             if outcome == "done":
                 cur = await conn.execute(q("finish_run_done"), params)
             else:
-                cur = await conn.execute(q("finish_run_failed"), {**params, "error": error, "backoff": backoff})
+                cur = await conn.execute(
+                    q("finish_run_failed"), {**params, "error": error, "backoff": backoff}
+                )
             if await cur.fetchone() is None:
                 raise LostClaim(f"lease on mission {mission.id} expired before the write-back")
         return "written"
@@ -175,12 +208,23 @@ class RunnerStore:
             if tokens > 0 and agent_id:
                 await conn.execute(
                     q("insert_token_usage"),
-                    {"user_id": mission.user_id, "agent_id": agent_id, "mission_id": mission.id, "tokens": tokens},
+                    {
+                        "user_id": mission.user_id,
+                        "agent_id": agent_id,
+                        "mission_id": mission.id,
+                        "tokens": tokens,
+                    },
                 )
             cur = await conn.execute(
                 q("finish_run_failed"),
-                {"user_id": mission.user_id, "mission_id": mission.id, "owner": self.owner, "error": error,
-                 "backoff": backoff, "iteration_id": None},
+                {
+                    "user_id": mission.user_id,
+                    "mission_id": mission.id,
+                    "owner": self.owner,
+                    "error": error,
+                    "backoff": backoff,
+                    "iteration_id": None,
+                },
             )
             row = await cur.fetchone()
         return int(row["consecutive_failures"]) if row else 0

@@ -77,7 +77,9 @@ class Dispatcher:
             slot = self._agent_slots[key] = asyncio.Semaphore(max(agent.max_concurrent_missions, 1))
         return slot
 
-    async def run_one(self, mission: ServerMission, agents: dict[tuple[str, str], ServerAgent]) -> MissionResult:
+    async def run_one(
+        self, mission: ServerMission, agents: dict[tuple[str, str], ServerAgent]
+    ) -> MissionResult:
         agent, skip = resolve_agent(mission, agents)
         if agent is not None and skip is None:
             async with self._agent_slot(agent), self._slots:
@@ -85,7 +87,9 @@ class Dispatcher:
         async with self._slots:
             return await self._guarded(mission, agents)
 
-    async def _guarded(self, mission: ServerMission, agents: dict[tuple[str, str], ServerAgent]) -> MissionResult:
+    async def _guarded(
+        self, mission: ServerMission, agents: dict[tuple[str, str], ServerAgent]
+    ) -> MissionResult:
         if not self.accepting:
             return MissionResult(mission.id, mission.user_id, "skipped-shutdown")
         return await process_mission(self.ctx, self.store, mission, agents)
@@ -174,8 +178,13 @@ class Ticker:
             self.last_tick = stats
             logger.info(
                 "tick done",
-                extra={"action": "tick.done", "due": stats.due_mission_count, "written": stats.plans_written_back,
-                       "failed": stats.parse_failures, "errors": len(stats.errors)},
+                extra={
+                    "action": "tick.done",
+                    "due": stats.due_mission_count,
+                    "written": stats.plans_written_back,
+                    "failed": stats.parse_failures,
+                    "errors": len(stats.errors),
+                },
             )
             return stats
 

@@ -80,7 +80,11 @@ class ServerAgent:
     def from_record(cls, user_id: str, record: Mapping[str, Any], *, deleted: bool = False) -> ServerAgent:
         policy = record.get("policy")
         max_concurrent = record.get("maxConcurrentMissions", 1)
-        if isinstance(max_concurrent, bool) or not isinstance(max_concurrent, int | float) or max_concurrent < 0:
+        if (
+            isinstance(max_concurrent, bool)
+            or not isinstance(max_concurrent, int | float)
+            or max_concurrent < 0
+        ):
             max_concurrent = 1
         max_tokens = record.get("maxTokensPerDay")
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int | float):

@@ -28,8 +28,10 @@ from mana_ai.synclog.validate import check_row, clean_data, clean_field_meta
 
 logger = logging.getLogger(__name__)
 
-TABLES = {"aiMissions": ("mission_snapshots_for_keys", "upsert_mission_snapshots"),
-          "agents": ("agent_snapshots_for_keys", "upsert_agent_snapshots")}
+TABLES = {
+    "aiMissions": ("mission_snapshots_for_keys", "upsert_mission_snapshots"),
+    "agents": ("agent_snapshots_for_keys", "upsert_agent_snapshots"),
+}
 
 
 @dataclass
@@ -103,9 +105,7 @@ async def _refresh_table(
     keys: dict[Key, None] = {}
     for row in rows:
         keys[(row["user_id"], row["record_id"])] = None
-    cur = await conn.execute(
-        q(load_query), {"users": [k[0] for k in keys], "ids": [k[1] for k in keys]}
-    )
+    cur = await conn.execute(q(load_query), {"users": [k[0] for k in keys], "ids": [k[1] for k in keys]})
     states: dict[Key, RecordState] = {
         (s["user_id"], s["record_id"]): RecordState.from_snapshot(s["record"], deleted=s["deleted"])
         for s in await cur.fetchall()

@@ -56,24 +56,54 @@ async def append_change(
 
 
 async def insert_record(
-    conn: AsyncConn, *, user_id: str, app_id: str, table: str, record: Mapping[str, Any], client_id: str,
+    conn: AsyncConn,
+    *,
+    user_id: str,
+    app_id: str,
+    table: str,
+    record: Mapping[str, Any],
+    client_id: str,
     actor: Mapping[str, Any],
 ) -> str:
     """An ``insert`` row carrying the full record (field_meta ``{}``, as mana-sync stores inserts)."""
     return await append_change(
-        conn, user_id=user_id, app_id=app_id, table=table, record_id=str(record["id"]), op="insert",
-        data=record, field_meta={}, client_id=client_id, actor=actor,
+        conn,
+        user_id=user_id,
+        app_id=app_id,
+        table=table,
+        record_id=str(record["id"]),
+        op="insert",
+        data=record,
+        field_meta={},
+        client_id=client_id,
+        actor=actor,
     )
 
 
 async def update_fields(
-    conn: AsyncConn, *, user_id: str, app_id: str, table: str, record_id: str, fields: Mapping[str, Any],
-    at: str, client_id: str, actor: Mapping[str, Any],
+    conn: AsyncConn,
+    *,
+    user_id: str,
+    app_id: str,
+    table: str,
+    record_id: str,
+    fields: Mapping[str, Any],
+    at: str,
+    client_id: str,
+    actor: Mapping[str, Any],
 ) -> str:
     """A field-level ``update`` row: every field stamped with ``at`` in field_meta."""
     return await append_change(
-        conn, user_id=user_id, app_id=app_id, table=table, record_id=record_id, op="update",
-        data=fields, field_meta={name: at for name in fields}, client_id=client_id, actor=actor,
+        conn,
+        user_id=user_id,
+        app_id=app_id,
+        table=table,
+        record_id=record_id,
+        op="update",
+        data=fields,
+        field_meta={name: at for name in fields},
+        client_id=client_id,
+        actor=actor,
     )
 
 

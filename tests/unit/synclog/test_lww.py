@@ -29,7 +29,11 @@ def test_newer_update_wins_and_untouched_fields_stay():
     state = merge(
         None,
         [
-            row("insert", {"name": "A", "role": "old", "state": "active"}, {"name": t0, "role": t0, "state": t0}),
+            row(
+                "insert",
+                {"name": "A", "role": "old", "state": "active"},
+                {"name": t0, "role": t0, "state": t0},
+            ),
             row("update", {"role": "new role"}, {"role": t12}, at=t12),
         ],
     )
@@ -50,7 +54,9 @@ def test_older_update_loses():
 
 def test_tie_goes_to_incoming_row():
     at = "2026-04-15T12:00:00.000Z"
-    state = merge(None, [row("update", {"name": "A"}, {"name": at}), row("update", {"name": "B"}, {"name": at})])
+    state = merge(
+        None, [row("update", {"name": "A"}, {"name": at}), row("update", {"name": "B"}, {"name": at})]
+    )
     assert state is not None and state.record["name"] == "B"
 
 
@@ -58,8 +64,10 @@ def test_insert_fields_carry_no_timestamp_so_later_rows_win():
     # An insert row has field_meta {} (mana-sync stores it so): any later update of a field wins.
     state = merge(
         None,
-        [row("insert", {"title": "old"}, {}, at="2026-04-15T05:00:00.000Z"),
-         row("update", {"title": "new"}, {"title": "2026-04-15T01:00:00.000Z"})],
+        [
+            row("insert", {"title": "old"}, {}, at="2026-04-15T05:00:00.000Z"),
+            row("update", {"title": "new"}, {"title": "2026-04-15T01:00:00.000Z"}),
+        ],
     )
     assert state is not None and state.record["title"] == "new"
 
@@ -67,16 +75,24 @@ def test_insert_fields_carry_no_timestamp_so_later_rows_win():
 def test_missing_field_meta_falls_back_to_created_at():
     state = merge(
         None,
-        [row("update", {"a": 1}, {"a": "2026-04-15T03:00:00.000Z"}),
-         row("update", {"a": 2}, None, at="2026-04-15T02:00:00.000Z"),
-         row("update", {"a": 3}, None, at="2026-04-15T04:00:00.000Z")],
+        [
+            row("update", {"a": 1}, {"a": "2026-04-15T03:00:00.000Z"}),
+            row("update", {"a": 2}, None, at="2026-04-15T02:00:00.000Z"),
+            row("update", {"a": 3}, None, at="2026-04-15T04:00:00.000Z"),
+        ],
     )
     assert state is not None and state.record["a"] == 3
 
 
 def test_delete_row_is_final():
-    state = merge(None, [row("insert", {"name": "A"}, {}), row("delete", {"deletedAt": "x"}),
-                         row("update", {"name": "B"}, {"name": "2099-01-01T00:00:00.000Z"})])
+    state = merge(
+        None,
+        [
+            row("insert", {"name": "A"}, {}),
+            row("delete", {"deletedAt": "x"}),
+            row("update", {"name": "B"}, {"name": "2099-01-01T00:00:00.000Z"}),
+        ],
+    )
     assert state is not None and state.deleted and not state.is_live()
 
 
@@ -146,7 +162,7 @@ def test_batch_boundaries_do_not_matter(rows, cuts):
 @given(rows_strategy, st.integers(0, 12))
 def test_redelivering_a_suffix_changes_nothing(rows, k):
     once = merge(None, rows)
-    again = merge(_through_storage(once), rows[min(k, len(rows)):])
+    again = merge(_through_storage(once), rows[min(k, len(rows)) :])
     assert _snapshot(again) == _snapshot(once)
 
 
