@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     """Where the embedded database keeps its files (default: the platform's user data dir)."""
     db_pool_size: int = Field(10, validation_alias=_env("MANA_AI_DB_POOL_SIZE"), ge=1, le=200)
     """Connections per process."""
+    db_timeout_s: float = Field(30.0, validation_alias=_env("MANA_AI_DB_TIMEOUT_S"), gt=0)
+    """How long a query waits for a pooled connection before the attempt fails (e.g. database down)."""
 
     # --- LLM ------------------------------------------------------------------------------------
     llm_url: str = Field("http://localhost:3020", validation_alias=_env("MANA_LLM_URL"))

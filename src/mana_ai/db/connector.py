@@ -55,7 +55,9 @@ def _first_line(exc: BaseException) -> str:
 class Database:
     """An async connection pool with helpers for transactions and per-user (RLS) scoping."""
 
-    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10, name: str = "mana-ai") -> None:
+    def __init__(
+        self, url: str, *, min_size: int = 1, max_size: int = 10, name: str = "mana-ai", timeout_s: float = 30.0
+    ) -> None:
         configure_json()
         self.url = url
         self._pool = psycopg_pool.AsyncConnectionPool(
@@ -67,7 +69,7 @@ class Database:
             kwargs={"row_factory": dict_row, "autocommit": True},
             check=psycopg_pool.AsyncConnectionPool.check_connection,
             reconnect_timeout=300,
-            timeout=60,
+            timeout=timeout_s,
         )
 
     @property

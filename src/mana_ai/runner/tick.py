@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from mana_ai.errors import StorageError
 from mana_ai.runner.context import RunnerContext
 from mana_ai.runner.process import MissionResult, process_mission, resolve_agent
 from mana_ai.runner.store import RunnerStore
@@ -162,7 +163,8 @@ class Ticker:
             metrics.ticks.inc()
             started = time.perf_counter()
             try:
-                await self.refresh(stats)
+                if await self.refresh(stats) is None and not await self.ctx.db.ping():
+                    raise StorageError("database unreachable; tick skipped")
                 due = await self.store.due_missions(stats.scanned_at, self.ctx.settings.due_batch_limit)
                 stats.due_mission_count = len(due)
                 if due:

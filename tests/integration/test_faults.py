@@ -1,0 +1,134 @@
+"""Faults survived: a flaky LLM, a mission that keeps failing, dropped connections, a restarted Postgres."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+from mana_ai.testing.fake_llm import FakeLlmServer, FakeResponse, completion_body, conversation_responder
+from tests.integration.helpers import mission, put_row
+from tests.integration.runner_helpers import running_app
+
+
+def chaos(probability: float, seed: int) -> Any:
+    """30 % of requests fail in one of the ways real providers fail."""
+    rng = random.Random(seed)
+    base = conversation_responder(tool_name="create_task", arguments={"title": "x"})
+    faults = [
+        FakeResponse(status=500, body=b'{"detail":"boom"}'),
+        FakeResponse(status=502, body=b"bad gateway", content_type="text/plain"),
+        FakeResponse(status=503, body=b'{"detail":{"kind":"not_ready","message":"warming up"}}'),
+        FakeResponse(status=429, body=b'{"detail":"slow down"}', headers={"Retry-After": "0"}),
+        FakeResponse(body=completion_body(tool_calls=[("c1", "create_task", "{not json")], finish_reason="tool_calls")),
+        FakeResponse(body=b'{"choices": []}'),
+        FakeResponse(body=completion_body(content="cut of", finish_reason="length")),
+        FakeResponse(hang=True),
+    ]
+
+    def respond(request: Any) -> FakeResponse:
+        if rng.random() < probability:
+            return rng.choice(faults)
+        return base(request)
+
+    return respond
+
+
+async def runner_rows(admin_db) -> list[dict[str, Any]]:
+    return await admin_db.fetch(
+        "SELECT record_id, data FROM public.sync_changes WHERE client_id = 'mana-ai-runner' ORDER BY created_at"
+    )
+
+
+async def test_flaky_llm_every_mission_ends_planned_or_failed_with_reason(db, app_db_url, admin_db):
+    count = 40
+    for i in range(count):
+        await put_row(db, f"u{i % 4}", "aiMissions", f"m{i}", "insert", mission(f"m{i}"))
+    async with FakeLlmServer(default=chaos(0.3, seed=7)) as llm, running_app(
+        app_db_url, llm, llm_timeout_s=0.3, llm_max_retries=2, retry_backoff=0
+    ) as app:
+        app.llm.backoff_base_s = 0.01  # keep the test fast; the retry logic is the real one
+        app.llm.backoff_max_s = 0.05
+        planned: set[str] = set()
+        for _ in range(8):
+            stats = await app.ticker.tick()
+            assert not stats.errors, stats.errors  # no tick crashes, no unexpected mission errors
+            planned.update(r.mission_id for r in stats.results if r.decision == "ran")
+            if stats.due_mission_count == 0:
+                break
+        assert stats.due_mission_count == 0
+        requests = llm.request_count
+    assert len(planned) >= count - 2  # a mission only stays unplanned after 5 failures in a row
+    rows = await runner_rows(admin_db)
+    for row in rows:
+        last = row["data"]["iterations"][-1]
+        if last["overallStatus"] == "failed":
+            assert last["errorDetails"]["message"]  # a readable reason
+    # Retries are bounded: at most (1 + retries) requests per LLM round, two rounds per attempt, 8 ticks.
+    assert requests <= count * 2 * 3 * 8
+
+
+async def test_mission_failing_five_times_pauses_itself(db, app_db_url, admin_db):
+    await put_row(db, "u1", "aiMissions", "m1", "insert", mission("m1"))
+    always_down = lambda _req: FakeResponse(status=500, body=b'{"detail":"down"}')  # noqa: E731
+    async with FakeLlmServer(default=always_down) as llm, running_app(app_db_url, llm, retry_backoff=0) as app:
+        decisions = [(await app.ticker.tick()).decisions for _ in range(6)]
+    assert [d.get("failed", 0) for d in decisions[:4]] == [1, 1, 1, 1]
+    assert decisions[4] == {"paused-after-failures": 1}
+    assert decisions[5] == {}  # paused: not due any more
+    rows = await runner_rows(admin_db)
+    assert len(rows) == 5
+    final = rows[-1]["data"]
+    assert final["state"] == "paused"
+    assert "paused after 5 failed attempts" in final["iterations"][-1]["errorDetails"]["message"]
+    assert len(final["iterations"]) == 5
+
+
+async def test_connection_dropped_mid_tick_next_tick_completes(db, app_db_url, admin_db):
+    for i in range(6):
+        await put_row(db, "u1", "aiMissions", f"m{i}", "insert", mission(f"m{i}"))
+    async with FakeLlmServer(default=conversation_responder(), latency_s=0.3) as llm, running_app(
+        app_db_url, llm, retry_backoff=0
+    ) as app:
+        tick = asyncio.create_task(app.ticker.tick())
+        await asyncio.sleep(0.15)  # missions are claimed, LLM requests in flight
+        killed = await admin_db.fetchrow(
+            "SELECT count(pg_terminate_backend(pid)) AS n FROM pg_stat_activity WHERE usename = 'mana_ai_app'"
+        )
+        assert killed["n"] >= 1
+        first = await tick
+        assert first.due_mission_count == 6
+        for _ in range(3):
+            stats = await app.ticker.tick()
+            if stats.due_mission_count == 0:
+                break
+        assert stats.due_mission_count == 0
+    counts: dict[str, int] = {}
+    for row in await runner_rows(admin_db):
+        counts[row["record_id"]] = counts.get(row["record_id"], 0) + 1
+    assert set(counts) == {f"m{i}" for i in range(6)}
+    assert set(counts.values()) == {1}  # nothing planned twice
+
+
+async def test_postgres_restart_service_reconnects(tmp_path):
+    from mana_ai.db.embedded import start_embedded
+
+    embedded = start_embedded(tmp_path)
+    try:
+        url = embedded.url()
+        async with FakeLlmServer(default=conversation_responder()) as llm, running_app(url, llm, db_timeout_s=1) as app:
+            first = await app.ticker.tick()
+            assert not first.errors
+            await asyncio.to_thread(embedded.stop)
+            down = await app.ticker.tick()
+            assert down.errors  # counted, not crashed
+            embedded = await asyncio.to_thread(start_embedded, tmp_path)
+            for _ in range(50):
+                stats = await app.ticker.tick()
+                if not stats.errors:
+                    break
+                await asyncio.sleep(0.2)
+            assert not stats.errors
+            assert await app.db.ping()
+    finally:
+        embedded.stop()
