@@ -17,6 +17,7 @@ from mana_ai.db.embedded import EmbeddedPostgres, start_embedded
 from mana_ai.db.migrate import check_current, migrate
 from mana_ai.metrics import Metrics
 from mana_ai.planner.llm_client import OpenAICompatClient
+from mana_ai.privacy.steps import build_privacy_steps
 from mana_ai.research.step import ResearchStep
 from mana_ai.runner.context import RunnerContext, TimedLlm
 from mana_ai.runner.store import RunnerStore
@@ -48,6 +49,14 @@ class App:
 
     # --- lifecycle --------------------------------------------------------------------------------------
     async def open(self) -> App:
+        try:
+            return await self._open()
+        except BaseException:
+            # Whatever was opened before the failure (embedded server, pool, clients) is closed again.
+            await self.close()
+            raise
+
+    async def _open(self) -> App:
         settings = self.settings
         if settings.database_url is not None:
             self.database_url = settings.database_url.get_secret_value()
@@ -60,7 +69,9 @@ class App:
                 logger.info("database migrated", extra={"action": "db.migrated", "applied": applied})
         else:
             await check_current(self.database_url)
-        self._db = Database(self.database_url, min_size=1, max_size=settings.db_pool_size)
+        self._db = Database(
+            self.database_url, min_size=1, max_size=settings.db_pool_size, timeout_s=settings.db_timeout_s
+        )
         await self._db.open()
         self._llm = OpenAICompatClient(
             settings.llm_url,
@@ -73,9 +84,10 @@ class App:
         await self._llm.open()
         self._research = ResearchStep.from_settings(settings, self._db, self.metrics)
         await self._research.open()
+        text_step, resolver_step = build_privacy_steps(settings, self._db, self.metrics)
         ctx = RunnerContext(
             settings=settings, db=self._db, llm=TimedLlm(self._llm, self.metrics), metrics=self.metrics,
-            owner=self.owner,
+            owner=self.owner, input_steps=[resolver_step], text_step=text_step,
         )
         # Deep research first (W14: a pending job skips decrypts and resolvers); research input last.
         ctx.pre_steps.append(self._research.pre_step)
