@@ -25,7 +25,13 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/mana-ai serve
 
-test: $(STAMP)
+SYSDEPS := $(VENV)/.system-deps
+
+$(SYSDEPS): scripts/system-deps.sh
+	bash scripts/system-deps.sh
+	touch $(SYSDEPS)
+
+test: $(STAMP) $(SYSDEPS)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
@@ -42,6 +48,9 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(BIN)/python -m bench.run --quick
+
+soak: $(STAMP)
+	$(BIN)/python -m bench.soak
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
