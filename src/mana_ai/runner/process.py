@@ -91,7 +91,8 @@ async def _process(
         agent_name=agent.name if agent else None,
         mission_id=mission.id,
         iteration_id=iteration_id,
-        rationale=mission.objective,
+        # The actor is stored in plaintext: never copy a vault-encrypted objective into it (W3).
+        rationale="" if mission.objective.startswith("enc:1:") else mission.objective,
     )
 
     try:
