@@ -76,21 +76,33 @@ def apply_row(state: RecordState | None, row: ChangeRow) -> RecordState:
 
     The state passed in is updated in place when it exists; callers that need the old value copy it first.
     """
+    return apply_change(state, row.record_id, row.op, row.data, row.field_meta, row.created_at)
+
+
+def apply_change(
+    state: RecordState | None,
+    record_id: str,
+    op: str,
+    data: Mapping[str, Any] | None,
+    field_meta: Mapping[str, Any] | None,
+    created_at: str,
+) -> RecordState:
+    """:func:`apply_row` without building a :class:`ChangeRow` (the refresh's hot loop calls this)."""
     if state is None:
-        state = RecordState({"id": row.record_id}, {})
+        state = RecordState({"id": record_id}, {})
     if state.deleted:
         return state
-    if row.op == "delete":
+    if op == "delete":
         state.deleted = True
         return state
-    if not isinstance(row.data, Mapping):
+    if type(data) is not dict and not isinstance(data, Mapping):
         return state
-    meta = row.field_meta if isinstance(row.field_meta, Mapping) else {}
-    fallback = "" if row.op == "insert" else row.created_at
+    meta = field_meta if type(field_meta) is dict or isinstance(field_meta, Mapping) else {}
+    fallback = "" if op == "insert" else created_at
     record, stamps = state.record, state.field_meta
-    for key, value in row.data.items():
+    for key, value in data.items():
         stamp = meta.get(key)
-        if not isinstance(stamp, str):
+        if type(stamp) is not str:
             stamp = fallback
         if stamp >= stamps.get(key, ""):
             record[key] = value

@@ -8,6 +8,7 @@ blocks the others. Unknown fields are kept: newer web apps may add some.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -28,7 +29,23 @@ def _string(value: Any) -> str | None:
 
 
 def _optional(check: Check) -> Check:
-    return lambda value: None if value is None else check(value)
+    def optional(value: Any) -> str | None:
+        return None if value is None else check(value)
+
+    return optional
+
+
+def _opt_string(value: Any) -> str | None:
+    # The most common field kind, checked without the generic wrappers (refresh hot path).
+    if value is None or (type(value) is str and len(value) <= MAX_STRING):
+        return None
+    return _string(value)
+
+
+def _opt_timestamp(value: Any) -> str | None:
+    if value is None or (type(value) is str and is_js_iso(value)):
+        return None
+    return _timestamp(value)
 
 
 def _enum(*allowed: str) -> Check:
@@ -72,72 +89,95 @@ def _string_list(value: Any) -> str | None:
 
 
 MISSION_FIELDS: dict[str, Check] = {
-    "title": _optional(_string),
-    "objective": _optional(_string),
-    "conceptMarkdown": _optional(_string),
+    "title": _opt_string,
+    "objective": _opt_string,
+    "conceptMarkdown": _opt_string,
     "state": _enum("active", "paused", "done", "archived"),
-    "nextRunAt": _optional(_timestamp),
+    "nextRunAt": _opt_timestamp,
     "inputs": _optional(_array),
     "iterations": _optional(_array),
     "cadence": _optional(_object),
-    "agentId": _optional(_string),
+    "agentId": _opt_string,
     "grant": _optional(_object),
-    "deletedAt": _optional(_timestamp),
-    "createdAt": _optional(_timestamp),
-    "updatedAt": _optional(_timestamp),
+    "deletedAt": _opt_timestamp,
+    "createdAt": _opt_timestamp,
+    "updatedAt": _opt_timestamp,
 }
 
 AGENT_FIELDS: dict[str, Check] = {
-    "name": _optional(_string),
-    "role": _optional(_string),
-    "avatar": _optional(_string),
-    "systemPrompt": _optional(_string),
-    "memory": _optional(_string),
+    "name": _opt_string,
+    "role": _opt_string,
+    "avatar": _opt_string,
+    "systemPrompt": _opt_string,
+    "memory": _opt_string,
     "policy": _optional(_object),
     "state": _enum("active", "paused", "archived"),
     "maxConcurrentMissions": _optional(_positive_int),
     "maxTokensPerDay": _optional(_number),
     "scopeTagIds": _optional(_string_list),
-    "deletedAt": _optional(_timestamp),
-    "createdAt": _optional(_timestamp),
-    "updatedAt": _optional(_timestamp),
+    "deletedAt": _opt_timestamp,
+    "createdAt": _opt_timestamp,
+    "updatedAt": _opt_timestamp,
 }
 
 FIELDS_BY_TABLE: dict[str, dict[str, Check]] = {"aiMissions": MISSION_FIELDS, "agents": AGENT_FIELDS}
-TIMESTAMP_FIELDS = frozenset({"nextRunAt"})
+
+
+_STAMP = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z"
+_STAMPS = re.compile(f"{_STAMP}(?:\\|{_STAMP})*")
+"""Several JS-ISO stamps joined by ``|``: one regex call checks a whole field_meta (the hot path)."""
+
+Prepared = tuple[Mapping[str, Any] | None, Mapping[str, Any] | None]
+
+
+def prepare_row(table: str, op: Any, data: Any, field_meta: Any) -> Prepared | str:
+    """Check a row and normalise its timestamps in one pass.
+
+    Returns ``(data, field_meta)`` ready for the merge, or the reason the row must be skipped.
+    """
+    if op not in ("insert", "update", "delete"):
+        return f"unknown op {str(op)[:20]!r}"
+    if op == "delete":
+        return data if isinstance(data, Mapping) else None, None
+    if data is not None and type(data) is not dict and not isinstance(data, Mapping):
+        return "data is not a JSON object"
+    if field_meta:
+        if type(field_meta) is not dict and not isinstance(field_meta, Mapping):
+            return "field_meta is not a JSON object"
+        stamps = list(field_meta.values())
+        if not (all(type(v) is str for v in stamps) and _STAMPS.fullmatch("|".join(stamps))):
+            for key, stamp in field_meta.items():
+                if _timestamp(stamp) is not None:
+                    return f"field_meta[{str(key)[:40]!r}] is not a valid timestamp"
+            field_meta = {k: normalize_iso(v) for k, v in field_meta.items()}
+    elif field_meta is not None and not isinstance(field_meta, Mapping):
+        return "field_meta is not a JSON object"
+    if data:
+        checks = FIELDS_BY_TABLE.get(table, {})
+        for key, value in data.items():
+            check = checks.get(key)
+            problem = check(value) if check else (_string(value) if type(value) is str else None)
+            if problem:
+                return f"field {str(key)[:40]!r} {problem}"
+        data = clean_data(data)
+    return data, field_meta
 
 
 def check_row(table: str, op: Any, data: Any, field_meta: Any) -> str | None:
     """Why a row must be skipped, or ``None`` when it is usable."""
-    if op not in ("insert", "update", "delete"):
-        return f"unknown op {str(op)[:20]!r}"
-    if op == "delete":
-        return None
-    if data is not None and not isinstance(data, Mapping):
-        return "data is not a JSON object"
-    if field_meta is not None and not isinstance(field_meta, Mapping):
-        return "field_meta is not a JSON object"
-    for key, stamp in (field_meta or {}).items():
-        if _timestamp(stamp) is not None:
-            return f"field_meta[{str(key)[:40]!r}] is not a valid timestamp"
-    checks = FIELDS_BY_TABLE.get(table, {})
-    for key, value in (data or {}).items():
-        check = checks.get(key)
-        problem = check(value) if check else (_string(value) if isinstance(value, str) else None)
-        if problem:
-            return f"field {str(key)[:40]!r} {problem}"
-    return None
+    prepared = prepare_row(table, op, data, field_meta)
+    return prepared if isinstance(prepared, str) else None
 
 
 def clean_data(data: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
     """Normalise the timestamp fields the runner compares as strings (``nextRunAt``) to JS-ISO form."""
-    if not data or not any(k in data for k in TIMESTAMP_FIELDS):
+    if not data or "nextRunAt" not in data:
+        return data
+    value = data["nextRunAt"]
+    if not isinstance(value, str) or is_js_iso(value):
         return data
     cleaned = dict(data)
-    for key in TIMESTAMP_FIELDS:
-        value = cleaned.get(key)
-        if isinstance(value, str):
-            cleaned[key] = normalize_iso(value)
+    cleaned["nextRunAt"] = normalize_iso(value)
     return cleaned
 
 
