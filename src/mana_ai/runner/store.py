@@ -135,7 +135,7 @@ class RunnerStore:
         Returns ``"stale"`` (and writes nothing) when the mission is gone, no longer active or was
         rescheduled since it was found due. Raises :class:`LostClaim` when our lease is gone.
         """
-        async with self.db.with_user(mission.user_id) as conn:
+        async with self.db.with_user(mission.user_id, pipeline=True) as conn:
             await conn.execute(q("lock_record"), {"user_id": mission.user_id, "record_id": mission.id})
             latest = await replay_record(
                 conn, user_id=mission.user_id, app_id="ai", table="aiMissions", record_id=mission.id
