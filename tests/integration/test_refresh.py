@@ -128,3 +128,13 @@ async def test_next_run_at_is_normalised_for_string_comparison(db):
     )
     await refresh_snapshots(db)
     assert (await snapshot(db, "u1", "m1"))["record"]["nextRunAt"] == "2026-04-15T08:00:00.000Z"
+
+
+async def test_row_with_infinite_created_at_is_skipped_not_blocking(db, admin_db):
+    bad = await put_row(db, "u1", "aiMissions", "m1", "insert", mission("m1"))
+    await admin_db.execute(
+        "UPDATE mana_ai.sync_feed SET created_at = 'infinity' WHERE change_id = %s", (bad,)
+    )
+    await put_row(db, "u2", "aiMissions", "m2", "insert", mission("m2"))
+    stats = await refresh_snapshots(db)
+    assert stats.missions.rows_skipped == 1 and stats.missions.rows_applied == 1

@@ -12,6 +12,10 @@ from typing import Any
 
 DEFAULT_AGENT_ID = "legacy:ai-default"
 DEFAULT_AGENT_NAME = "Mana"
+INT4_MAX = 2**31 - 1
+INT8_MAX = 2**63 - 1
+"""Agent limits are passed to Postgres as int4 / int8: a larger one (valid JSON, and as good as unlimited)
+is clamped, or the claim of every mission of that agent would fail."""
 
 
 def _str(value: Any, default: str = "") -> str:
@@ -89,6 +93,8 @@ class ServerAgent:
         max_tokens = record.get("maxTokensPerDay")
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int | float):
             max_tokens = None
+        else:
+            max_tokens = min(max(max_tokens, -INT8_MAX), INT8_MAX)
         return cls(
             id=str(record.get("id", "")),
             user_id=user_id,
@@ -99,7 +105,7 @@ class ServerAgent:
             memory=_opt_str(record.get("memory")),
             policy=policy if isinstance(policy, Mapping) else None,
             state=_str(record.get("state"), "active"),
-            max_concurrent_missions=int(max_concurrent),
+            max_concurrent_missions=int(min(max_concurrent, INT4_MAX)),
             max_tokens_per_day=int(max_tokens) if max_tokens is not None else None,
             deleted=deleted or bool(record.get("deletedAt")),
         )

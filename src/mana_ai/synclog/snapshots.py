@@ -109,7 +109,9 @@ FeedRow = tuple[Any, ...]
 """(table_name, user_id, record_id, op, data, field_meta, seq, created_iso), as ``feed_window`` selects."""
 
 
-async def _refresh_table(conn: Any, table: str, rows: list[FeedRow], stats: TableStats, users: set[str]) -> None:
+async def _refresh_table(
+    conn: Any, table: str, rows: list[FeedRow], stats: TableStats, users: set[str]
+) -> None:
     load_query, upsert_query = TABLES[table]
     keys: dict[Key, None] = dict.fromkeys((row[1], row[2]) for row in rows)
     cur = await conn.execute(q(load_query), {"users": [k[0] for k in keys], "ids": [k[1] for k in keys]})
@@ -158,7 +160,11 @@ def _gc_paused() -> Iterator[None]:
 
 
 def _fold(
-    table: str, rows: list[FeedRow], states: dict[Key, RecordState], last_applied: dict[Key, str], stats: TableStats
+    table: str,
+    rows: list[FeedRow],
+    states: dict[Key, RecordState],
+    last_applied: dict[Key, str],
+    stats: TableStats,
 ) -> None:
     get_state = states.get
     loads = orjson.loads
@@ -168,7 +174,9 @@ def _fold(
             field_meta = loads(meta_text) if meta_text is not None else None
         except orjson.JSONDecodeError:
             data, field_meta = None, "unparseable"
-        prepared = prepare_row(table, op, data, field_meta)
+        prepared = (
+            prepare_row(table, op, data, field_meta) if created_iso is not None else "created_at is infinite"
+        )
         if isinstance(prepared, str):
             stats.rows_skipped += 1
             _warn_skipped(table, user_id, record_id, seq, prepared)

@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from psycopg.types.json import Jsonb
+import orjson
+from psycopg.types.json import Jsonb, set_json_loads
 
 from mana_ai.db.connector import AsyncConn
 from mana_ai.db.queries import q
@@ -114,7 +115,9 @@ async def replay_record(
 
     Malformed rows are skipped as the snapshot refresh skips them, so both agree.
     """
-    cur = await conn.execute(
+    cur = conn.cursor()
+    set_json_loads(_loads_or_unreadable, cur)
+    await cur.execute(
         q("record_rows"), {"table": table, "record_id": record_id, "app_id": app_id, "user_id": user_id}
     )
     state: RecordState | None = None
@@ -132,3 +135,19 @@ async def replay_record(
             ),
         )
     return state
+
+
+class _Unreadable:
+    """A jsonb value orjson cannot load (a number beyond double range, nesting deeper than it parses)."""
+
+
+_UNREADABLE = _Unreadable()
+
+
+def _loads_or_unreadable(data: bytes | str) -> Any:
+    # Postgres accepts such values, so one of them in a record's log must not fail every replay of it:
+    # not being a JSON object, it makes check_row skip its row, as the refresh skips it.
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return _UNREADABLE

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from mana_ai.timefmt import is_js_iso, normalize_iso
+from mana_ai.timefmt import is_js_iso, normalize_iso, parse_iso
 
 MAX_STRING = 200_000
 MAX_ROW_BYTES_HINT = 5_000_000
@@ -43,9 +43,28 @@ def _opt_string(value: Any) -> str | None:
 
 
 def _opt_timestamp(value: Any) -> str | None:
-    if value is None or (type(value) is str and is_js_iso(value)):
+    if value is None or (type(value) is str and _real_js_iso(value)):
         return None
     return _timestamp(value)
+
+
+_REAL_JS_ISO = re.compile(
+    r"(?!0000)\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d\.\d{3}Z"
+)
+
+
+def _real_js_iso(value: str) -> bool:
+    """The exact JS form *and* a real instant: the form alone admits month 13 or February 30th, which the
+    runner could not parse when the mission falls due. As cheap as the form check except on days 29-31."""
+    if len(value) != 24 or _REAL_JS_ISO.fullmatch(value) is None:
+        return False
+    if value[8:10] < "29":
+        return True
+    try:
+        parse_iso(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _enum(*allowed: str) -> Check:
@@ -56,12 +75,13 @@ def _timestamp(value: Any) -> str | None:
     if not isinstance(value, str):
         return "must be an ISO timestamp string"
     if is_js_iso(value):
-        return None
+        return None if _real_js_iso(value) else "is not a valid timestamp"
     try:
-        normalize_iso(value)
-    except ValueError:
+        normalized = normalize_iso(value)
+    except (ValueError, OverflowError):  # overflow: a real date whose UTC instant is outside years 1-9999
         return "is not a valid timestamp"
-    return None
+    # Years before 1000 lose their leading zeros in the JS form and would compare wrongly as strings.
+    return None if is_js_iso(normalized) else "is not a valid timestamp"
 
 
 def _array(value: Any) -> str | None:
