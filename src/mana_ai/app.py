@@ -34,7 +34,9 @@ def process_name() -> str:
 class App:
     """Everything one mana-ai process needs. Use ``async with App(settings) as app``."""
 
-    def __init__(self, settings: Settings, *, run_migrations: bool = True, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, run_migrations: bool = True, metrics: Metrics | None = None
+    ) -> None:
         self.settings = settings
         self.run_migrations = run_migrations
         self.metrics = metrics or Metrics()
@@ -86,8 +88,13 @@ class App:
         await self._research.open()
         text_step, resolver_step = build_privacy_steps(settings, self._db, self.metrics)
         ctx = RunnerContext(
-            settings=settings, db=self._db, llm=TimedLlm(self._llm, self.metrics), metrics=self.metrics,
-            owner=self.owner, input_steps=[resolver_step], text_step=text_step,
+            settings=settings,
+            db=self._db,
+            llm=TimedLlm(self._llm, self.metrics),
+            metrics=self.metrics,
+            owner=self.owner,
+            input_steps=[resolver_step],
+            text_step=text_step,
         )
         # Deep research first (W14: a pending job skips decrypts and resolvers); research input last.
         ctx.pre_steps.append(self._research.pre_step)

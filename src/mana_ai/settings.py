@@ -140,11 +140,25 @@ class Settings(BaseSettings):
     auth_url: str | None = Field(None, validation_alias=_env("MANA_AUTH_URL"))
     """mana-auth base URL; JWKS at {url}/api/v1/auth/jwks."""
     jwt_issuer: str | None = Field(None, validation_alias=_env("JWT_ISSUER"))
+    """An extra accepted token issuer (MANA_AUTH_URL, https://auth.mana.how and localhost:3001 always are)."""
     jwt_audience: str = Field("mana", validation_alias=_env("JWT_AUDIENCE"))
+    """Required token audience."""
     node_env: str | None = Field(None, validation_alias=_env("NODE_ENV"))
+    """`development` allows DEV_BYPASS_AUTH and exports trace spans immediately."""
     dev_bypass_auth: bool = Field(False, validation_alias=_env("DEV_BYPASS_AUTH"))
     """With NODE_ENV=development: skip JWT checks and act as DEV_USER_ID."""
     dev_user_id: str = Field("00000000-0000-0000-0000-000000000000", validation_alias=_env("DEV_USER_ID"))
+    """The user a development bypass acts as."""
+    workbench_auth: Literal["local", "jwt"] | None = Field(
+        None, validation_alias=_env("MANA_AI_WORKBENCH_AUTH")
+    )
+    """Workbench sign-in: `local` (one local user) or `jwt` (mana tokens); default jwt when MANA_AUTH_URL or
+    JWT_ISSUER is set, else local."""
+    local_user: str = Field("local", validation_alias=_env("MANA_AI_USER"), min_length=1)
+    """The user the CLI and the local workbench act as."""
+    master_key_file: Path | None = Field(None, validation_alias=_env("MANA_AI_MASTER_KEY_FILE"))
+    """The local user's master key (32 raw bytes, hex or base64): the workbench encrypts records as the web app
+    does and can issue grants. Stays on this machine; the runner never reads it."""
     proposal_ttl: timedelta = Field(timedelta(days=7), validation_alias=_env("MANA_AI_PROPOSAL_TTL"))
     """Planned steps older than this expire."""
 
@@ -152,9 +166,19 @@ class Settings(BaseSettings):
     otel_endpoint: str | None = Field(None, validation_alias=_env("OTEL_EXPORTER_OTLP_ENDPOINT"))
     """OTLP/HTTP endpoint; unset disables tracing."""
     log_format: Literal["text", "json"] = Field("text", validation_alias=_env("MANA_AI_LOG_FORMAT"))
+    """Log lines as readable text or as one JSON object per line."""
     log_level: str = Field("INFO", validation_alias=_env("MANA_AI_LOG_LEVEL"))
+    """DEBUG, INFO, WARNING or ERROR."""
     log_payloads: bool = Field(False, validation_alias=_env("MANA_AI_LOG_PAYLOADS"))
     """Log prompts and tool arguments (never on by default)."""
+
+    @field_validator("workbench_auth", mode="before")
+    @classmethod
+    def _workbench_auth(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            lowered = value.strip().lower()
+            return lowered or None
+        return value
 
     @field_validator("policy_mode", mode="before")
     @classmethod

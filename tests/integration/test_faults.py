@@ -20,7 +20,9 @@ def chaos(probability: float, seed: int) -> Any:
         FakeResponse(status=502, body=b"bad gateway", content_type="text/plain"),
         FakeResponse(status=503, body=b'{"detail":{"kind":"not_ready","message":"warming up"}}'),
         FakeResponse(status=429, body=b'{"detail":"slow down"}', headers={"Retry-After": "0"}),
-        FakeResponse(body=completion_body(tool_calls=[("c1", "create_task", "{not json")], finish_reason="tool_calls")),
+        FakeResponse(
+            body=completion_body(tool_calls=[("c1", "create_task", "{not json")], finish_reason="tool_calls")
+        ),
         FakeResponse(body=b'{"choices": []}'),
         FakeResponse(body=completion_body(content="cut of", finish_reason="length")),
         FakeResponse(hang=True),
@@ -44,9 +46,10 @@ async def test_flaky_llm_every_mission_ends_planned_or_failed_with_reason(db, ap
     count = 40
     for i in range(count):
         await put_row(db, f"u{i % 4}", "aiMissions", f"m{i}", "insert", mission(f"m{i}"))
-    async with FakeLlmServer(default=chaos(0.3, seed=7)) as llm, running_app(
-        app_db_url, llm, llm_timeout_s=0.3, llm_max_retries=2, retry_backoff=0
-    ) as app:
+    async with (
+        FakeLlmServer(default=chaos(0.3, seed=7)) as llm,
+        running_app(app_db_url, llm, llm_timeout_s=0.3, llm_max_retries=2, retry_backoff=0) as app,
+    ):
         app.llm.backoff_base_s = 0.01  # keep the test fast; the retry logic is the real one
         app.llm.backoff_max_s = 0.05
         planned: set[str] = set()
@@ -71,7 +74,10 @@ async def test_flaky_llm_every_mission_ends_planned_or_failed_with_reason(db, ap
 async def test_mission_failing_five_times_pauses_itself(db, app_db_url, admin_db):
     await put_row(db, "u1", "aiMissions", "m1", "insert", mission("m1"))
     always_down = lambda _req: FakeResponse(status=500, body=b'{"detail":"down"}')  # noqa: E731
-    async with FakeLlmServer(default=always_down) as llm, running_app(app_db_url, llm, retry_backoff=0) as app:
+    async with (
+        FakeLlmServer(default=always_down) as llm,
+        running_app(app_db_url, llm, retry_backoff=0) as app,
+    ):
         decisions = [(await app.ticker.tick()).decisions for _ in range(6)]
     assert [d.get("failed", 0) for d in decisions[:4]] == [1, 1, 1, 1]
     assert decisions[4] == {"paused-after-failures": 1}
@@ -87,9 +93,10 @@ async def test_mission_failing_five_times_pauses_itself(db, app_db_url, admin_db
 async def test_connection_dropped_mid_tick_next_tick_completes(db, app_db_url, admin_db):
     for i in range(6):
         await put_row(db, "u1", "aiMissions", f"m{i}", "insert", mission(f"m{i}"))
-    async with FakeLlmServer(default=conversation_responder(), latency_s=0.3) as llm, running_app(
-        app_db_url, llm, retry_backoff=0
-    ) as app:
+    async with (
+        FakeLlmServer(default=conversation_responder(), latency_s=0.3) as llm,
+        running_app(app_db_url, llm, retry_backoff=0) as app,
+    ):
         tick = asyncio.create_task(app.ticker.tick())
         await asyncio.sleep(0.15)  # missions are claimed, LLM requests in flight
         killed = await admin_db.fetchrow(
@@ -116,7 +123,10 @@ async def test_postgres_restart_service_reconnects(tmp_path):
     embedded = start_embedded(tmp_path)
     try:
         url = embedded.url()
-        async with FakeLlmServer(default=conversation_responder()) as llm, running_app(url, llm, db_timeout_s=1) as app:
+        async with (
+            FakeLlmServer(default=conversation_responder()) as llm,
+            running_app(url, llm, db_timeout_s=1) as app,
+        ):
             first = await app.ticker.tick()
             assert not first.errors
             await asyncio.to_thread(embedded.stop)

@@ -128,10 +128,21 @@ async def migrate() -> None:
 
         mana-ai migrate
     """
+    from mana_ai.db.embedded import start_embedded
     from mana_ai.db.migrate import migrate as apply
 
-    async with open_app(migrate=False) as app:
-        applied = await apply(app.database_url)
+    settings = settings_from_env()
+    embedded = None
+    if settings.database_url is not None:
+        url = settings.database_url.get_secret_value()
+    else:
+        embedded = await asyncio.to_thread(start_embedded, settings.data_dir)
+        url = embedded.url()
+    try:
+        applied = await apply(url)
+    finally:
+        if embedded is not None:
+            await asyncio.to_thread(embedded.stop)
     console.print("applied: " + ", ".join(applied) if applied else "schema is up to date")
 
 

@@ -56,7 +56,13 @@ class Database:
     """An async connection pool with helpers for transactions and per-user (RLS) scoping."""
 
     def __init__(
-        self, url: str, *, min_size: int = 1, max_size: int = 10, name: str = "mana-ai", timeout_s: float = 30.0
+        self,
+        url: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        name: str = "mana-ai",
+        timeout_s: float = 30.0,
     ) -> None:
         configure_json()
         self.url = url

@@ -30,6 +30,7 @@ from typing import Any, Final, Literal
 
 import orjson
 
+from mana_ai import tracing
 from mana_ai.planner.types import (
     ChatMessage,
     Compactor,
@@ -218,14 +219,17 @@ async def run_planner_loop(
                 reminders.extend(emitted)
                 request.extend(reminder_message(r) for r in emitted)
 
-        try:
-            response = await llm.complete(
-                request, tools_json=tools_json, model=model, temperature=temperature
-            )
-        except Exception as exc:
-            error, stop_reason = exc, "llm-error"
-            _log_llm_error(exc, rounds, model, stage="complete")
-            break
+        with tracing.span("llm.chat", tracing.llm_request_attributes(model, rounds)) as llm_span:
+            try:
+                response = await llm.complete(
+                    request, tools_json=tools_json, model=model, temperature=temperature
+                )
+            except Exception as exc:
+                tracing.mark_error(llm_span, exc)
+                error, stop_reason = exc, "llm-error"
+                _log_llm_error(exc, rounds, model, stage="complete")
+                break
+            tracing.record_llm_response(llm_span, response)
 
         if response.usage is not None:
             usage += response.usage

@@ -45,6 +45,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from mana_ai import tracing
 from mana_ai.db.connector import Database
 from mana_ai.errors import ConfigError, ResearchError
 from mana_ai.metrics import Metrics
@@ -198,7 +199,8 @@ class ResearchStep:
     ) -> DeepOutcome:
         mission = ctx.mission
         try:
-            submitted = await deep.submit(mission.user_id, objective)
+            with tracing.span("research.deep.submit", _span_attributes(ctx)):
+                submitted = await deep.submit(mission.user_id, objective)
         except ResearchError as exc:
             self._research_failed(ctx, exc)
             return DeepOutcome(None, fallback=True)
@@ -223,7 +225,8 @@ class ResearchStep:
     ) -> DeepOutcome:
         expired = job_expired(job.submitted_at, self._clock(), self._max_job_age)
         try:
-            status = await deep.poll(job.user_id, job.task_id)
+            with tracing.span("research.deep.poll", _span_attributes(ctx)):
+                status = await deep.poll(job.user_id, job.task_id)
         except ResearchError as exc:
             self._research_failed(ctx, exc)
             if is_transient(exc) and not expired:
@@ -284,7 +287,10 @@ class ResearchStep:
         if not fallback and not wants_research(objective, _plain(mission.concept)):
             return []
         try:
-            result = await self._shallow.research(objective, language=SHALLOW_LANGUAGE, limit=SHALLOW_LIMIT)
+            with tracing.span("research.shallow", _span_attributes(ctx)):
+                result = await self._shallow.research(
+                    objective, language=SHALLOW_LANGUAGE, limit=SHALLOW_LIMIT
+                )
         except ResearchError as exc:
             self._research_failed(ctx, exc)
             return []
@@ -317,6 +323,10 @@ class ResearchStep:
                 "error": str(exc),
             },
         )
+
+
+def _span_attributes(ctx: InputContext) -> dict[str, tracing.AttributeValue]:
+    return {"mission.id": ctx.mission.id, "user.id": ctx.mission.user_id}
 
 
 def _job_extra(job: PendingJob) -> dict[str, object]:

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from mana_ai.db.connector import Database
+from mana_ai.logs import payloads_enabled
 from mana_ai.metrics import Metrics
 from mana_ai.planner.prompts import ResolvedInput
 from mana_ai.planner.types import ChatMessage, CompletionResponse, LlmClient
 from mana_ai.settings import Settings
 from mana_ai.synclog.records import ServerAgent, ServerMission
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -67,11 +71,23 @@ class TimedLlm:
     ) -> CompletionResponse:
         start = time.perf_counter()
         try:
-            return await self.inner.complete(
+            response = await self.inner.complete(
                 messages, tools_json=tools_json, model=model, temperature=temperature
             )
         finally:
             self.metrics.planner_request_duration.observe(time.perf_counter() - start)
+        if payloads_enabled():  # MANA_AI_LOG_PAYLOADS=true only: prompts may hold decrypted user content
+            logger.debug(
+                "LLM exchange",
+                extra={
+                    "action": "llm.exchange",
+                    "model": model,
+                    "messages": messages,
+                    "content": response.content,
+                    "tool_calls": [(c.name, c.raw_arguments) for c in response.tool_calls],
+                },
+            )
+        return response
 
 
 @dataclass

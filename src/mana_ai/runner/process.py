@@ -13,6 +13,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
+from mana_ai import tracing
 from mana_ai.runner.context import RunnerContext
 from mana_ai.runner.iteration import failed_iteration, plan_to_iteration
 from mana_ai.runner.pipeline import Failed, Planned, PlanRequest, Skipped, plan_mission
@@ -56,15 +57,26 @@ def resolve_agent(
 async def process_mission(
     ctx: RunnerContext, store: RunnerStore, mission: ServerMission, agents: dict[tuple[str, str], ServerAgent]
 ) -> MissionResult:
-    try:
-        return await _process(ctx, store, mission, agents)
-    except Exception as exc:  # the last line of W22: one mission's surprise never stops the others
-        ctx.metrics.mission_errors.inc()
-        logger.exception(
-            "mission failed unexpectedly",
-            extra={"action": "runner.mission_error", "mission_id": mission.id, "user_id": mission.user_id},
-        )
-        return MissionResult(mission.id, mission.user_id, "error", detail=f"{type(exc).__name__}: {exc}")
+    attributes = tracing.mission_attributes(mission, resolve_agent(mission, agents)[0])
+    with tracing.span("tick.planMission", attributes) as mission_span:
+        try:
+            result = await _process(ctx, store, mission, agents)
+        except Exception as exc:  # the last line of W22: one mission's surprise never stops the others
+            tracing.mark_error(mission_span, exc)
+            ctx.metrics.mission_errors.inc()
+            logger.exception(
+                "mission failed unexpectedly",
+                extra={
+                    "action": "runner.mission_error",
+                    "mission_id": mission.id,
+                    "user_id": mission.user_id,
+                },
+            )
+            result = MissionResult(
+                mission.id, mission.user_id, "error", detail=f"{type(exc).__name__}: {exc}"
+            )
+        mission_span.set_attributes({"mission.decision": result.decision, "mission.tokens": result.tokens})
+        return result
 
 
 async def _process(

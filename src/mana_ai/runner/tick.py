@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from mana_ai import tracing
 from mana_ai.errors import StorageError
 from mana_ai.runner.context import RunnerContext
 from mana_ai.runner.process import MissionResult, process_mission, resolve_agent
@@ -158,7 +159,7 @@ class Ticker:
         if self._running.locked():
             stats.errors.append("overlap-skipped")
             return stats
-        async with self._running:
+        async with self._running, tracing.span("tick") as tick_span:
             metrics = self.ctx.metrics
             metrics.ticks.inc()
             started = time.perf_counter()
@@ -174,10 +175,19 @@ class Ticker:
                 await self.maintenance()
             except Exception as exc:
                 stats.errors.append(str(exc))
+                tracing.mark_error(tick_span, exc)
                 logger.exception("tick failed", extra={"action": "tick.failed"})
             finally:
                 metrics.tick_duration.observe(time.perf_counter() - started)
             self.last_tick = stats
+            tick_span.set_attributes(
+                {
+                    "tick.due": stats.due_mission_count,
+                    "tick.written": stats.plans_written_back,
+                    "tick.failed": stats.parse_failures,
+                    "tick.errors": len(stats.errors),
+                }
+            )
             logger.info(
                 "tick done",
                 extra={
@@ -206,19 +216,23 @@ class Ticker:
         started = time.perf_counter()
         deferred = 0
         pending = 0
-        try:
-            await self.refresh(stats)
-            pending = await backlog()
-            if pending == 0:
-                due = await self.store.due_missions(stats.scanned_at, self.ctx.settings.due_batch_limit)
-                stats.due_mission_count = len(due)
-                keys = [(m.user_id, m.id) for m in due]
-                for start in range(0, len(keys), batch_size):
-                    await defer(keys[start : start + batch_size])
-                    deferred += 1
-            await self.maintenance()
-        finally:
-            self.ctx.metrics.tick_duration.observe(time.perf_counter() - started)
+        with tracing.span("tick.dispatch") as tick_span:
+            try:
+                await self.refresh(stats)
+                pending = await backlog()
+                if pending == 0:
+                    due = await self.store.due_missions(stats.scanned_at, self.ctx.settings.due_batch_limit)
+                    stats.due_mission_count = len(due)
+                    keys = [(m.user_id, m.id) for m in due]
+                    for start in range(0, len(keys), batch_size):
+                        await defer(keys[start : start + batch_size])
+                        deferred += 1
+                await self.maintenance()
+            finally:
+                self.ctx.metrics.tick_duration.observe(time.perf_counter() - started)
+            tick_span.set_attributes(
+                {"tick.due": stats.due_mission_count, "tick.batches": deferred, "tick.backlog": pending}
+            )
         self.last_tick = stats
         return {**stats.to_json(), "batchesDeferred": deferred, "backlog": pending}
 
