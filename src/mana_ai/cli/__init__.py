@@ -21,7 +21,7 @@ def _register() -> None:
     from mana_ai.cli import service
 
     service.register(cli)
-    for name in ("data", "privacy"):
+    for name in ("data", "privacy", "ops", "workbench"):
         try:
             module = __import__(f"mana_ai.cli.{name}", fromlist=["register"])
         except ModuleNotFoundError as exc:

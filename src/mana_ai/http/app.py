@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import FastAPI, Header, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 
-from mana_ai import __version__
+from mana_ai import __version__, tracing
 from mana_ai.app import App
 from mana_ai.db.connector import Database
 from mana_ai.db.queries import q
@@ -74,6 +74,7 @@ def create_http_app(app: App, *, owns_app: bool = False) -> FastAPI:
         description="Background mission runner for mana.",
         lifespan=lifespan,
     )
+    tracing.instrument_fastapi(api)  # no-op unless OTEL_EXPORTER_OTLP_ENDPOINT is set
     metrics = app.metrics
 
     @api.middleware("http")
@@ -137,6 +138,9 @@ def create_http_app(app: App, *, owns_app: bool = False) -> FastAPI:
             principal = await verifier.authenticate(authorization)
         except AuthError as exc:
             return JSONResponse({"error": str(exc)}, status_code=401)
+        if missionId is not None and "\x00" in missionId:
+            # Postgres text cannot hold NUL, so no mission id has one; the query would fail with a 500.
+            return JSONResponse({"error": "missionId must not contain NUL characters"}, status_code=400)
         rows = await read_audit(
             app.db, principal.user_id, mission_id=missionId or None, limit=parse_limit(limit)
         )
@@ -151,4 +155,7 @@ def create_http_app(app: App, *, owns_app: bool = False) -> FastAPI:
             raise HTTPException(503, "mission grants are not configured (MANA_AI_PRIVATE_KEY_PEM is unset)")
         return JSONResponse({"publicKeyPem": public_key_pem_from_private(key)})
 
+    from mana_ai.web.router import build_workbench_router  # the workbench pages (issue 8)
+
+    api.include_router(build_workbench_router(app))
     return api

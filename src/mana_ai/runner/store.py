@@ -18,6 +18,7 @@ from typing import Any, Literal
 from mana_ai.db.connector import Database
 from mana_ai.db.queries import q
 from mana_ai.runner.iteration import append_iteration
+from mana_ai.synclog.lww import next_stamp
 from mana_ai.synclog.records import ServerAgent, ServerMission
 from mana_ai.synclog.store import RUNNER_CLIENT_ID, replay_record, update_fields
 
@@ -156,6 +157,8 @@ class RunnerStore:
                     fields["nextRunAt"] = next_run_at
                 if new_state is not None:
                     fields["state"] = new_state
+                # Strictly after what we read: an approval written in the same millisecond must not win.
+                now_iso = next_stamp(latest.field_meta, fields, now_iso)
                 await update_fields(
                     conn,
                     user_id=mission.user_id,

@@ -24,7 +24,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, Literal
+
+from mana_ai.timefmt import parse_iso, to_js_iso
 
 Op = Literal["insert", "update", "delete"]
 FIELD_META_KEY = "__fieldMeta"
@@ -116,3 +119,18 @@ def merge(state: RecordState | None, rows: Iterable[ChangeRow]) -> RecordState |
     for row in rows:
         state = apply_row(state, row)
     return state
+
+
+def next_stamp(field_meta: Mapping[str, str], fields: Iterable[str], now_iso: str) -> str:
+    """The field-meta time for a read-modify-write: ``now``, or 1 ms after the newest stamp of ``fields``.
+
+    Two writers of one record can share a millisecond, and rows of one transaction share ``created_at``; a
+    stamp strictly after what was read makes the write win whatever order the log replays them in.
+    """
+    latest = max((field_meta.get(name, "") for name in fields), default="")
+    if latest < now_iso:
+        return now_iso
+    try:
+        return to_js_iso(parse_iso(latest) + timedelta(milliseconds=1))
+    except (ValueError, OverflowError):
+        return now_iso

@@ -15,7 +15,7 @@ from typing import Any
 
 from mana_ai.tools.types import PolicyDecision, ToolSchema
 
-__all__ = ["DECISIONS", "filter_tools", "resolve_decision"]
+__all__ = ["DECISIONS", "filter_tools", "promoted_tools", "resolve_decision"]
 
 DECISIONS: frozenset[str] = frozenset({"auto", "propose", "deny"})
 
@@ -74,3 +74,21 @@ def filter_tools(tools: Iterable[ToolSchema], policy: Mapping[str, Any] | None) 
     if policy is None:
         return tuple(tools)
     return tuple(t for t in tools if resolve_decision(t, policy) != "deny")
+
+
+def promoted_tools(catalog: Iterable[ToolSchema], policy: Mapping[str, Any] | None) -> tuple[ToolSchema, ...]:
+    """``auto`` tools that the agent's policy names one by one as ``propose``.
+
+    The server offers only proposable tools, because it cannot run a tool and a stubbed read would let the
+    model believe it saw data. A user who wants an ``auto`` write tool (``log_drink``, ``log_meal`` …) to be
+    planned for review can name it in the agent's policy; only an explicit per-tool entry counts, so a module
+    default or ``defaultForAi`` never exposes the read tools.
+    """
+    if not isinstance(policy, Mapping):
+        return ()
+    named = policy.get("tools")
+    if not isinstance(named, Mapping):
+        return ()
+    return tuple(
+        t for t in catalog if t.default_policy == "auto" and _decision(named.get(t.name)) == "propose"
+    )

@@ -20,8 +20,8 @@ from typing import Any
 
 import orjson
 
-from mana_ai.tools.catalog import PROPOSABLE
-from mana_ai.tools.policy import filter_tools
+from mana_ai.tools.catalog import CATALOG, PROPOSABLE
+from mana_ai.tools.policy import filter_tools, promoted_tools
 from mana_ai.tools.types import ToolSchema
 
 __all__ = ["ToolSet", "clear_toolset_cache", "to_function_schema", "toolset_for_policy"]
@@ -179,6 +179,11 @@ def toolset_for_policy(policy: Mapping[str, Any] | None, tools: Sequence[ToolSch
                 _by_policy.move_to_end(key)
                 return hit[1]
     kept = filter_tools(tools, policy)
+    if tools is PROPOSABLE:
+        promoted = promoted_tools(CATALOG, policy)
+        if promoted:
+            order = {t.name: i for i, t in enumerate(CATALOG)}
+            kept = tuple(sorted((*kept, *promoted), key=lambda t: order[t.name]))
     with _lock:
         toolset = _by_tools.get(kept)
         if toolset is None:

@@ -91,3 +91,18 @@ def test_unknown_decision_falls_through_to_module_deny() -> None:
 def test_non_mapping_policy_is_treated_as_absent() -> None:
     assert resolve_decision(CREATE_TASK, "deny") == "propose"  # type: ignore[arg-type]
     assert filter_tools(PROPOSABLE, ["deny"]) == PROPOSABLE  # type: ignore[arg-type]
+
+
+def test_auto_tools_named_propose_in_the_policy_are_offered_to_the_server():
+    from mana_ai.tools.schema import clear_toolset_cache, toolset_for_policy
+
+    clear_toolset_cache()
+    default = toolset_for_policy({"tools": {}, "defaultForAi": "propose"})
+    assert "log_drink" not in default and "list_tasks" not in default
+    promoted = toolset_for_policy({"tools": {"log_drink": "propose"}, "defaultForAi": "propose"})
+    assert "log_drink" in promoted and len(promoted) == len(default) + 1
+    # A module default or defaultForAi never exposes read tools.
+    module_wide = toolset_for_policy(
+        {"tools": {}, "defaultsByModule": {"todo": "propose"}, "defaultForAi": "propose"}
+    )
+    assert "list_tasks" not in module_wide and "get_task_stats" not in module_wide

@@ -209,3 +209,119 @@ WHERE c.user_id = %(user_id)s AND c.app_id = %(app_id)s AND c.table_name = %(tab
   AND left(c.record_id, length(%(prefix)s)) = %(prefix)s
 GROUP BY c.record_id
 ORDER BY c.record_id
+
+-- workbench ----------------------------------------------------------------------------------------------
+-- Proposals, decisions, domain events and the workbench's read models (src/mana_ai/workbench). The
+-- decision and event tables have FORCE row-level security: those queries run inside with_user.
+
+-- name: workbench_steps
+-- Plan steps of server iterations in the given statuses, one page at a time, grouped by mission (the mission
+-- with the newest such iteration first). %(expired)s picks steps whose iteration started before %(cutoff)s
+-- (true) or not (false). The page is cut here, so the inbox costs the same with 5 or 500 open proposals.
+WITH steps AS (
+    SELECT s.mission_id, s.record->>'title' AS mission_title, s.record->>'agentId' AS agent_id,
+           it.value->>'id' AS iteration_id, coalesce(it.value->>'startedAt', '') AS started_at,
+           it.value->>'summary' AS iteration_summary, st.value AS step, st.ord AS step_ord
+    FROM mana_ai.mission_snapshots s
+    CROSS JOIN LATERAL jsonb_array_elements(CASE WHEN jsonb_typeof(s.record->'iterations') = 'array'
+                                                 THEN s.record->'iterations' ELSE '[]'::jsonb END) AS it(value)
+    CROSS JOIN LATERAL jsonb_array_elements(CASE WHEN jsonb_typeof(it.value->'plan') = 'array'
+                                                 THEN it.value->'plan' ELSE '[]'::jsonb END)
+        WITH ORDINALITY AS st(value, ord)
+    WHERE s.user_id = %(user_id)s AND NOT s.deleted AND s.record->>'deletedAt' IS NULL
+      AND jsonb_typeof(it.value) = 'object' AND it.value->>'source' = 'server'
+      AND jsonb_typeof(st.value) = 'object' AND st.value->>'status' = ANY(%(statuses)s::text[])
+      AND st.value->'intent'->>'kind' = 'toolCall'
+      AND (%(mission_id)s::text IS NULL OR s.mission_id = %(mission_id)s)
+      AND ((coalesce(it.value->>'startedAt', '9999') < %(cutoff)s) = %(expired)s)
+)
+SELECT x.mission_id, x.mission_title, x.agent_id, x.iteration_id, x.started_at, x.iteration_summary,
+       x.step, x.step_ord, a.record->>'name' AS agent_name, a.record->>'avatar' AS agent_avatar,
+       count(*) OVER () AS total
+FROM (SELECT steps.*, max(started_at) OVER (PARTITION BY mission_id) AS newest FROM steps) x
+LEFT JOIN mana_ai.agent_snapshots a ON a.user_id = %(user_id)s AND a.agent_id = x.agent_id
+ORDER BY x.newest DESC, x.mission_id, x.started_at DESC, x.iteration_id, x.step_ord
+LIMIT %(limit)s OFFSET %(offset)s
+
+-- name: workbench_iterations
+-- Server and browser iterations of the user's missions, newest first, for the timeline.
+SELECT s.mission_id, s.record->>'title' AS mission_title, s.record->>'agentId' AS agent_id,
+       it.value AS iteration, coalesce(it.value->>'startedAt', '') AS started_at
+FROM mana_ai.mission_snapshots s
+CROSS JOIN LATERAL jsonb_array_elements(CASE WHEN jsonb_typeof(s.record->'iterations') = 'array'
+                                             THEN s.record->'iterations' ELSE '[]'::jsonb END) AS it(value)
+WHERE s.user_id = %(user_id)s AND NOT s.deleted AND jsonb_typeof(it.value) = 'object'
+  AND (%(mission_id)s::text IS NULL OR s.mission_id = %(mission_id)s)
+  AND (%(agent_id)s::text IS NULL OR s.record->>'agentId' = %(agent_id)s)
+ORDER BY started_at DESC
+LIMIT %(limit)s
+
+-- name: workbench_claim_decision
+-- The idempotency gate: the first decision on a step inserts its row; any later one finds it taken.
+INSERT INTO mana_ai.proposal_decisions
+    (user_id, mission_id, iteration_id, step_id, agent_id, tool_name, module, decision, outcome, params,
+     feedback, decided_by)
+VALUES (%(user_id)s, %(mission_id)s, %(iteration_id)s, %(step_id)s, %(agent_id)s, %(tool_name)s, %(module)s,
+        %(decision)s, %(outcome)s, %(params)s, %(feedback)s, %(decided_by)s)
+ON CONFLICT DO NOTHING
+RETURNING decided_at
+
+-- name: workbench_finish_decision
+UPDATE mana_ai.proposal_decisions SET outcome = %(outcome)s, error = %(error)s, records = %(records)s
+WHERE user_id = %(user_id)s AND mission_id = %(mission_id)s AND iteration_id = %(iteration_id)s
+  AND step_id = %(step_id)s
+
+-- name: workbench_decision
+SELECT mission_id, iteration_id, step_id, agent_id, tool_name, module, decision, outcome, params, feedback,
+       error, records, decided_by, decided_at
+FROM mana_ai.proposal_decisions
+WHERE user_id = %(user_id)s AND mission_id = %(mission_id)s AND iteration_id = %(iteration_id)s
+  AND step_id = %(step_id)s
+
+-- name: workbench_decisions
+-- The user's decisions, newest first, optionally filtered (timeline).
+SELECT mission_id, iteration_id, step_id, agent_id, tool_name, module, decision, outcome, params, feedback,
+       error, records, decided_by, decided_at
+FROM mana_ai.proposal_decisions
+WHERE user_id = %(user_id)s
+  AND (%(mission_id)s::text IS NULL OR mission_id = %(mission_id)s)
+  AND (%(agent_id)s::text IS NULL OR agent_id = %(agent_id)s)
+  AND (%(module)s::text IS NULL OR module = %(module)s)
+ORDER BY decided_at DESC
+LIMIT %(limit)s
+
+-- name: workbench_insert_event
+INSERT INTO mana_ai.domain_events
+    (user_id, event_type, app_id, table_name, record_id, payload, mission_id, iteration_id, step_id, agent_id,
+     module)
+VALUES (%(user_id)s, %(event_type)s, %(app_id)s, %(table)s, %(record_id)s, %(payload)s, %(mission_id)s,
+        %(iteration_id)s, %(step_id)s, %(agent_id)s, %(module)s)
+
+-- name: workbench_events
+-- The user's domain events, newest first, optionally filtered (timeline, tests, CLI).
+SELECT id, event_type, app_id, table_name, record_id, payload, mission_id, iteration_id, step_id, agent_id,
+       module, ts
+FROM mana_ai.domain_events
+WHERE user_id = %(user_id)s
+  AND (%(event_type)s::text IS NULL OR event_type = %(event_type)s)
+  AND (%(mission_id)s::text IS NULL OR mission_id = %(mission_id)s)
+  AND (%(agent_id)s::text IS NULL OR agent_id = %(agent_id)s)
+  AND (%(module)s::text IS NULL OR module = %(module)s)
+ORDER BY ts DESC, id DESC
+LIMIT %(limit)s
+
+-- name: workbench_table_rows
+-- Every row of one synced table of one user, record by record in log order (replayed in Python with the
+-- one LWW function). Runs inside with_user; served by idx_sync_changes_since.
+SELECT c.record_id, c.op, c.data, c.field_meta,
+       to_char(c.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS created_iso
+FROM public.sync_changes c
+WHERE c.user_id = %(user_id)s AND c.app_id = %(app_id)s AND c.table_name = %(table)s
+ORDER BY c.record_id, c.created_at, c.id
+
+-- name: workbench_token_usage
+-- Tokens per agent and hour over the last seven days (the chart buckets them further).
+SELECT agent_id, date_trunc('hour', ts) AS bucket, sum(tokens_used)::bigint AS tokens
+FROM mana_ai.token_usage
+WHERE user_id = %(user_id)s AND ts > %(since)s
+GROUP BY agent_id, date_trunc('hour', ts)

@@ -1,0 +1,3 @@
+"""The workbench's web pages (``/workbench``): see :mod:`mana_ai.web.router`."""
+
+from __future__ import annotations
