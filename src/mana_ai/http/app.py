@@ -17,44 +17,9 @@ from fastapi.responses import JSONResponse
 
 from mana_ai import __version__, tracing
 from mana_ai.app import App
-from mana_ai.db.connector import Database
-from mana_ai.db.queries import q
 from mana_ai.http.auth import AuthError, JwtVerifier
 from mana_ai.metrics import CONTENT_TYPE
-from mana_ai.timefmt import to_js_iso
-
-
-def parse_limit(raw: str | None) -> int:
-    """The original's rule: a non-number means 200; anything else is clamped to [1, 1000]."""
-    try:
-        value = int(raw) if raw is not None else 200
-    except ValueError:
-        value = 200
-    return min(max(value, 1), 1000)
-
-
-async def read_audit(
-    db: Database, user_id: str, *, mission_id: str | None, limit: int
-) -> list[dict[str, Any]]:
-    """The user's audit rows, newest first, read under row-level security (FORCE) as that user."""
-    async with db.with_user(user_id) as conn:
-        cur = await conn.execute(
-            q("read_audit"), {"user_id": user_id, "mission_id": mission_id, "limit": limit}
-        )
-        rows = await cur.fetchall()
-    return [
-        {
-            "id": r["id"],
-            "missionId": r["mission_id"],
-            "iterationId": r["iteration_id"],
-            "tableName": r["table_name"],
-            "recordId": r["record_id"],
-            "status": r["status"],
-            "reason": r["reason"],
-            "ts": to_js_iso(r["ts"]),
-        }
-        for r in rows
-    ]
+from mana_ai.privacy.audit import clamp_limit, read_audit
 
 
 def create_http_app(app: App, *, owns_app: bool = False) -> FastAPI:
@@ -142,9 +107,9 @@ def create_http_app(app: App, *, owns_app: bool = False) -> FastAPI:
             # Postgres text cannot hold NUL, so no mission id has one; the query would fail with a 500.
             return JSONResponse({"error": "missionId must not contain NUL characters"}, status_code=400)
         rows = await read_audit(
-            app.db, principal.user_id, mission_id=missionId or None, limit=parse_limit(limit)
+            app.db, user_id=principal.user_id, mission_id=missionId, limit=clamp_limit(limit)
         )
-        return JSONResponse({"rows": rows})
+        return JSONResponse({"rows": [row.to_json() for row in rows]})
 
     @api.get("/api/v1/ai-runner-pubkey", summary="The runner's public key for wrapping mission grants")
     async def runner_pubkey() -> JSONResponse:
