@@ -1,0 +1,256 @@
+"""Turning raw benchmark results into metrics: the rich table, ``results.json`` and the PNG plots."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+@dataclass
+class Metric:
+    """One reported number: the median of the repetitions, with min and max."""
+
+    name: str
+    params: dict[str, Any]
+    unit: str
+    median: float | None
+    min: float | None
+    max: float | None
+    n: int
+    target: float | None = None
+    higher_is_better: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+    sub: bool = False
+    """Shown indented under the metric before it (a detail of the same run)."""
+
+    @property
+    def met(self) -> bool | None:
+        if self.target is None or self.median is None:
+            return None
+        return self.median >= self.target if self.higher_is_better else self.median <= self.target
+
+    def to_json(self) -> dict[str, Any]:
+        body = asdict(self)
+        body["met"] = self.met
+        return body
+
+
+def metric(
+    name: str,
+    summary: dict[str, Any],
+    unit: str,
+    params: dict[str, Any],
+    *,
+    target: float | None = None,
+    higher_is_better: bool = False,
+    scale: float = 1.0,
+    sub: bool = False,
+    **extra: Any,
+) -> Metric:
+    def scaled(value: Any) -> float | None:
+        return None if value is None else float(value) * scale
+
+    return Metric(
+        name,
+        params,
+        unit,
+        scaled(summary.get("median")),
+        scaled(summary.get("min")),
+        scaled(summary.get("max")),
+        int(summary.get("n", 0)),
+        target,
+        higher_is_better,
+        extra,
+        sub,
+    )
+
+
+def _fmt(value: float | None, unit: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if abs(value) >= 1000:
+        text = f"{value:,.0f}"
+    elif abs(value) >= 100:
+        text = f"{value:.1f}"
+    elif abs(value) >= 10:
+        text = f"{value:.1f}"
+    elif abs(value) >= 0.1:
+        text = f"{value:.2f}"
+    else:
+        text = f"{value:.3f}"
+    return text + " " + unit if unit else text
+
+
+_SHORT = {
+    "history": ("", " rows"),
+    "missions": ("", " missions"),
+    "users": ("", " users"),
+    "latency_ms": ("LLM ", " ms"),
+    "concurrency": ("c=", ""),
+    "in_flight": ("in flight ", ""),
+    "tools": ("", " tools"),
+    "db_pool": ("db pool ", ""),
+}
+
+
+def _params_text(params: dict[str, Any]) -> str:
+    parts = []
+    for key, value in params.items():
+        prefix, suffix = _SHORT.get(key, (key + "=", ""))
+        shown = (
+            f"{value:,}"
+            if isinstance(value, int) and value >= 10_000
+            else f"{value:g}"
+            if isinstance(value, float)
+            else str(value)
+        )
+        parts.append(prefix + shown + suffix)
+    return ", ".join(parts)
+
+
+def print_table(console: Console, metrics: list[Metric], failures: list[str]) -> None:
+    table = Table(title="mana-ai benchmarks (median of repetitions; min..max)", show_lines=False)
+    table.add_column("benchmark", no_wrap=True)
+    table.add_column("setup", no_wrap=True)
+    table.add_column("median", justify="right")
+    table.add_column("min .. max", justify="right")
+    table.add_column("target", justify="right")
+    table.add_column("", justify="center")
+    for m in metrics:
+        target = (
+            "-" if m.target is None else ((">= " if m.higher_is_better else "<= ") + _fmt(m.target, m.unit))
+        )
+        verdict = {True: "[green]ok[/green]", False: "[red]MISSED[/red]", None: ""}[m.met]
+        table.add_row(
+            ("  └ " if m.sub else "") + m.name,
+            _params_text(m.params),
+            _fmt(m.median, m.unit),
+            "" if m.min is None else _fmt(m.min, m.unit) + " .. " + _fmt(m.max, m.unit),
+            target,
+            verdict,
+        )
+    console.print(table)
+    for failure in failures:
+        console.print("[red]failed:[/red] " + failure)
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    path.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+
+
+# --- plots ------------------------------------------------------------------------------------------------
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_refresh(path: Path, points: list[dict[str, Any]]) -> None:
+    """Refresh time vs history size (log-log), with the issue's targets."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    sizes = [p["history_rows"] for p in points]
+    series = (
+        ("bootstrap_s", "bootstrap (empty snapshots)", "tab:blue", 1.0),
+        ("incremental_s", "incremental (1,000 new rows)", "tab:orange", 0.1),
+        ("nothing_new_s", "nothing new", "tab:green", 0.02),
+    )
+    for key, label, colour, target in series:
+        have = [(size, p[key]) for size, p in zip(sizes, points, strict=True) if p.get(key, {}).get("median")]
+        if not have:
+            continue
+        xs = [size for size, _ in have]
+        meds = [s["median"] for _, s in have]
+        errors = [[s["median"] - s["min"] for _, s in have], [s["max"] - s["median"] for _, s in have]]
+        ax.errorbar(xs, meds, yerr=errors, marker="o", capsize=3, color=colour, label=label)
+        ax.axhline(target, color=colour, linestyle=":", linewidth=1)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("history size (ai/aiMissions rows)")
+    ax.set_ylabel("refresh time (s)")
+    ax.set_title("Snapshot refresh (dotted: targets)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_throughput(
+    path: Path, points: list[dict[str, Any]], *, x_key: str, x_label: str, title: str, ideal: Any
+) -> None:
+    """Missions/s vs one parameter, with the ideal bound and the p50/p99 service latency."""
+    plt = _pyplot()
+    points = sorted(points, key=lambda p: p["params"][x_key])
+    xs = [p["params"][x_key] for p in points]
+    meds = [p["throughput_per_s"]["median"] for p in points]
+    lows = [m - p["throughput_per_s"]["min"] for m, p in zip(meds, points, strict=True)]
+    highs = [p["throughput_per_s"]["max"] - m for m, p in zip(meds, points, strict=True)]
+    fig, ax = plt.subplots(figsize=(7, 5.2))
+    ax.errorbar(xs, meds, yerr=[lows, highs], marker="o", capsize=3, label="measured (missions/s)")
+    ideal_points = [(x, ideal(p)) for x, p in zip(xs, points, strict=True) if ideal(p) is not None]
+    if ideal_points:
+        ax.plot([x for x, _ in ideal_points], [y for _, y in ideal_points], "k--", label="ideal bound")
+    for x, y in zip(xs, meds, strict=True):
+        ax.annotate(f"{y:.0f}", (x, y), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
+    ax.set_xlabel(x_label)
+    ax.set_ylabel("missions / s")
+    ax.set_title(title)
+    top = max(meds + [y for _, y in ideal_points if y is not None]) if meds else 1
+    ax.set_ylim(0, top * 1.15)
+    ax.grid(True, alpha=0.3)
+    ax2 = ax.twinx()
+    p50 = [p["service_latency_ms"].get("p50") for p in points]
+    p99 = [p["service_latency_ms"].get("p99") for p in points]
+    ax2.plot(xs, p50, color="tab:gray", marker=".", linestyle=":", label="p50 claim→write-back (ms)")
+    ax2.plot(xs, p99, color="tab:red", marker=".", linestyle=":", label="p99 claim→write-back (ms)")
+    ax2.set_ylabel("per-mission latency (ms)")
+    ax2.set_ylim(0, max([v for v in p99 if v is not None] or [1]) * 1.15)
+    lines = ax.get_legend_handles_labels()
+    lines2 = ax2.get_legend_handles_labels()
+    ax.legend(
+        lines[0] + lines2[0],
+        lines[1] + lines2[1],
+        fontsize=8,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.14),
+        ncol=2,
+        frameon=False,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_llm_cost(path: Path, raw: dict[str, Any]) -> None:
+    """CPU per LLM round by mode, against the 0.5 ms target."""
+    plt = _pyplot()
+    keys = [k for k in raw if isinstance(raw[k], dict) and "cpu_ms_per_round" in raw[k]]
+    meds = [raw[k]["cpu_ms_per_round"]["median"] for k in keys]
+    names = {"client": "client", "loop": "planner loop", "codec": "JSON codec\n(no I/O)"}
+    labels = []
+    for key in keys:
+        mode, _, conc = key.partition("_c")
+        labels.append(names.get(mode, mode) + ("\n" + conc + " in flight" if conc else ""))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.bar(labels, meds, color="tab:blue")
+    ax.axhline(0.5, color="tab:red", linestyle="--", label="target 0.5 ms")
+    for i, m in enumerate(meds):
+        ax.annotate(f"{m:.3f}", (i, m), textcoords="offset points", xytext=(0, 4), ha="center", fontsize=8)
+    ax.set_ylabel("CPU ms per LLM round (service process)")
+    ax.set_title("LLM client cost, 62 tools per request, fake server at 0 ms")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

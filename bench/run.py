@@ -1,0 +1,432 @@
+"""``make bench`` / ``make bench-quick``: run the benchmarks, print a table, write results and plots.
+
+Usage::
+
+    python -m bench.run            # the full suite (about 8 minutes on 2 cores)
+    python -m bench.run --quick    # fewer and smaller runs (under 2 minutes)
+    python -m bench.run --only refresh,llm
+
+The suite starts its own embedded PostgreSQL in a temporary directory, migrates a template database once
+and clones a fresh database from it for every scenario. The fake LLM server runs as a separate process
+(``python -m mana_ai.testing.fake_llm``), one per latency. Each benchmark runs in a child process of its
+own (see :mod:`bench.refresh_bench`, :mod:`bench.llm_bench`, :mod:`bench.throughput_bench`), so its CPU
+time and peak RSS are not mixed with the others'. Results go to ``bench/results.json`` (quick mode:
+``bench/results-quick.json``) and PNG plots next to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from rich.console import Console
+
+from bench.infra import ChildFailed, Cluster, FakeLlmPool, run_child
+from bench.report import Metric, metric, plot_llm_cost, plot_refresh, plot_throughput, print_table, write_json
+
+BENCH_DIR = Path(__file__).resolve().parent
+GROUPS = ("refresh", "llm", "throughput", "sweeps")
+
+MISSIONS = 2_000
+USERS = 100
+
+
+@dataclass(frozen=True)
+class ThroughputPoint:
+    latency_ms: float
+    concurrency: int
+    reps: int
+    db_pool_size: int | None = None
+    """``None``: the service default (``MANA_AI_DB_POOL_SIZE``); set only for labelled what-if points."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one run measures; see :func:`full_plan` and :func:`quick_plan`."""
+
+    mode: str
+    refresh: list[dict[str, Any]]
+    llm: dict[str, Any]
+    throughput: list[ThroughputPoint]
+    sweeps: list[ThroughputPoint] = field(default_factory=list)
+    warmup_missions: int = 200
+
+
+def full_plan() -> Plan:
+    return Plan(
+        mode="full",
+        refresh=[
+            # 1 insert + (rounds - 1) field updates for each of 2,000 missions: 20 k, 200 k and 2 M rows.
+            {"rounds": 10, "reps": 5, "bootstrap_reps": 5},
+            {"rounds": 100, "reps": 5, "bootstrap_reps": 5},
+            # 2 M rows: one bootstrap only (it is the slow, memory-hungry case), no warm-up run.
+            {"rounds": 1000, "reps": 5, "bootstrap_reps": 0},
+        ],
+        llm={"requests": 4000, "reps": 5, "concurrency": [1, 64]},
+        throughput=[ThroughputPoint(0, 64, 5), ThroughputPoint(100, 64, 5)],
+        sweeps=[
+            ThroughputPoint(100, 8, 3),
+            ThroughputPoint(100, 16, 3),
+            ThroughputPoint(100, 32, 3),
+            ThroughputPoint(50, 64, 3),
+            ThroughputPoint(500, 64, 3),
+            # What-if: the default pool (10 connections) against 64 concurrent missions.
+            ThroughputPoint(100, 64, 3, db_pool_size=64),
+        ],
+    )
+
+
+def quick_plan() -> Plan:
+    return Plan(
+        mode="quick",
+        refresh=[{"rounds": 100, "reps": 3, "bootstrap_reps": 2}],
+        llm={"requests": 1000, "reps": 3, "concurrency": [1, 64]},
+        throughput=[ThroughputPoint(0, 64, 3), ThroughputPoint(100, 64, 3)],
+        warmup_missions=100,
+    )
+
+
+# --- running ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Suite:
+    plan: Plan
+    cluster: Cluster
+    llm: FakeLlmPool
+    log_path: Path
+    console: Console
+    trace: bool = False
+    raw: dict[str, Any] = field(default_factory=dict)
+    metrics: list[Metric] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+    def step(self, label: str, action: Callable[[], Any]) -> Any:
+        started = time.perf_counter()
+        self.console.print("[bold]" + label + "[/bold] ...")
+        try:
+            result = action()
+        except (ChildFailed, subprocess.TimeoutExpired) as exc:
+            self.failures.append(label + ": " + str(exc))
+            self.console.print("[red]  failed[/red] (log: " + str(self.log_path) + ")")
+            return None
+        self.console.print(f"  done in {time.perf_counter() - started:.1f} s")
+        return result
+
+    # --- snapshot refresh ---------------------------------------------------------------------------------
+    def refresh(self) -> None:
+        points = []
+        for spec in self.plan.refresh:
+            rows = MISSIONS * spec["rounds"]
+            result = self.step(
+                f"refresh: history of {rows:,} rows", functools.partial(self._refresh_one, spec)
+            )
+            if result is None:
+                continue
+            points.append(result)
+            params = {"history": result["history_rows"], "missions": MISSIONS, "users": USERS}
+            is_target_size = result["history_rows"] == 200_000
+            self.metrics += [
+                metric(
+                    "refresh: bootstrap",
+                    result["bootstrap_s"],
+                    "s",
+                    params,
+                    target=1.0 if is_target_size else None,
+                    cpu_s=result["bootstrap_cpu_s"]["median"],
+                ),
+                metric(
+                    "refresh: incremental (1,000 rows)",
+                    result["incremental_s"],
+                    "ms",
+                    params,
+                    target=100.0,
+                    scale=1000.0,
+                ),
+                metric(
+                    "refresh: nothing new", result["nothing_new_s"], "ms", params, target=20.0, scale=1000.0
+                ),
+            ]
+        self.raw["refresh"] = points
+        if len(points) > 1:
+            first, last = points[0]["incremental_s"]["median"], points[-1]["incremental_s"]["median"]
+            self.raw["refresh_incremental_growth"] = {
+                "from_rows": points[0]["history_rows"],
+                "to_rows": points[-1]["history_rows"],
+                "ratio": last / first if first else None,
+            }
+
+    def _refresh_one(self, spec: dict[str, Any]) -> dict[str, Any]:
+        db = self.cluster.fresh_database("refresh")
+        try:
+            config = {
+                "admin_url": db.admin,
+                "app_url": db.app,
+                "missions": MISSIONS,
+                "users": USERS,
+                "incremental_rows": 1000,
+                **spec,
+            }
+            return run_child("bench.refresh_bench", config, log_path=self.log_path)
+        finally:
+            self.cluster.drop_database(db.name)
+
+    # --- LLM client cost ----------------------------------------------------------------------------------
+    def llm_cost(self) -> None:
+        config = {"llm_url": self.llm.url(0), **self.plan.llm}
+        result = self.step(
+            "LLM client CPU per round", lambda: run_child("bench.llm_bench", config, log_path=self.log_path)
+        )
+        if result is None:
+            return
+        self.raw["llm"] = result
+        labels = {"client": "LLM round CPU: client only", "loop": "LLM round CPU: planner loop"}
+        for key, value in result.items():
+            if not isinstance(value, dict) or "cpu_ms_per_round" not in value:
+                continue
+            mode, _, conc = key.partition("_c")
+            tools = result["params"]["tools"]
+            if mode == "codec":
+                name, params = "LLM round CPU: JSON codec only", {"tools": tools}
+            else:
+                name, params = labels[mode], {"tools": tools, "in_flight": int(conc)}
+            self.metrics.append(metric(name, value["cpu_ms_per_round"], "ms", params, target=0.5))
+
+    # --- planning throughput ------------------------------------------------------------------------------
+    def throughput(self, points: list[ThroughputPoint], key: str, *, detailed: bool) -> None:
+        results = []
+        for point in points:
+            label = f"throughput: latency {point.latency_ms:g} ms, concurrency {point.concurrency}"
+            if point.db_pool_size:
+                label += f", db pool {point.db_pool_size}"
+            result = self.step(label, functools.partial(self._throughput_one, point))
+            if result is None:
+                continue
+            results.append(result)
+            self._throughput_metrics(point, result, detailed=detailed)
+        self.raw[key] = results
+
+    def _throughput_one(self, point: ThroughputPoint) -> dict[str, Any]:
+        config = {
+            "cluster_admin_url": self.cluster.admin_url,
+            "llm_url": self.llm.url(point.latency_ms),
+            "latency_ms": point.latency_ms,
+            "concurrency": point.concurrency,
+            "users": USERS,
+            "missions_per_user": 10,
+            "reps": point.reps,
+            "warmup_missions": max(self.plan.warmup_missions, point.concurrency * 2),
+            "db_pool_size": point.db_pool_size,
+            "trace": self.trace,
+        }
+        return run_child("bench.throughput_bench", config, log_path=self.log_path)
+
+    def _throughput_metrics(self, point: ThroughputPoint, result: dict[str, Any], *, detailed: bool) -> None:
+        params: dict[str, Any] = {
+            "missions": result["missions"],
+            "latency_ms": point.latency_ms,
+            "concurrency": point.concurrency,
+        }
+        if point.db_pool_size:
+            params["db_pool"] = point.db_pool_size
+        default_config = point.concurrency == 64 and point.db_pool_size is None
+        target = {0: 600.0, 100: 280.0}.get(int(point.latency_ms)) if default_config else None
+        self.metrics.append(
+            metric(
+                "planning throughput",
+                result["throughput_per_s"],
+                "/s",
+                params,
+                target=target,
+                higher_is_better=True,
+                ideal_per_s=result["ideal_per_s"],
+                decisions=result["decisions"],
+            )
+        )
+        if "ratio_to_ideal" in result:
+            self.metrics.append(
+                metric("ratio to ideal bound", result["ratio_to_ideal"], "", params, sub=True)
+            )
+        if not detailed:
+            return
+        latency = result["service_latency_ms"]
+        for q in ("p50", "p99"):
+            value = latency.get(q)
+            self.metrics.append(
+                Metric("claim→write-back " + q, params, "ms", value, None, None, 1 if value else 0, sub=True)
+            )
+        self.metrics.append(metric("CPU per 1,000 missions", result["cpu_s_per_1000"], "s", params, sub=True))
+        rss = result["peak_rss_mb"]
+        self.metrics.append(
+            Metric(
+                "peak RSS (service process)",
+                params,
+                "MB",
+                rss,
+                None,
+                None,
+                1,
+                target=250.0 if default_config else None,
+                sub=True,
+            )
+        )
+
+
+def machine_info(cluster: Cluster) -> dict[str, Any]:
+    with psycopg.connect(cluster.admin_url) as conn:
+        row = conn.execute("SHOW server_version").fetchone()
+    return {
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "postgres": row[0] if row else None,
+        "loadavg_start": list(os.getloadavg()),
+        "git": git_state(),
+    }
+
+
+def git_state() -> dict[str, Any]:
+    """The commit measured, and how many files differed from it (read-only git commands)."""
+
+    def git(*args: str) -> str:
+        proc = subprocess.run(
+            ["git", *args], capture_output=True, text=True, cwd=BENCH_DIR.parent, check=False
+        )
+        return proc.stdout.strip() if proc.returncode == 0 else ""
+
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": git("rev-parse", "HEAD") or None, "modified_files": len(status.splitlines())}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer and smaller runs (under 2 minutes)")
+    parser.add_argument(
+        "--only", default=",".join(GROUPS), help="comma-separated groups: " + ", ".join(GROUPS)
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="results file (default bench/results[-quick].json)"
+    )
+    parser.add_argument(
+        "--trace",
+        action="store_true",
+        help="time the phases of every mission in the throughput runs (diagnosis)",
+    )
+    args = parser.parse_args(argv)
+    groups = [g.strip() for g in args.only.split(",") if g.strip()]
+    unknown = sorted(set(groups) - set(GROUPS))
+    if unknown:
+        parser.error("unknown group(s): " + ", ".join(unknown))
+    plan = quick_plan() if args.quick else full_plan()
+    out = args.out or BENCH_DIR / ("results-quick.json" if args.quick else "results.json")
+    plot_prefix = "quick-" if args.quick else ""
+    # Under make, stdout is not a terminal and rich would assume 80 columns: too narrow for the table.
+    console = Console(width=None if sys.stdout.isatty() else 150)
+    started = time.time()
+    workdir = Path(tempfile.mkdtemp(prefix="mana-ai-bench-"))
+    log_path = workdir / "bench.log"
+    console.print(f"mana-ai benchmarks ({plan.mode}); scratch dir {workdir}")
+    cluster = Cluster(workdir)
+    pool = FakeLlmPool()
+    suite = Suite(plan, cluster, pool, log_path, console, trace=args.trace)
+    try:
+        cluster.create_template()
+        machine = machine_info(cluster)
+        if "refresh" in groups:
+            suite.refresh()
+        if "llm" in groups:
+            suite.llm_cost()
+        if "throughput" in groups:
+            suite.throughput(plan.throughput, "throughput", detailed=True)
+        if "sweeps" in groups and plan.sweeps:
+            suite.throughput(plan.sweeps, "sweeps", detailed=False)
+    finally:
+        pool.stop()
+        cluster.stop()
+        # The cluster holds gigabytes after the 2 M-row history; the log is kept when something failed.
+        shutil.rmtree(workdir / "pgdata", ignore_errors=True)
+    machine["loadavg_end"] = list(os.getloadavg())
+
+    print_table(console, suite.metrics, suite.failures)
+    if machine["loadavg_start"][0] > 1.0:
+        # Work that ran before the suite started (the 1-minute average) is likely still running beside it.
+        console.print(
+            f"[yellow]note:[/yellow] the machine was busy (load average {machine['loadavg_start'][0]:.2f} at the start,"
+            f" {machine['loadavg_end'][0]:.2f} at the end): expect noisy numbers, and run again on a quiet machine"
+        )
+    payload = {
+        "suite": "mana-ai bench",
+        "mode": plan.mode,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "duration_s": round(time.time() - started, 1),
+        "machine": machine,
+        "benchmarks": [m.to_json() for m in suite.metrics],
+        "failures": suite.failures,
+        "raw": suite.raw,
+    }
+    write_json(out, payload)
+    plots = write_plots(suite.raw, out.parent, plot_prefix)
+    console.print(f"wrote {out}" + "".join("\nwrote " + str(p) for p in plots))
+    console.print(f"total {time.time() - started:.0f} s")
+    if suite.failures:
+        console.print("child logs kept in " + str(log_path))
+        return 1
+    shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+def write_plots(raw: dict[str, Any], folder: Path, prefix: str) -> list[Path]:
+    written: list[Path] = []
+    if raw.get("refresh"):
+        path = folder / (prefix + "refresh.png")
+        plot_refresh(path, raw["refresh"])
+        written.append(path)
+    if raw.get("llm"):
+        path = folder / (prefix + "llm_cpu.png")
+        plot_llm_cost(path, raw["llm"])
+        written.append(path)
+    points = [
+        p for p in raw.get("throughput", []) + raw.get("sweeps", []) if not p["params"].get("db_pool_size")
+    ]
+    by_latency = [p for p in points if p["params"]["concurrency"] == 64]
+    if len(by_latency) > 1:
+        path = folder / (prefix + "throughput_vs_latency.png")
+        plot_throughput(
+            path,
+            by_latency,
+            x_key="latency_ms",
+            x_label="LLM latency per request (ms)",
+            title="Planning throughput vs LLM latency (1,000 missions, concurrency 64)",
+            ideal=lambda p: p["ideal_per_s"],
+        )
+        written.append(path)
+    by_concurrency = [p for p in points if p["params"]["latency_ms"] == 100]
+    if len(by_concurrency) > 1:
+        path = folder / (prefix + "throughput_vs_concurrency.png")
+        plot_throughput(
+            path,
+            by_concurrency,
+            x_key="concurrency",
+            x_label="concurrency (missions in flight)",
+            title="Planning throughput vs concurrency (1,000 missions, LLM 100 ms)",
+            ideal=lambda p: p["ideal_per_s"],
+        )
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    sys.exit(main())
