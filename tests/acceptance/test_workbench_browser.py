@@ -21,7 +21,7 @@ import pytest
 
 from mana_ai.db.connector import Database
 from mana_ai.privacy.audit import AuditEntry, AuditLog
-from mana_ai.synclog.actor import ai_actor
+from mana_ai.synclog.actor import user_actor
 from mana_ai.synclog.store import replay_record, update_fields
 from mana_ai.testing.fake_llm import FakeLlmServer
 from mana_ai.timefmt import to_js_iso, utcnow
@@ -29,7 +29,6 @@ from mana_ai.web.router import STATE_KEY
 from mana_ai.workbench.proposals import Proposal
 from tests.integration.http_helpers import serve_http
 from tests.integration.runner_helpers import running_app
-from tests.integration.test_workbench_logic import server_iteration
 
 CHROMIUM = os.environ.get("MANA_AI_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -64,39 +63,23 @@ async def open_proposals(app: Any) -> list[Proposal]:
     return list((await store.inbox(USER, page_size=100)).proposals)
 
 
-async def add_drink_proposals(db: Database, mission_id: str, agent_id: str) -> None:
-    """Two ``log_drink`` steps in a server iteration, written as the runner writes one (agent actor).
-
-    ``log_drink`` is an ``auto`` tool in the catalog (SPEC §19): the web app runs it without asking, and the
-    runner only offers ``propose`` tools to its planner, so today no tick can produce this proposal (the fake
-    LLM's ``log_drink`` call below is refused as an unknown tool). The iteration is therefore written here.
-    """
-    iteration = server_iteration(
-        "drinks-" + mission_id,
-        [
-            ("log_drink", {"drinkType": "water", "quantityMl": 250}),
-            ("log_drink", {"drinkType": "water", "quantityMl": 300}),
-        ],
-    )
+async def name_tool_propose(db: Database, agent_id: str, tool: str) -> None:
+    """Set ``policy.tools[tool] = 'propose'`` on the agent, as the web app's policy editor writes it."""
     async with db.with_user(USER) as conn:
-        state = await replay_record(conn, user_id=USER, app_id="ai", table="aiMissions", record_id=mission_id)
+        state = await replay_record(conn, user_id=USER, app_id="ai", table="agents", record_id=agent_id)
         assert state is not None
+        policy = dict(state.record.get("policy") or {})
+        policy["tools"] = {**(policy.get("tools") or {}), tool: "propose"}
         await update_fields(
             conn,
             user_id=USER,
             app_id="ai",
-            table="aiMissions",
-            record_id=mission_id,
-            fields={"iterations": [*state.record["iterations"], iteration]},
+            table="agents",
+            record_id=agent_id,
+            fields={"policy": policy},
             at=to_js_iso(utcnow() + dt.timedelta(milliseconds=5)),
-            client_id="mana-ai-runner",
-            actor=ai_actor(
-                agent_id=agent_id,
-                agent_name="Koch",
-                mission_id=mission_id,
-                iteration_id=iteration["id"],
-                rationale="",
-            ),
+            client_id="test-web-app",
+            actor=user_actor(USER),
         )
 
 
@@ -139,6 +122,10 @@ async def test_workbench_end_to_end_in_chromium(db: Database, admin_db: Database
                 mission_id = page.url.rsplit("/", 1)[1]
                 assert "daily 07:30 Europe/Berlin" in await page.content()
 
+                # log_drink is an `auto` tool (the web app runs it unasked); naming it `propose` in the agent's
+                # policy, as a user can in the web app, makes the runner offer it for review.
+                await name_tool_propose(db, agent_id, "log_drink")
+
                 # --- run it: a tick against the fake LLM -----------------------------------------------
                 llm.reply_tool_calls(
                     [
@@ -148,19 +135,17 @@ async def test_workbench_end_to_end_in_chromium(db: Database, admin_db: Database
                     usage=(900, 120),
                 )
                 llm.reply_tool_calls(
-                    [("log_drink", {"drinkType": "water", "quantityMl": 250})], usage=(950, 40)
+                    [
+                        ("log_drink", {"drinkType": "water", "quantityMl": 250}),
+                        ("log_drink", {"drinkType": "water", "quantityMl": 300}),
+                    ],
+                    usage=(950, 40),
                 )
                 llm.reply_text("Zwei Aufgaben vorgeschlagen.", usage=(1000, 20))
                 await page.get_by_role("button", name="Run now").click()
                 await page.wait_for_url("**?queued=1")
                 await wb.kicker.wait()
-                tool_results = [m for m in llm.requests[2].json["messages"] if m.get("role") == "tool"]
-                refused = [m["content"] for m in tool_results if "log_drink" in m["content"]]
                 proposals = await open_proposals(app)
-                if not any(p.tool_name == "log_drink" for p in proposals):
-                    assert refused and "Unknown tool: log_drink" in refused[0]
-                    await add_drink_proposals(db, mission_id, agent_id)
-                    proposals = await open_proposals(app)
                 tasks = [p for p in proposals if p.tool_name == "create_task"]
                 drinks = [p for p in proposals if p.tool_name == "log_drink"]
                 assert [p.params["title"] for p in tasks] == ["Einkaufen", "Lesen"] and len(drinks) == 2

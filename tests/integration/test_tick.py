@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
+import pytest
+
+from mana_ai.scheduler.cadence import next_run, parse_cadence
 from mana_ai.testing.fake_llm import FakeLlmServer, conversation_responder
 from mana_ai.timefmt import parse_iso, utcnow
 from tests.integration.helpers import mission, put_row
@@ -126,3 +131,75 @@ async def test_invalid_cadence_fails_once_with_reason(db, app_db_url, admin_db):
         assert it["overallStatus"] == "failed" and "cadence" in it["errorDetails"]["message"]
         assert (await app.ticker.tick()).due_mission_count == 0
         assert llm.request_count == 0
+
+
+async def test_concurrency_gate_counts_runs_of_other_processes(db, app_db_url, admin_db):
+    # Another worker holds a live claim for a mission of the same agent (limit 1): this one must wait.
+    await put_row(db, "u1", "agents", "solo", "insert", agent_record("solo", maxConcurrentMissions=1))
+    await put_row(db, "u1", "aiMissions", "m1", "insert", mission("m1", agentId="solo"))
+    await admin_db.execute(
+        "INSERT INTO mana_ai.mission_runs (user_id, mission_id, due_at, agent_id, state, owner, lease_until)"
+        " VALUES ('u1', 'other', 'x', 'solo', 'running', 'another-worker', now() + interval '5 minutes')"
+    )
+    async with FakeLlmServer(default=conversation_responder()) as llm, running_app(app_db_url, llm) as app:
+        stats = await app.ticker.tick()
+        assert stats.decisions == {"skipped-concurrency": 1}
+        assert (
+            'mana_ai_agent_decisions_total{decision="skipped-concurrency"} 1.0'
+            in app.metrics.render().decode()
+        )
+        await admin_db.execute("UPDATE mana_ai.mission_runs SET state = 'done' WHERE mission_id = 'other'")
+        assert (await app.ticker.tick()).decisions == {"ran": 1}  # skipped, not starved: next tick it runs
+
+
+async def test_budget_cut_off_inside_the_loop(db, app_db_url, admin_db):
+    # 150 of 200 tokens used; every round costs 120: one round, then the loop stops (no overshoot by rounds).
+    await put_row(db, "u1", "agents", "b", "insert", agent_record("b", maxTokensPerDay=200))
+    await admin_db.execute(
+        "INSERT INTO mana_ai.token_usage (user_id, agent_id, mission_id, tokens_used) VALUES ('u1','b','x',150)"
+    )
+    await put_row(db, "u1", "aiMissions", "m1", "insert", mission("m1", agentId="b"))
+    responder = conversation_responder(tool_name="create_task", arguments={"title": "t"}, usage=(100, 20))
+    async with FakeLlmServer(default=responder) as llm, running_app(app_db_url, llm) as app:
+        stats = await app.ticker.tick()
+        assert stats.decisions == {"ran": 1}
+        assert llm.request_count == 1
+    rows = await latest_rows(admin_db, "m1")
+    it = rows[0]["data"]["iterations"][-1]
+    assert [s["intent"]["toolName"] for s in it["plan"]] == ["create_task"]
+    assert "budget" in it["summary"]
+    used = await admin_db.fetchrow(
+        "SELECT sum(tokens_used) AS t FROM mana_ai.token_usage WHERE agent_id = 'b'"
+    )
+    assert used["t"] == 270  # the run's tokens are recorded too
+
+
+@pytest.mark.parametrize(
+    "cadence",
+    [
+        {"kind": "interval", "everyMinutes": 90},
+        {"kind": "daily", "atHour": 7, "atMinute": 30, "timezone": "Europe/Berlin"},
+        {"kind": "weekly", "dayOfWeek": 1, "atHour": 9},
+        {"kind": "cron", "expression": "30 2 * * *", "timezone": "Europe/Berlin"},
+        {"kind": "manual"},
+    ],
+    ids=lambda c: c["kind"],
+)
+async def test_next_run_at_advances_by_the_cadence(db, app_db_url, admin_db, cadence):
+    await put_row(db, "u1", "aiMissions", "m1", "insert", mission("m1", cadence=cadence))
+    async with FakeLlmServer(default=conversation_responder()) as llm, running_app(app_db_url, llm) as app:
+        before = utcnow()
+        assert (await app.ticker.tick()).decisions == {"ran": 1}
+        after = utcnow()
+    written = (await latest_rows(admin_db, "m1"))[0]["data"]["nextRunAt"]
+    parsed = parse_cadence(cadence)
+    expected = {next_run(parsed, after=t, default_tz="UTC") for t in (before, after)}
+    if cadence["kind"] == "manual":
+        assert written is None
+    elif cadence["kind"] == "interval":
+        lo, hi = sorted(e for e in expected if e)
+        assert lo - dt.timedelta(milliseconds=1) <= parse_iso(written) <= hi
+    else:
+        # Wall-clock cadences land on the same instant whenever in the tick it was computed.
+        (only,) = expected
+        assert only is not None and parse_iso(written) == only and only > after
