@@ -96,6 +96,7 @@ _SHORT = {
     "in_flight": ("in flight ", ""),
     "tools": ("", " tools"),
     "db_pool": ("db pool ", ""),
+    "processes": ("", " proc"),
 }
 
 
@@ -251,6 +252,58 @@ def plot_llm_cost(path: Path, raw: dict[str, Any]) -> None:
     ax.set_ylabel("CPU ms per LLM round (service process)")
     ax.set_title("LLM client cost, 62 tools per request, fake server at 0 ms")
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_scaleout(path: Path, raw: dict[str, Any]) -> None:
+    """Missions/s vs worker processes: measured, linear scaling from one process, the ideal bound, targets."""
+    plt = _pyplot()
+    points = sorted(raw["points"], key=lambda p: p["processes"])
+    xs = [p["processes"] for p in points]
+    meds = [p["throughput_per_s"]["median"] for p in points]
+    lows = [m - p["throughput_per_s"]["min"] for m, p in zip(meds, points, strict=True)]
+    highs = [p["throughput_per_s"]["max"] - m for m, p in zip(meds, points, strict=True)]
+    fig, ax = plt.subplots(figsize=(7, 4.8))
+    ax.errorbar(xs, meds, yerr=[lows, highs], marker="o", capsize=3, label="measured (missions/s)")
+    ax.plot(xs, [p["ideal_per_s"] for p in points], "k--", label="ideal bound (16 × processes / 0.2 s)")
+    ax.plot(
+        xs, [meds[0] * x / xs[0] for x in xs], color="tab:gray", linestyle=":", label="linear from 1 process"
+    )
+    targets = {2: 1.8, 4: 3.2}
+    have = [(x, meds[0] * targets[x]) for x in xs if x in targets]
+    if have:
+        ax.scatter(
+            [x for x, _ in have],
+            [y for _, y in have],
+            marker="_",
+            s=400,
+            color="tab:red",
+            label="target (1.8×, 3.2×)",
+        )
+    for x, y, p in zip(xs, meds, points, strict=True):
+        ratio = p["ratio_to_1"]["median"]
+        ax.annotate(
+            f"{y:.0f}/s ({ratio:.2f}×)",
+            (x, y),
+            textcoords="offset points",
+            xytext=(-8, 4),
+            ha="right",
+            fontsize=8,
+        )
+    ax.set_xticks(xs)
+    ax.set_xlim(min(xs) - 0.6, max(xs) + 0.4)
+    ax.set_xlabel("mana-ai worker processes (concurrency 16 each)")
+    ax.set_ylabel("missions / s")
+    params = raw["params"]
+    ax.set_title(
+        f"Scale-out ({raw['missions']:,} missions, LLM {params['latency_ms']:g} ms, "
+        f"{params['reps']} rep{'s' if params['reps'] != 1 else ''})"
+    )
+    ax.set_ylim(0, max(meds + [p["ideal_per_s"] for p in points]) * 1.15)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
