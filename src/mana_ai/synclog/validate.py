@@ -148,6 +148,7 @@ _STAMPS = re.compile(f"{_STAMP}(?:\\|{_STAMP})*")
 """Several JS-ISO stamps joined by ``|``: one regex call checks a whole field_meta (the hot path)."""
 
 Prepared = tuple[Mapping[str, Any] | None, Mapping[str, Any] | None]
+_NO_CHECKS: dict[str, Check] = {}
 
 
 def prepare_row(table: str, op: Any, data: Any, field_meta: Any) -> Prepared | str:
@@ -164,8 +165,11 @@ def prepare_row(table: str, op: Any, data: Any, field_meta: Any) -> Prepared | s
     if field_meta:
         if type(field_meta) is not dict and not isinstance(field_meta, Mapping):
             return "field_meta is not a JSON object"
-        stamps = list(field_meta.values())
-        if not (all(type(v) is str for v in stamps) and _STAMPS.fullmatch("|".join(stamps))):
+        try:
+            joined: str | None = "|".join(field_meta.values())
+        except TypeError:  # a stamp that is not a string
+            joined = None
+        if joined is None or _STAMPS.fullmatch(joined) is None:
             for key, stamp in field_meta.items():
                 if _timestamp(stamp) is not None:
                     return f"field_meta[{str(key)[:40]!r}] is not a valid timestamp"
@@ -173,13 +177,19 @@ def prepare_row(table: str, op: Any, data: Any, field_meta: Any) -> Prepared | s
     elif field_meta is not None and not isinstance(field_meta, Mapping):
         return "field_meta is not a JSON object"
     if data:
-        checks = FIELDS_BY_TABLE.get(table, {})
+        checks = FIELDS_BY_TABLE.get(table, _NO_CHECKS)
         for key, value in data.items():
             check = checks.get(key)
-            problem = check(value) if check else (_string(value) if type(value) is str else None)
+            if check is not None:
+                problem = check(value)
+            elif type(value) is str and len(value) > MAX_STRING:
+                problem = _string(value)
+            else:
+                continue
             if problem:
                 return f"field {str(key)[:40]!r} {problem}"
-        data = clean_data(data)
+        if "nextRunAt" in data:
+            data = clean_data(data)
     return data, field_meta
 
 
