@@ -6,7 +6,7 @@ the service one per process.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -98,6 +98,38 @@ class Metrics:
         self.compactions = counter("mana_ai_compactions_triggered_total", "Context compactions")
         self.compacted_turns = histogram(
             "mana_ai_compacted_turns", "Turns folded per compaction", (1, 2, 4, 8, 16, 32, 64, 128)
+        )
+
+        # --- scheduling (issue 15) ---
+        self.due_delay = histogram(
+            "mana_ai_due_delay_seconds",
+            "Delay from a mission's nextRunAt to its first claim",
+            (0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 30, 60, 300, 3600),
+        )
+        self.agent_budget_ratio = Gauge(
+            "mana_ai_agent_budget_ratio",
+            "(used + reserved) / daily cap of an agent, as of its latest claim (alert at 0.8)",
+            ("agent_id",),
+            registry=r,
+        )
+        self.budget_warnings = counter(
+            "mana_ai_agent_budget_warnings_total", "Claims that took an agent past 80 % of its daily cap"
+        )
+        self.missed_runs_skipped = counter(
+            "mana_ai_missed_runs_skipped_total", "Runs skipped to the next occurrence after the grace window"
+        )
+        self.llm_pacing_wait = histogram(
+            "mana_ai_llm_pacing_wait_seconds",
+            "Time an LLM request waited for the cluster-wide rate limit",
+            (0.01, 0.1, 0.5, 1, 2, 5, 10, 30, 60),
+        )
+        self.llm_rate_limited = counter(
+            "mana_ai_llm_rate_limited_total", "429 answers from the LLM provider (each lowers concurrency)"
+        )
+        self.llm_concurrency = Gauge(
+            "mana_ai_llm_concurrency_limit",
+            "Adaptive limit of concurrent LLM requests in this process",
+            registry=r,
         )
 
     def render(self) -> bytes:

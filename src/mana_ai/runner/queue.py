@@ -7,7 +7,11 @@
   (``mana_ai.claim_mission_run``), so a mission is planned once per due run however many workers hold a
   job for it; a worker killed mid-plan leaves a claim whose lease expires, and a later tick re-defers it.
 * While planning jobs are still queued, a tick defers nothing new: the backlog is worked off first, and a
-  slow cluster is never flooded with duplicate jobs.
+  slow cluster is never flooded with duplicate jobs. A mission a job holds is marked in
+  ``mana_ai.mission_dispatch`` and never handed to a second job (issue 16).
+* Between ticks, every worker runs the due dispatcher (:mod:`mana_ai.runner.scheduling`), so a mission
+  starts within about a second of its ``nextRunAt``. The tick runs on its own worker (queue ``tick``,
+  one slot), so it never waits behind planning jobs.
 
 The process's :class:`~mana_ai.app.App` reaches the tasks through the worker's ``additional_context``.
 """
@@ -15,6 +19,7 @@ The process's :class:`~mana_ai.app.App` reaches the tasks through the worker's `
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -57,11 +62,17 @@ def build_queue(database_url: str, *, tick_interval_s: float, tick_enabled: bool
     @queue.task(name="mana_ai.plan_batch", queue="plan", pass_context=True)
     async def plan_batch(context: JobContext, missions: list[list[str]]) -> dict[str, int]:
         runtime = _runtime(context)
+        store = runtime.ticker.store
         keys = [(user_id, mission_id) for user_id, mission_id in missions]
-        found = await runtime.ticker.store.missions_by_key(keys)
-        due = [m for m in found if m.state == "active" and m.next_run_at is not None]
-        agents = await runtime.ticker.store.agents_for_users(m.user_id for m in due)
-        results = await runtime.ticker.dispatcher.run_all(due, agents)
+        # This worker holds the batch's missions now: its heartbeat keeps them from being dispatched again.
+        await store.dispatch_take(keys, runtime.settings.claim_lease)
+        try:
+            found = await store.missions_by_key(keys)
+            due = [m for m in found if m.state == "active" and m.next_run_at is not None]
+            agents = await store.agents_for_users(m.user_id for m in due)
+            results = await runtime.ticker.dispatcher.run_all(due, agents)
+        finally:
+            await store.dispatch_done(keys)
         summary: dict[str, int] = {}
         for result in results:
             summary[result.decision] = summary.get(result.decision, 0) + 1
@@ -70,9 +81,7 @@ def build_queue(database_url: str, *, tick_interval_s: float, tick_enabled: bool
     async def tick(context: JobContext, timestamp: int) -> dict[str, Any]:
         runtime = _runtime(context)
         result: dict[str, Any] = await runtime.ticker.dispatch_tick(
-            lambda batch: plan_batch.defer_async(missions=[list(k) for k in batch]),
-            backlog=lambda: _backlog(queue),
-            batch_size=BATCH_SIZE,
+            batch_deferrer(queue), backlog=lambda: _backlog(queue), batch_size=BATCH_SIZE
         )
         return result
 
@@ -82,6 +91,20 @@ def build_queue(database_url: str, *, tick_interval_s: float, tick_enabled: bool
     if tick_enabled:
         queue.periodic(cron=interval_cron(tick_interval_s), periodic_id="tick")(tick_task)
     return queue
+
+
+def batch_deferrer(queue: procrastinate.App) -> Callable[[list[tuple[str, str]]], Awaitable[None]]:
+    """Defers one ``mana_ai.plan_batch`` job for a list of (user id, mission id)."""
+    task = queue.tasks["mana_ai.plan_batch"]
+
+    async def defer(batch: list[tuple[str, str]]) -> None:
+        await task.defer_async(missions=[list(k) for k in batch])
+
+    return defer
+
+
+def backlog_counter(queue: procrastinate.App) -> Callable[[], Awaitable[int]]:
+    return lambda: _backlog(queue)
 
 
 async def _backlog(queue: procrastinate.App) -> int:
