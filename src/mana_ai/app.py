@@ -20,6 +20,7 @@ from mana_ai.planner.llm_client import OpenAICompatClient
 from mana_ai.privacy.steps import build_privacy_steps
 from mana_ai.research.step import ResearchStep
 from mana_ai.runner.context import RunnerContext, TimedLlm
+from mana_ai.runner.limits import AdaptiveLimit, ClusterPacer, PacedLlm
 from mana_ai.runner.scheduling import heartbeat_loop
 from mana_ai.runner.store import RunnerStore
 from mana_ai.runner.tick import Dispatcher, Ticker
@@ -89,10 +90,20 @@ class App:
         self._research = ResearchStep.from_settings(settings, self._db, self.metrics)
         await self._research.open()
         text_step, resolver_step = build_privacy_steps(settings, self._db, self.metrics)
+        # Provider limits: cluster-wide pacing when MANA_LLM_MAX_RPM/TPM are set, adaptive concurrency always.
+        pacer = (
+            ClusterPacer(self._db, rpm=settings.llm_max_rpm, tpm=settings.llm_max_tpm, metrics=self.metrics)
+            if settings.llm_max_rpm or settings.llm_max_tpm
+            else None
+        )
+        paced = PacedLlm(
+            self._llm, pacer, AdaptiveLimit(settings.max_concurrency, self.metrics), self.metrics
+        )
+        self._llm.on_rate_limit = paced.rate_limited
         ctx = RunnerContext(
             settings=settings,
             db=self._db,
-            llm=TimedLlm(self._llm, self.metrics),
+            llm=TimedLlm(paced, self.metrics),
             metrics=self.metrics,
             owner=self.owner,
             input_steps=[resolver_step],

@@ -20,6 +20,7 @@ import asyncio
 import logging
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -89,6 +90,7 @@ class OpenAICompatClient:
         provider: str | None = None,
         pool_size: int = 128,
         rng: random.Random | None = None,
+        on_rate_limit: Callable[[float | None], None] | None = None,
     ) -> None:
         """Configure the client; no I/O happens here.
 
@@ -104,6 +106,8 @@ class OpenAICompatClient:
             provider: label for error messages; defaults to the model id's text before ``/``.
             pool_size: connection pool size (total and per host).
             rng: random source for the jitter (tests pass a seeded one).
+            on_rate_limit: called with the ``Retry-After`` seconds (or None) for every 429 answer, also
+                for those that are retried (the runner's provider-limit pacing listens here).
         """
         if max_retries < 0:
             raise ValueError("max_retries must not be negative")
@@ -127,6 +131,7 @@ class OpenAICompatClient:
         self._provider = provider
         self._pool_size = pool_size
         self._rng = rng or random.Random()
+        self.on_rate_limit = on_rate_limit
         self._session: aiohttp.ClientSession | None = None
         self.stats = ClientStats()
 
@@ -186,6 +191,8 @@ class OpenAICompatClient:
             outcome = await self._attempt(session, body, provider)
             if isinstance(outcome, CompletionResponse):
                 return outcome
+            if outcome.error.status == 429 and self.on_rate_limit is not None:
+                self.on_rate_limit(outcome.retry_after_s)
             if not outcome.retryable or attempt >= self._max_retries:
                 self.stats.failures += 1
                 raise outcome.error

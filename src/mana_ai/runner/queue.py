@@ -93,12 +93,16 @@ def build_queue(database_url: str, *, tick_interval_s: float, tick_enabled: bool
     return queue
 
 
-def batch_deferrer(queue: procrastinate.App) -> Callable[[list[tuple[str, str]]], Awaitable[None]]:
-    """Defers one ``mana_ai.plan_batch`` job for a list of (user id, mission id)."""
+def batch_deferrer(
+    queue: procrastinate.App,
+) -> Callable[[list[list[tuple[str, str]]]], Awaitable[None]]:
+    """Defers one ``mana_ai.plan_batch`` job per list of (user id, mission id), all in one statement (the
+    jobs keep their order: the first batches of a fair dispatch are picked up first)."""
     task = queue.tasks["mana_ai.plan_batch"]
 
-    async def defer(batch: list[tuple[str, str]]) -> None:
-        await task.defer_async(missions=[list(k) for k in batch])
+    async def defer(batches: list[list[tuple[str, str]]]) -> None:
+        jobs: list[dict[str, Any]] = [{"missions": [list(k) for k in batch]} for batch in batches]
+        await task.batch_defer_async(*jobs)
 
     return defer
 

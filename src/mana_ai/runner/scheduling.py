@@ -42,7 +42,7 @@ async def heartbeat_loop(ticker: Ticker) -> None:
 
 async def due_loop(
     ticker: Ticker,
-    defer: Callable[[list[tuple[str, str]]], Awaitable[Any]],
+    defer: Callable[[list[list[tuple[str, str]]]], Awaitable[Any]],
     *,
     backlog: Callable[[], Awaitable[int]],
     batch_size: int,

@@ -59,14 +59,14 @@ class RunnerStore:
         return [ServerMission.from_record(r["user_id"], r["record"]) for r in rows]
 
     async def missions_by_key(self, keys: Iterable[tuple[str, str]]) -> list[ServerMission]:
-        found = []
-        for user_id, mission_id in keys:
-            row = await self.db.fetchrow(
-                q("mission_snapshot"), {"user_id": user_id, "mission_id": mission_id}
-            )
-            if row and not row["deleted"]:
-                found.append(ServerMission.from_record(user_id, row["record"]))
-        return found
+        pairs = list(keys)
+        if not pairs:
+            return []
+        rows = await self.db.fetch(
+            q("mission_snapshots_for_keys"), {"users": [k[0] for k in pairs], "ids": [k[1] for k in pairs]}
+        )
+        by_key = {(r["user_id"], r["record_id"]): r for r in rows if not r["deleted"]}
+        return [ServerMission.from_record(key[0], by_key[key]["record"]) for key in pairs if key in by_key]
 
     async def agents_for_users(self, user_ids: Iterable[str]) -> dict[tuple[str, str], ServerAgent]:
         users = sorted(set(user_ids))

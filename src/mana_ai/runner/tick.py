@@ -218,7 +218,7 @@ class Ticker:
 
     async def dispatch_tick(
         self,
-        defer: Callable[[list[tuple[str, str]]], Awaitable[Any]],
+        defer: Callable[[list[list[tuple[str, str]]]], Awaitable[Any]],
         *,
         backlog: Callable[[], Awaitable[int]],
         batch_size: int,
@@ -235,7 +235,7 @@ class Ticker:
 
     async def dispatch_due(
         self,
-        defer: Callable[[list[tuple[str, str]]], Awaitable[Any]],
+        defer: Callable[[list[list[tuple[str, str]]]], Awaitable[Any]],
         *,
         backlog: Callable[[], Awaitable[int]],
         batch_size: int,
@@ -246,6 +246,7 @@ class Ticker:
         holds (queued, waiting for its agent's slot or being planned) is never handed out again.
         """
         stats = TickStats(scanned_at=to_js_iso(utcnow()))
+        started = time.perf_counter()
         deferred = 0
         pending = 0
         with tracing.span("tick.dispatch") as tick_span:
@@ -256,11 +257,22 @@ class Ticker:
                     stats.scanned_at, self.ctx.settings.due_batch_limit, DISPATCH_HOLD
                 )
                 stats.due_mission_count = len(keys)
-                for start in range(0, len(keys), batch_size):
-                    await defer(keys[start : start + batch_size])
-                    deferred += 1
+                batches = [keys[start : start + batch_size] for start in range(0, len(keys), batch_size)]
+                if batches:
+                    await defer(batches)
+                deferred = len(batches)
             tick_span.set_attributes(
                 {"tick.due": stats.due_mission_count, "tick.batches": deferred, "tick.backlog": pending}
+            )
+        if deferred:
+            logger.info(
+                "dispatched due missions",
+                extra={
+                    "action": "tick.dispatched",
+                    "missions": stats.due_mission_count,
+                    "batches": deferred,
+                    "duration_ms": round((time.perf_counter() - started) * 1000),
+                },
             )
         self.last_tick = stats
         return {**stats.to_json(), "batchesDeferred": deferred, "backlog": pending}
