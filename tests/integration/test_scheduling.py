@@ -283,3 +283,42 @@ async def test_heartbeat_renews_the_leases_this_process_holds(db, app_db_url, ad
         # Closing the process gives back what it still holds.
     row = await admin_db.fetchrow("SELECT state FROM mana_ai.mission_runs WHERE mission_id = 'm1'")
     assert row["state"] == "released"
+
+
+# --- budget shown ---------------------------------------------------------------------------------------
+
+
+async def test_agents_show_and_the_agent_page_show_used_reserved_and_cap(db, app_db_url, admin_db):
+    import asyncio
+
+    import click
+    from click.testing import CliRunner
+
+    from mana_ai.cli import data as data_cli
+    from tests.integration.test_workbench_web import page, workbench
+
+    await put_row(
+        db, "local", "agents", "a1", "insert", agent_record("a1", name="Koch", maxTokensPerDay=2000)
+    )
+    await admin_db.execute(
+        "INSERT INTO mana_ai.token_usage (user_id, agent_id, mission_id, tokens_used)"
+        " VALUES ('local', 'a1', 'm0', 1200)"
+    )
+    await admin_db.execute(
+        "INSERT INTO mana_ai.mission_runs (user_id, mission_id, due_at, agent_id, state, owner, lease_until,"
+        " token_share) VALUES ('local', 'm1', 'x', 'a1', 'running', 'w', now() + interval '1 minute', 400)"
+    )
+    expected = "1,200 used + 400 reserved of 2,000 tokens per 24 h (80 %) — running out"
+
+    def run() -> str:
+        group = click.Group("mana-ai")
+        data_cli.register(group)
+        env = {"SYNC_DATABASE_URL": app_db_url, "MANA_AI_USER": "local", "COLUMNS": "200", "NO_COLOR": "1"}
+        result = CliRunner().invoke(group, ["agents", "show", "Koch"], env=env)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    assert "budget: " + expected in await asyncio.to_thread(run)
+    async with workbench(app_db_url) as (_app, _base, client):
+        status, html, _ = await page(client, "/workbench/agents/a1")
+    assert status == 200 and expected in html

@@ -6,7 +6,7 @@ after its due time is not planned at all: a daily 07:30 briefing should not arri
 to the next occurrence, and the mission gets an iteration that says so.
 
 The grace window is ``MANA_AI_MISSED_RUN_GRACE`` when set, otherwise half of the cadence's period (the time
-from the missed due time to the occurrence after it), at most 12 hours. Manual missions never expire.
+between the two occurrences after the missed due time), at most 12 hours. Manual missions never expire.
 """
 
 from __future__ import annotations
@@ -29,10 +29,12 @@ def grace_window(
         return None
     if configured is not None:
         return configured
+    # The period between two occurrences after the due time (a hand-edited nextRunAt may be off the grid).
     following = next_run(cadence, after=due, default_tz=default_tz)
-    if following is None:
+    second = next_run(cadence, after=following, default_tz=default_tz) if following else None
+    if following is None or second is None:
         return None
-    return min((following - due) / 2, MAX_DEFAULT_GRACE)
+    return min((second - following) / 2, MAX_DEFAULT_GRACE)
 
 
 def is_missed(
