@@ -108,13 +108,15 @@ def batch_deferrer(
 
 
 def backlog_counter(queue: procrastinate.App) -> Callable[[], Awaitable[int]]:
-    return lambda: _backlog(queue)
+    """The due dispatcher's backlog check: one count (stalled jobs are closed by the periodic tick)."""
+    return lambda: _backlog(queue, close_stalled=False)
 
 
-async def _backlog(queue: procrastinate.App) -> int:
+async def _backlog(queue: procrastinate.App, *, close_stalled: bool = True) -> int:
     """Planning jobs not yet picked up. Jobs being worked on do not count: their missions are claimed, and a
     job of a killed worker stays ``doing`` forever, so counting those would stop the cluster for good."""
-    await _fail_stalled_jobs(queue)
+    if close_stalled:
+        await _fail_stalled_jobs(queue)
     rows = await queue.connector.execute_query_all_async(
         "SELECT count(*) AS n FROM procrastinate_jobs WHERE task_name = 'mana_ai.plan_batch' AND status = 'todo'"
     )

@@ -27,6 +27,8 @@ from mana_ai.timefmt import parse_iso, to_js_iso, utcnow
 
 logger = logging.getLogger(__name__)
 
+BACKLOG_RECHECK_S = 0.2
+
 
 async def heartbeat_loop(ticker: Ticker) -> None:
     """Renew this process's leases every third of ``claim_lease`` until cancelled."""
@@ -54,8 +56,11 @@ async def due_loop(
     while True:
         wait = interval
         try:
-            await ticker.dispatch_due(defer, backlog=backlog, batch_size=batch_size)
+            result = await ticker.dispatch_due(defer, backlog=backlog, batch_size=batch_size)
             wait = await _until_next_due(ticker, interval)
+            if result.get("backlog"):
+                # Jobs still wait to be picked up: look again soon rather than a whole interval later.
+                wait = min(wait, BACKLOG_RECHECK_S)
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -528,6 +528,12 @@ async def serve(
     async with server:
         print("FAKE_LLM_URL=" + server.url, flush=True)
         await stop.wait()
+        # For benchmarks: what the server saw (the enforced limit's 429s among them).
+        stats: dict[str, float] = {"requests": server.request_count, "rate_limited": server.rate_limited}
+        if server.accepted_at:
+            stats["accepted_span_s"] = server.accepted_at[-1] - server.accepted_at[0]
+            stats["accepted"] = len(server.accepted_at)
+        print("FAKE_LLM_STATS=" + orjson.dumps(stats).decode(), flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
