@@ -271,6 +271,7 @@ async def create_grant(
             if only is None or _needs_copy(source, only):
                 copies.append(_seal(mission_id, table, record_id, source, only, master_key, data_key))
         tag = grant_id(grant.wrapped_key)
+        removed = len(await list_copy_meta(conn, user_id, mission_id))
         await put_grant(
             conn,
             user_id,
@@ -296,7 +297,7 @@ async def create_grant(
         grant_id=tag,
         records=len(refs),
         sealed_fields=sum(len(c.source_field_meta) for c in copies),
-        removed_copies=0,
+        removed_copies=removed,
         ttl=clamp_ttl(ttl),
     )
 

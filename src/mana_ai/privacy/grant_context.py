@@ -49,27 +49,24 @@ class GrantSkipped:
 
 def open_grant(
     mission_id: str,
-    synced: Mapping[str, Any] | None,
+    grant: Mapping[str, Any] | None,
     private_key: rsa.RSAPrivateKey | None,
     *,
     now: dt.datetime,
-    stored: Mapping[str, Any] | None = None,
 ) -> GrantContext | GrantSkipped | None:
     """Unwrap a mission's grant. Never raises.
 
     Args:
         mission_id: the mission being planned.
-        synced: ``mission.grant`` from the sync log (``None`` when the mission has none: no decrypts).
+        grant: ``mission.grant`` (``None`` when the mission has none: no decrypts).
         private_key: the runner's key, ``None`` when grants are not configured.
         now: the current time (expiry check).
-        stored: the grant JSON stored with the copies, if any (used instead of ``synced``).
 
     Returns:
         ``None`` without a grant, :class:`GrantSkipped` when it cannot be used, else the context.
     """
-    if synced is None:
+    if grant is None:
         return None
-    grant = stored if stored is not None else synced
     if not isinstance(grant, Mapping):
         return GrantSkipped("malformed")
     result = unwrap_grant(grant, private_key, now=now)

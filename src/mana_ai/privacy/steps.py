@@ -33,7 +33,7 @@ from mana_ai.metrics import Metrics
 from mana_ai.planner.prompts import ResolvedInput
 from mana_ai.privacy.audit import AuditEntry, AuditLog, AuditStatus
 from mana_ai.privacy.grant_context import GrantContext, GrantSkipped, open_grant
-from mana_ai.privacy.grant_store import get_copy, get_grant
+from mana_ai.privacy.grant_store import get_copy
 from mana_ai.privacy.reseal import (
     AGENT_TABLE,
     MISSION_TABLE,
@@ -89,17 +89,7 @@ class PrivacySteps:
             cached = ctx.state[GRANT_STATE_KEY]
             return cached if isinstance(cached, GrantContext) else None
         mission = ctx.mission
-        stored = None
-        if mission.grant is not None:
-            async with self.db.with_user(mission.user_id) as conn:
-                stored = await get_grant(conn, mission.user_id, mission.id)
-        opened = open_grant(
-            mission.id,
-            mission.grant,
-            self._private_key,
-            now=self._clock(),
-            stored=stored.grant if stored is not None else None,
-        )
+        opened = open_grant(mission.id, mission.grant, self._private_key, now=self._clock())
         grant: GrantContext | None = None
         if isinstance(opened, GrantSkipped):
             self.metrics.grant_skips.labels(opened.reason).inc()
@@ -157,6 +147,8 @@ class PrivacySteps:
             opened = await self._open(ctx, grant, AGENT_TABLE, agent.id, persona, None)
             if opened is not None:
                 values.update({"persona:" + k: v for k, v in opened.record.items()})
+        if not values:
+            return None  # nothing could be opened: the pipeline's placeholders stay
         text = MissionText(
             title=_visible(values.get("title"), mission.title),
             objective=_visible(values.get("objective"), mission.objective),
