@@ -24,6 +24,7 @@ from mana_ai.scheduler.missed import is_missed, missed_iteration
 from mana_ai.synclog.actor import ai_actor
 from mana_ai.synclog.records import ServerAgent, ServerMission
 from mana_ai.timefmt import parse_iso, to_js_iso, utcnow
+from mana_ai.workbench.gate import step_status
 
 logger = logging.getLogger(__name__)
 
@@ -231,7 +232,10 @@ async def _claimed(
         if isinstance(outcome, Planned):
             metrics.plans_produced.inc()
             nxt = next_run(cadence, after=max(now, parse_iso(due_at)), default_tz=settings.default_tz)
-            iteration = plan_to_iteration(outcome.plan, iteration_id, now_iso)
+            policy = agent.policy if agent is not None else None
+            iteration = plan_to_iteration(
+                outcome.plan, iteration_id, now_iso, lambda tool: step_status(tool, policy)
+            )
             written = await store.write_back(
                 mission,
                 due_at=due_at,
