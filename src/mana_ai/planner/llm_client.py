@@ -133,6 +133,8 @@ class OpenAICompatClient:
         self._pool_size = pool_size
         self._rng = rng or random.Random()
         self.on_rate_limit = on_rate_limit
+        self.retry_rate_limits = True
+        """False: a 429 is raised at once (the caller paces and retries it, see mana_ai.runner.limits)."""
         self._session: aiohttp.ClientSession | None = None
         self.stats = ClientStats()
 
@@ -257,8 +259,12 @@ class OpenAICompatClient:
 
         message, body_kind = describe_error_body(status, raw, provider=provider)
         kind = body_kind or status_kind(status)
-        retryable = (status == 429 or status >= 500) and body_kind not in _PERMANENT_BODY_KINDS
-        retry_after_s = parse_retry_after(retry_after, now=datetime.now(UTC)) if retryable else None
+        retryable = (
+            (status == 429 and self.retry_rate_limits) or status >= 500
+        ) and body_kind not in _PERMANENT_BODY_KINDS
+        retry_after_s = (
+            parse_retry_after(retry_after, now=datetime.now(UTC)) if retryable or status == 429 else None
+        )
         error = ProviderError(self._redact(message), kind=kind, status=status)
         return _Failure(error, retryable, retry_after_s)
 

@@ -2,9 +2,10 @@
 
 * **Pacing across processes.** Each limit is a generic cell-rate algorithm whose one piece of state (the
   theoretical arrival time) lives in ``mana_ai.llm_pacing``: a request moves it forward by its cost in one
-  ``UPDATE … RETURNING`` and waits until it is at most one burst ahead of now. Requests are spread evenly;
-  the burst is one second's worth (providers allow little more), and the pace is 95 % of the limit so clock
-  jitter between us and the provider does not turn into 429s. Token costs are estimated from the request
+  ``UPDATE … RETURNING`` and waits until it is at most one burst ahead of now. Requests are spread evenly
+  at 95 % of the limit, one slot apart with no burst of our own: providers allow about one second's worth of
+  burst, and all of it is left to absorb requests that reach the provider bunched up by network or
+  event-loop jitter. Tokens may burst half a second's worth. Token costs are estimated from the request
   size and settled with the usage the provider reports.
 * **Adaptive concurrency.** A 429 halves this process's concurrent-request limit and pushes the shared
   arrival time past the provider's ``Retry-After`` (every process waits); each run of successes as long as
@@ -21,6 +22,7 @@ from typing import Final
 
 from mana_ai.db.connector import Database
 from mana_ai.db.queries import q
+from mana_ai.errors import ProviderError
 from mana_ai.metrics import Metrics
 from mana_ai.planner.types import ChatMessage, CompletionResponse, LlmClient
 
@@ -28,6 +30,8 @@ logger = logging.getLogger(__name__)
 
 PACE_FACTOR: Final = 0.95
 """Share of a provider limit we aim for."""
+TOKEN_BURST_S: Final = 0.5
+"""Our own token burst: half of the second's worth a provider allows."""
 BYTES_PER_TOKEN: Final = 4
 
 
@@ -98,7 +102,7 @@ class ClusterPacer:
             waited = max(waited, await self._pace("requests", self.request_cost_s, self.request_burst_s))
         if self.token_cost_s is not None:
             cost = estimated_tokens * self.token_cost_s
-            waited = max(waited, await self._pace("tokens", cost, 1.0))
+            waited = max(waited, await self._pace("tokens", cost, TOKEN_BURST_S))
         self.metrics.llm_pacing_wait.observe(waited)
 
     async def settle(self, estimated_tokens: int, actual_tokens: int) -> None:
@@ -135,43 +139,53 @@ def estimate_tokens(messages: list[ChatMessage], tools_json: bytes) -> int:
 
 
 class PacedLlm:
-    """An :class:`LlmClient` that keeps to the provider's limits (see the module docstring)."""
+    """An :class:`LlmClient` that keeps to the provider's limits (see the module docstring).
+
+    With a pacer, the HTTP client raises a 429 at once and this class retries it: the retry takes a paced
+    slot like any request, after the shared arrival time was moved past ``Retry-After``.
+    """
 
     def __init__(
-        self, inner: LlmClient, pacer: ClusterPacer | None, limit: AdaptiveLimit, metrics: Metrics
+        self,
+        inner: LlmClient,
+        pacer: ClusterPacer | None,
+        limit: AdaptiveLimit,
+        metrics: Metrics,
+        *,
+        rate_limit_retries: int = 3,
     ) -> None:
         self.inner = inner
         self.pacer = pacer
         self.limit = limit
         self.metrics = metrics
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.rate_limit_retries = rate_limit_retries
+        self._retry_after_s: float | None = None
 
     def rate_limited(self, retry_after_s: float | None) -> None:
-        """Called by the HTTP client for every 429, also for those it then retries."""
+        """Called by the HTTP client for every 429 answer."""
         self.limit.rate_limited()
         self.metrics.llm_rate_limited.inc()
-        if self.pacer is not None:
-            task = asyncio.get_running_loop().create_task(self._back_off(retry_after_s or 1.0))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _back_off(self, retry_after_s: float) -> None:
-        assert self.pacer is not None
-        try:
-            await self.pacer.back_off(retry_after_s)
-        except Exception:
-            logger.warning("could not share a Retry-After", extra={"action": "llm.backoff_failed"})
+        self._retry_after_s = retry_after_s
 
     async def complete(
         self, messages: list[ChatMessage], *, tools_json: bytes, model: str, temperature: float = 0.3
     ) -> CompletionResponse:
-        async with self.limit:
-            estimate = estimate_tokens(messages, tools_json)
-            if self.pacer is not None:
-                await self.pacer.take(estimate)
-            response = await self.inner.complete(
-                messages, tools_json=tools_json, model=model, temperature=temperature
-            )
+        estimate = estimate_tokens(messages, tools_json)
+        retries = 0
+        while True:
+            async with self.limit:
+                if self.pacer is not None:
+                    await self.pacer.take(estimate)
+                try:
+                    response = await self.inner.complete(
+                        messages, tools_json=tools_json, model=model, temperature=temperature
+                    )
+                except ProviderError as exc:
+                    if self.pacer is None or exc.status != 429 or retries >= self.rate_limit_retries:
+                        raise
+                    retries += 1
+                    await self._share_retry_after()
+                    continue
             self.limit.succeeded()
             if self.pacer is not None and response.usage is not None:
                 try:
@@ -179,3 +193,10 @@ class PacedLlm:
                 except Exception:
                     logger.warning("could not settle a token estimate", extra={"action": "llm.settle_failed"})
             return response
+
+    async def _share_retry_after(self) -> None:
+        assert self.pacer is not None
+        try:
+            await self.pacer.back_off(self._retry_after_s or 1.0)
+        except Exception:
+            logger.warning("could not share a Retry-After", extra={"action": "llm.backoff_failed"})

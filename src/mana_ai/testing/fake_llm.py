@@ -161,6 +161,8 @@ class FakeLlmServer:
         """Requests answered with 429 by the enforced limit."""
         self.accepted_at: list[float] = []
         """Monotonic arrival time of every request the enforced limit let through."""
+        self.limited_at: list[float] = []
+        """Monotonic arrival time of every request answered with 429."""
 
     async def start(self) -> Self:
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -311,6 +313,7 @@ class FakeLlmServer:
             retry_after = self.limiter.take(time.monotonic())
             if retry_after is not None:
                 self.rate_limited += 1
+                self.limited_at.append(time.monotonic())
                 return web.Response(
                     body=b'{"error":{"message":"rate limit exceeded","type":"rate_limit"}}',
                     status=429,
