@@ -17,6 +17,8 @@ from typing import Any, Literal
 
 from mana_ai.db.connector import Database
 from mana_ai.db.queries import q
+from mana_ai.errors import StorageError
+from mana_ai.runner.batching import Coalescer
 from mana_ai.runner.iteration import append_iteration
 from mana_ai.synclog.lww import next_stamp
 from mana_ai.synclog.records import ServerAgent, ServerMission
@@ -36,6 +38,15 @@ class Claim:
     consecutive_failures: int
 
 
+def _claim_of(row: Mapping[str, Any]) -> Claim:
+    return Claim(
+        row["decision"],
+        int(row["tokens_used_24h"]),
+        int(row["attempt"]),
+        int(row["consecutive_failures"]),
+    )
+
+
 class LostClaim(Exception):
     """Our lease on the run expired and another worker may own it now; nothing was written."""
 
@@ -43,10 +54,19 @@ class LostClaim(Exception):
 WriteResult = Literal["written", "stale"]
 
 
+@dataclass(frozen=True, slots=True)
+class _ClaimRequest:
+    mission: ServerMission
+    due_at: str
+    agent: ServerAgent | None
+    lease: timedelta
+
+
 class RunnerStore:
-    def __init__(self, db: Database, owner: str) -> None:
+    def __init__(self, db: Database, owner: str, *, batch_size: int = 64) -> None:
         self.db = db
         self.owner = owner
+        self._claims: Coalescer[_ClaimRequest, Claim] = Coalescer(self._claim_batch, max_batch=batch_size)
 
     async def due_missions(self, now_iso: str, limit: int) -> list[ServerMission]:
         rows = await self.db.fetch(q("due_missions"), {"now": now_iso, "limit": limit})
@@ -87,6 +107,56 @@ class RunnerStore:
     async def claim(
         self, mission: ServerMission, due_at: str, agent: ServerAgent | None, lease: timedelta
     ) -> Claim:
+        """Claim one due run; claims asked for at the same time go out together (:meth:`_claim_batch`)."""
+        return await self._claims.submit(_ClaimRequest(mission, due_at, agent, lease))
+
+    async def _claim_batch(self, requests: list[_ClaimRequest]) -> list[Claim | BaseException]:
+        """One statement for the batch; one claim at a time if it fails (a deadlock between two processes'
+        batches, or one mission's bad data), so every mission gets its own outcome."""
+        if len(requests) > 1 and len({r.lease for r in requests}) == 1:
+            try:
+                return list(await self._claim_many(requests))
+            except StorageError:
+                logger.warning(
+                    "batched claim failed; claiming one at a time",
+                    extra={"action": "runner.claim_batch_failed", "missions": len(requests)},
+                    exc_info=True,
+                )
+        results: list[Claim | BaseException] = []
+        for r in requests:
+            try:
+                results.append(await self._claim_one(r.mission, r.due_at, r.agent, r.lease))
+            except Exception as exc:
+                results.append(exc)
+        return results
+
+    async def _claim_many(self, batch: list[_ClaimRequest]) -> list[Claim]:
+        # Locks are taken in (user, mission) order: two processes' batches cannot take them crosswise.
+        order = sorted(range(len(batch)), key=lambda i: (batch[i].mission.user_id, batch[i].mission.id))
+        requests = [batch[i] for i in order]
+        rows = await self.db.fetch(
+            q("claim_runs"),
+            {
+                "user_ids": [r.mission.user_id for r in requests],
+                "mission_ids": [r.mission.id for r in requests],
+                "due_ats": [r.due_at for r in requests],
+                "agent_ids": [r.agent.id if r.agent else None for r in requests],
+                "max_concurrent": [r.agent.max_concurrent_missions if r.agent else None for r in requests],
+                "max_tokens": [r.agent.max_tokens_per_day if r.agent else None for r in requests],
+                "owner": self.owner,
+                "lease": requests[0].lease,
+            },
+        )
+        if len(rows) != len(requests):
+            raise StorageError(f"batched claim returned {len(rows)} rows for {len(requests)} missions")
+        claims: list[Claim | None] = [None] * len(batch)
+        for i, row in zip(order, rows, strict=True):
+            claims[i] = _claim_of(row)
+        return [c for c in claims if c is not None]
+
+    async def _claim_one(
+        self, mission: ServerMission, due_at: str, agent: ServerAgent | None, lease: timedelta
+    ) -> Claim:
         row = await self.db.fetchrow(
             q("claim_run"),
             {
@@ -103,12 +173,7 @@ class RunnerStore:
             },
         )
         assert row is not None
-        return Claim(
-            row["decision"],
-            int(row["tokens_used_24h"]),
-            int(row["attempt"]),
-            int(row["consecutive_failures"]),
-        )
+        return _claim_of(row)
 
     async def release(self, mission: ServerMission) -> None:
         await self.db.execute(
