@@ -1,6 +1,6 @@
 """The runner's SQL: due missions, agents, claims, write-back and token usage.
 
-Write-back is the one place that appends to a mission's iterations. It runs inside ``with_user`` (row-level
+Write-back (:mod:`mana_ai.runner.writeback`) is the one place that appends to a mission's iterations. It runs inside ``with_user`` (row-level
 security applies), holds a per-record advisory lock so none of our writers appends from a stale base (W11),
 rebuilds the iterations array from the log itself (not from a snapshot that may be a tick old), refuses to
 write when the mission changed under it (paused, deleted, rescheduled), and finishes the claim in the same
@@ -19,15 +19,20 @@ from mana_ai.db.connector import Database
 from mana_ai.db.queries import q
 from mana_ai.errors import StorageError
 from mana_ai.runner.batching import Coalescer
-from mana_ai.runner.iteration import append_iteration
-from mana_ai.synclog.lww import next_stamp
+from mana_ai.runner.writeback import (
+    KEEP as KEEP,
+)
+from mana_ai.runner.writeback import (
+    BatchNotWritten,
+    WriteBack,
+    change_params,
+    fields_to_write,
+    write_back_many,
+)
 from mana_ai.synclog.records import ServerAgent, ServerMission
-from mana_ai.synclog.store import RUNNER_CLIENT_ID, replay_record, update_fields
+from mana_ai.synclog.store import replay_record
 
 logger = logging.getLogger(__name__)
-
-KEEP = object()
-"""Sentinel: leave a field as it is."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +72,7 @@ class RunnerStore:
         self.db = db
         self.owner = owner
         self._claims: Coalescer[_ClaimRequest, Claim] = Coalescer(self._claim_batch, max_batch=batch_size)
+        self._write_backs: Coalescer[WriteBack, str] = Coalescer(self._write_back_batch, max_batch=batch_size)
 
     async def due_missions(self, now_iso: str, limit: int) -> list[ServerMission]:
         rows = await self.db.fetch(q("due_missions"), {"now": now_iso, "limit": limit})
@@ -199,71 +205,67 @@ class RunnerStore:
         """Append ``iteration`` (and move nextRunAt / state) in one transaction with the claim's outcome.
 
         Returns ``"stale"`` (and writes nothing) when the mission is gone, no longer active or was
-        rescheduled since it was found due. Raises :class:`LostClaim` when our lease is gone.
+        rescheduled since it was found due. Raises :class:`LostClaim` when our lease is gone. Write-backs
+        asked for at the same time share one transaction (:mod:`mana_ai.runner.writeback`).
         """
+        item = WriteBack(
+            mission,
+            due_at,
+            iteration,
+            next_run_at,
+            now_iso,
+            actor,
+            outcome,
+            error,
+            backoff,
+            new_state,
+            tokens,
+            agent_id,
+        )
+        result = await self._write_backs.submit(item)
+        return "stale" if result == "stale" else "written"
+
+    async def _write_back_batch(self, items: list[WriteBack]) -> list[str | BaseException]:
+        if len(items) > 1:
+            try:
+                return list(await write_back_many(self.db, self.owner, items))
+            except (BatchNotWritten, StorageError) as exc:
+                logger.info(
+                    "batched write-back not written; writing one at a time",
+                    extra={
+                        "action": "runner.write_back_batch_retry",
+                        "missions": len(items),
+                        "why": str(exc),
+                    },
+                )
+        results: list[str | BaseException] = []
+        for item in items:
+            try:
+                results.append(await self._write_back_one(item))
+            except Exception as exc:
+                results.append(exc)
+        return results
+
+    async def _write_back_one(self, item: WriteBack) -> WriteResult:
+        mission = item.mission
         async with self.db.with_user(mission.user_id, pipeline=True) as conn:
             await conn.execute(q("lock_record"), {"user_id": mission.user_id, "record_id": mission.id})
             latest = await replay_record(
                 conn, user_id=mission.user_id, app_id="ai", table="aiMissions", record_id=mission.id
             )
-            if (
-                latest is None
-                or not latest.is_live()
-                or latest.record.get("state", "active") != "active"
-                or latest.record.get("nextRunAt") != due_at
-            ):
-                stale = True
-            else:
-                stale = False
-                fields: dict[str, Any] = {
-                    "iterations": append_iteration(latest.record.get("iterations"), iteration)
-                }
-                if next_run_at is not KEEP:
-                    fields["nextRunAt"] = next_run_at
-                if new_state is not None:
-                    fields["state"] = new_state
-                # Strictly after what we read: an approval written in the same millisecond must not win.
-                now_iso = next_stamp(latest.field_meta, fields, now_iso)
-                await update_fields(
-                    conn,
-                    user_id=mission.user_id,
-                    app_id="ai",
-                    table="aiMissions",
-                    record_id=mission.id,
-                    fields=fields,
-                    at=now_iso,
-                    client_id=RUNNER_CLIENT_ID,
-                    actor=actor,
-                )
-            if tokens > 0 and agent_id:
-                await conn.execute(
-                    q("insert_token_usage"),
-                    {
-                        "user_id": mission.user_id,
-                        "agent_id": agent_id,
-                        "mission_id": mission.id,
-                        "tokens": tokens,
-                    },
-                )
-            if stale:
+            decided = fields_to_write(item, latest)
+            if decided is not None:
+                await conn.execute(q("insert_change"), change_params(item, *decided))
+            tokens = item.token_params()
+            if tokens is not None:
+                await conn.execute(q("insert_token_usage"), tokens)
+            if decided is None:
                 await conn.execute(
                     q("release_run"),
                     {"user_id": mission.user_id, "mission_id": mission.id, "owner": self.owner},
                 )
                 return "stale"
-            params = {
-                "user_id": mission.user_id,
-                "mission_id": mission.id,
-                "owner": self.owner,
-                "due_at": due_at,
-                "iteration_id": iteration["id"],
-            }
-            if outcome == "done":
-                cur = await conn.execute(q("finish_run_done"), params)
-            else:
-                cur = await conn.execute(
-                    q("finish_run_failed"), {**params, "error": error, "backoff": backoff}
-                )
+            cur = await conn.execute(item.finish_query(), item.finish_params(self.owner))
             if await cur.fetchone() is None:
                 raise LostClaim(f"lease on mission {mission.id} expired before the write-back")
         return "written"

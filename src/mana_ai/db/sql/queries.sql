@@ -337,3 +337,23 @@ FROM unnest(%(user_ids)s::text[], %(mission_ids)s::text[], %(due_ats)s::text[], 
 CROSS JOIN LATERAL mana_ai.claim_mission_run(k.user_id, k.mission_id, k.due_at, k.agent_id, k.max_concurrent,
                                              k.max_tokens, %(owner)s, %(lease)s) AS c
 ORDER BY k.ord
+
+-- Batched write-back (runner/writeback.py): several missions of several users in one transaction, sent
+-- as one multi-statement round trip per phase. Per user: set_current_user, then that user's statements.
+
+-- name: set_current_user
+SELECT set_config('app.current_user_id', %(user_id)s, true)
+
+-- name: lock_records
+-- lock_record for several records of one user, taken in id order.
+SELECT pg_advisory_xact_lock(hashtextextended('mana_ai.record:' || %(user_id)s || ':' || r.id, 0))
+FROM (SELECT DISTINCT unnest(%(record_ids)s::text[]) AS id ORDER BY 1) r
+
+-- name: records_rows
+-- record_rows for several records of one user, record by record in log order.
+SELECT c.record_id, c.op, c.data, c.field_meta,
+       to_char(c.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS created_iso
+FROM public.sync_changes c
+WHERE c.table_name = %(table)s AND c.record_id = ANY(%(record_ids)s::text[]) AND c.app_id = %(app_id)s
+  AND c.user_id = %(user_id)s
+ORDER BY c.record_id, c.created_at, c.id
