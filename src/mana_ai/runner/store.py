@@ -9,15 +9,16 @@ transaction: a plan is written once per due run or not at all.
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from mana_ai.db.connector import Database
 from mana_ai.db.queries import q
-from mana_ai.errors import StorageError
+from mana_ai.errors import ConnectionLostError, StorageError
 from mana_ai.runner.batching import Coalescer
 from mana_ai.runner.writeback import (
     KEEP as KEEP,
@@ -41,6 +42,24 @@ class Claim:
     tokens_used_24h: int
     attempt: int
     consecutive_failures: int
+
+
+X = TypeVar("X")
+
+
+async def _once_more_if_lost(action: Callable[[], Awaitable[X]]) -> X:
+    """Run ``action``; once more if the database connection was lost under it.
+
+    Pooled connections are not checked before every use (see :mod:`mana_ai.db.connector`), so the first
+    statement after a server restart can meet a dead one; its transaction did not commit, and every
+    connection is checked at its next checkout, so the second attempt meets a live one. Safe for claims
+    and write-backs: both are decided under the claim, so a repeat never plans or writes twice.
+    """
+    try:
+        return await action()
+    except ConnectionLostError:
+        logger.info("database connection lost; trying once more", extra={"action": "runner.retry_lost"})
+        return await action()
 
 
 def _claim_of(row: Mapping[str, Any]) -> Claim:
@@ -131,7 +150,7 @@ class RunnerStore:
         results: list[Claim | BaseException] = []
         for r in requests:
             try:
-                results.append(await self._claim_one(r.mission, r.due_at, r.agent, r.lease))
+                results.append(await _once_more_if_lost(functools.partial(self._claim_request, r)))
             except Exception as exc:
                 results.append(exc)
         return results
@@ -159,6 +178,9 @@ class RunnerStore:
         for i, row in zip(order, rows, strict=True):
             claims[i] = _claim_of(row)
         return [c for c in claims if c is not None]
+
+    async def _claim_request(self, r: _ClaimRequest) -> Claim:
+        return await self._claim_one(r.mission, r.due_at, r.agent, r.lease)
 
     async def _claim_one(
         self, mission: ServerMission, due_at: str, agent: ServerAgent | None, lease: timedelta
@@ -241,7 +263,7 @@ class RunnerStore:
         results: list[str | BaseException] = []
         for item in items:
             try:
-                results.append(await self._write_back_one(item))
+                results.append(await _once_more_if_lost(functools.partial(self._write_back_one, item)))
             except Exception as exc:
                 results.append(exc)
         return results
