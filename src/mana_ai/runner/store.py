@@ -63,6 +63,7 @@ async def _once_more_if_lost(action: Callable[[], Awaitable[X]]) -> X:
 
 
 def _claim_of(row: Mapping[str, Any]) -> Claim:
+    """The one place a row of ``claim_mission_run`` (``claim_run`` or ``claim_runs``) becomes a Claim."""
     return Claim(
         row["decision"],
         int(row["tokens_used_24h"]),
@@ -248,10 +249,11 @@ class RunnerStore:
         return "stale" if result == "stale" else "written"
 
     async def _write_back_batch(self, items: list[WriteBack]) -> list[str | BaseException]:
-        if len(items) > 1:
-            try:
-                return list(await write_back_many(self.db, self.owner, items))
-            except (BatchNotWritten, StorageError) as exc:
+        """Two round trips and a COMMIT for the batch (one mission or many); one at a time if it fails."""
+        try:
+            return list(await write_back_many(self.db, self.owner, items))
+        except (BatchNotWritten, StorageError) as exc:
+            if len(items) > 1:
                 logger.info(
                     "batched write-back not written; writing one at a time",
                     extra={

@@ -329,8 +329,8 @@ GROUP BY agent_id, date_trunc('hour', ts)
 -- name: claim_runs
 -- Many claims in one statement (one round trip, one transaction): mana_ai.claim_mission_run for each
 -- (user, mission) in the order given. Every call sees the runs the earlier ones inserted, so an agent's
--- concurrency limit holds inside the batch as across batches.
-SELECT c.decision, c.tokens_used_24h, c.attempt, c.consecutive_failures
+-- concurrency limit holds inside the batch as across batches. Its columns are the function's, as claim_run's.
+SELECT c.*
 FROM unnest(%(user_ids)s::text[], %(mission_ids)s::text[], %(due_ats)s::text[], %(agent_ids)s::text[],
             %(max_concurrent)s::int[], %(max_tokens)s::bigint[])
      WITH ORDINALITY AS k(user_id, mission_id, due_at, agent_id, max_concurrent, max_tokens, ord)
