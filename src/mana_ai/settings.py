@@ -93,8 +93,12 @@ class Settings(BaseSettings):
     """Missions planned at once per process."""
     due_batch_limit: int = Field(5000, validation_alias=_env("MANA_AI_DUE_BATCH_LIMIT"), ge=1)
     """Due missions taken per tick (oldest nextRunAt first)."""
-    default_tz: str = Field("UTC", validation_alias=_env("MANA_AI_DEFAULT_TZ"))
-    """Time zone of daily/weekly/cron cadences that name none."""
+    default_tz: str = Field("", validation_alias=_env("MANA_AI_DEFAULT_TZ"), validate_default=True)
+    """Time zone of daily/weekly/cron cadences that name none and whose user has no calendar zone. Unset:
+    the TZ variable, then the system's zone, UTC last (see docs/next-to-mana.md)."""
+    executor: Literal["server", "webapp"] = Field("server", validation_alias=_env("MANA_AI_EXECUTOR"))
+    """Who runs a reviewed step after approval: `server` (mana-ai's own executors; tools it has none for go
+    to the mana app) or `webapp` (every approved step is handed to the mana app)."""
     mission_timeout: timedelta = Field(
         timedelta(minutes=10), validation_alias=_env("MANA_AI_MISSION_TIMEOUT")
     )
@@ -157,8 +161,12 @@ class Settings(BaseSettings):
     local_user: str = Field("local", validation_alias=_env("MANA_AI_USER"), min_length=1)
     """The user the CLI and the local workbench act as."""
     master_key_file: Path | None = Field(None, validation_alias=_env("MANA_AI_MASTER_KEY_FILE"))
-    """The local user's master key (32 raw bytes, hex or base64): the workbench encrypts records as the web app
-    does and can issue grants. Stays on this machine; the runner never reads it."""
+    """The local user's master key (32 raw bytes, hex or base64) for the CLI: `grants create/refresh` and
+    `proposals approve` of steps that write encrypted records. `serve` never reads it (refuses to start with it
+    in JWT mode)."""
+    cors_origins: str = Field("", validation_alias=_env("MANA_AI_CORS_ORIGINS"))
+    """Comma-separated browser origins (e.g. https://mana.how) allowed to call /api/v1/ (grant API, audit,
+    runner public key) from the web app; empty allows none."""
     proposal_ttl: timedelta = Field(timedelta(days=7), validation_alias=_env("MANA_AI_PROPOSAL_TTL"))
     """Planned steps older than this expire."""
 
@@ -189,6 +197,20 @@ class Settings(BaseSettings):
                 raise ValueError(f'POLICY_MODE must be off|log-only|enforce, got "{value[:40]}"')
             return lowered
         return value
+
+    @field_validator("default_tz", mode="before")
+    @classmethod
+    def _default_tz(cls, value: Any) -> Any:
+        import os
+
+        from mana_ai.scheduler.zones import deployment_zone, known_zone
+
+        if value is None or not str(value).strip():
+            return deployment_zone(os.environ)
+        zone = known_zone(value)
+        if zone is None:
+            raise ValueError("must be an IANA time zone such as Europe/Berlin")
+        return zone
 
     @field_validator("tick_enabled", mode="before")
     @classmethod
@@ -257,6 +279,10 @@ class Settings(BaseSettings):
     def claim_lease(self) -> timedelta:
         """How long a claimed mission run belongs to one worker before another may take it over."""
         return self.mission_timeout + min(timedelta(seconds=30), self.mission_timeout)
+
+    def cors_origin_list(self) -> list[str]:
+        """The origins of ``MANA_AI_CORS_ORIGINS`` (trimmed, without trailing slashes)."""
+        return [o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip()]
 
     def private_key_text(self) -> str | None:
         if self.private_key_pem is not None and self.private_key_pem.get_secret_value().strip():
