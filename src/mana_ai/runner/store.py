@@ -26,8 +26,8 @@ from mana_ai.runner.writeback import (
 from mana_ai.runner.writeback import (
     BatchNotWritten,
     WriteBack,
-    change_params,
     fields_to_write,
+    update_params,
     write_back_many,
 )
 from mana_ai.synclog.records import ServerAgent, ServerMission
@@ -279,7 +279,7 @@ class RunnerStore:
             )
             decided = fields_to_write(item, latest)
             if decided is not None:
-                await conn.execute(q("insert_change"), change_params(item, *decided))
+                await conn.execute(q("insert_change"), update_params(item, *decided))
             tokens = item.token_params()
             if tokens is not None:
                 await conn.execute(q("insert_token_usage"), tokens)

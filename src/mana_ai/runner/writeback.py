@@ -20,15 +20,14 @@ from typing import Any, LiteralString
 
 from psycopg import AsyncClientCursor
 from psycopg.rows import TupleRow, tuple_row
-from psycopg.types.json import Jsonb, set_json_loads
+from psycopg.types.json import set_json_loads
 
 from mana_ai.db.connector import AsyncConn, Database
 from mana_ai.db.queries import q
 from mana_ai.runner.iteration import append_iteration
-from mana_ai.synclog.actor import origin_of
 from mana_ai.synclog.lww import RecordState, next_stamp
 from mana_ai.synclog.records import ServerMission
-from mana_ai.synclog.store import RUNNER_CLIENT_ID, fold_record_rows, loads_or_unreadable
+from mana_ai.synclog.store import RUNNER_CLIENT_ID, change_params, fold_record_rows, loads_or_unreadable
 
 KEEP: Any = object()
 """Sentinel: leave a field as it is."""
@@ -97,21 +96,19 @@ def fields_to_write(item: WriteBack, latest: RecordState | None) -> tuple[dict[s
     return fields, next_stamp(latest.field_meta, fields, item.now_iso)
 
 
-def change_params(item: WriteBack, fields: dict[str, Any], at: str) -> dict[str, Any]:
+def update_params(item: WriteBack, fields: dict[str, Any], at: str) -> dict[str, Any]:
     """The ``insert_change`` parameters of the update row (as :func:`~mana_ai.synclog.store.update_fields`)."""
-    actor = dict(item.actor)
-    return {
-        "app_id": APP_ID,
-        "table": TABLE,
-        "record_id": item.mission.id,
-        "user_id": item.mission.user_id,
-        "op": "update",
-        "data": Jsonb(fields),
-        "field_meta": Jsonb({name: at for name in fields}),
-        "client_id": RUNNER_CLIENT_ID,
-        "actor": Jsonb(actor),
-        "origin": origin_of(actor),
-    }
+    return change_params(
+        user_id=item.mission.user_id,
+        app_id=APP_ID,
+        table=TABLE,
+        record_id=item.mission.id,
+        op="update",
+        data=fields,
+        field_meta={name: at for name in fields},
+        client_id=RUNNER_CLIENT_ID,
+        actor=item.actor,
+    )
 
 
 class BatchNotWritten(Exception):
@@ -188,7 +185,7 @@ async def _write(
             key = (user, item.mission.id)
             decided = fields_to_write(item, latest[key])
             if decided is not None:
-                parts.append(_bind(cur, q("insert_change"), change_params(item, *decided)))
+                parts.append(_bind(cur, q("insert_change"), update_params(item, *decided)))
             tokens = item.token_params()
             if tokens is not None:
                 parts.append(_bind(cur, q("insert_token_usage"), tokens))

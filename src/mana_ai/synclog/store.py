@@ -38,24 +38,50 @@ async def append_change(
     """Append one row; returns its id (``eventId`` on the wire)."""
     cur = await conn.execute(
         q("insert_change"),
-        {
-            "app_id": app_id,
-            "table": table,
-            "record_id": record_id,
-            "user_id": user_id,
-            "op": op,
-            "data": Jsonb(dict(data)) if data is not None else None,
-            "field_meta": Jsonb(dict(field_meta or {})),
-            "client_id": client_id,
-            "actor": Jsonb(dict(actor)),
-            "origin": origin_of(dict(actor)),
-            # mana-sync fills the space_id column from the change's spaceId (data.spaceId for an insert).
-            "space_id": _space_of(data),
-        },
+        change_params(
+            user_id=user_id,
+            app_id=app_id,
+            table=table,
+            record_id=record_id,
+            op=op,
+            data=data,
+            field_meta=field_meta,
+            client_id=client_id,
+            actor=actor,
+        ),
     )
     row = await cur.fetchone()
     assert row is not None
     return str(row["id"])
+
+
+def change_params(
+    *,
+    user_id: str,
+    app_id: str,
+    table: str,
+    record_id: str,
+    op: str,
+    data: Mapping[str, Any] | None,
+    field_meta: Mapping[str, str] | None,
+    client_id: str,
+    actor: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The parameters of ``insert_change`` for one row (also for writers that batch their statements)."""
+    return {
+        "app_id": app_id,
+        "table": table,
+        "record_id": record_id,
+        "user_id": user_id,
+        "op": op,
+        "data": Jsonb(dict(data)) if data is not None else None,
+        "field_meta": Jsonb(dict(field_meta or {})),
+        "client_id": client_id,
+        "actor": Jsonb(dict(actor)),
+        "origin": origin_of(dict(actor)),
+        # mana-sync fills the space_id column from the change's spaceId (data.spaceId for an insert).
+        "space_id": _space_of(data),
+    }
 
 
 def _space_of(data: Mapping[str, Any] | None) -> str | None:
