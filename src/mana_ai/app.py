@@ -119,6 +119,8 @@ class App:
         return self
 
     async def close(self) -> None:
+        if self._ticker is not None:
+            await self._ticker.close()
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             await asyncio.gather(self._heartbeat, return_exceptions=True)
