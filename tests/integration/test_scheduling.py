@@ -322,3 +322,21 @@ async def test_agents_show_and_the_agent_page_show_used_reserved_and_cap(db, app
     async with workbench(app_db_url) as (_app, _base, client):
         status, html, _ = await page(client, "/workbench/agents/a1")
     assert status == 200 and expected in html
+
+
+async def test_auto_pause_says_why(db, app_db_url, admin_db):
+    from mana_ai.testing.fake_llm import FakeResponse
+
+    await put_row(db, "u1", "aiMissions", "m1", "insert", mission("m1"))
+    always_down = lambda _req: FakeResponse(status=500, body=b'{"detail":"down"}')  # noqa: E731
+    async with (
+        FakeLlmServer(default=always_down) as llm,
+        running_app(app_db_url, llm, retry_backoff=0, max_consecutive_failures=2) as app,
+    ):
+        await app.ticker.tick()
+        stats = await app.ticker.tick()
+    [result] = stats.results
+    assert result.decision == "paused-after-failures"
+    assert "paused after 2 failed attempts in a row" in result.detail and "500" in result.detail
+    run = await admin_db.fetchrow("SELECT last_error FROM mana_ai.mission_runs WHERE mission_id = 'm1'")
+    assert "paused after 2 failed attempts" in run["last_error"]
