@@ -3,6 +3,7 @@ time, missed runs, leases with a heartbeat, skip details."""
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 from mana_ai.runner.tick import DISPATCH_HOLD
@@ -314,7 +315,18 @@ async def test_agents_show_and_the_agent_page_show_used_reserved_and_cap(db, app
         group = click.Group("mana-ai")
         data_cli.register(group)
         env = {"SYNC_DATABASE_URL": app_db_url, "MANA_AI_USER": "local", "COLUMNS": "200", "NO_COLOR": "1"}
-        result = CliRunner().invoke(group, ["agents", "show", "Koch"], env=env)
+        # The CLI configures logging for the process: leave it as the other tests expect it.
+        package_logger, root = logging.getLogger("mana_ai"), logging.getLogger()
+        saved = (package_logger.level, package_logger.propagate, list(package_logger.handlers))
+        root_saved = (root.level, list(root.handlers))
+        try:
+            result = CliRunner().invoke(group, ["agents", "show", "Koch"], env=env)
+        finally:
+            package_logger.setLevel(saved[0])
+            package_logger.propagate = saved[1]
+            package_logger.handlers[:] = saved[2]
+            root.setLevel(root_saved[0])
+            root.handlers[:] = root_saved[1]
         assert result.exit_code == 0, result.output
         return result.output
 
