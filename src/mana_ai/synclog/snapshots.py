@@ -14,6 +14,7 @@ commits late is still applied (W10): see ``refresh_window`` in ``queries.sql``.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from collections.abc import Iterator
@@ -27,7 +28,7 @@ from psycopg.rows import tuple_row
 from mana_ai.db.connector import Database
 from mana_ai.db.queries import q
 from mana_ai.synclog.lww import RecordState, apply_change
-from mana_ai.synclog.validate import prepare_row
+from mana_ai.synclog.validate import MAX_ROW_BYTES, prepare_row, shallow_text
 
 logger = logging.getLogger(__name__)
 
@@ -71,38 +72,60 @@ class RefreshStats:
 Key = tuple[str, str]
 
 
-async def refresh_snapshots(db: Database) -> RefreshStats:
-    """Fold every committed feed row not yet applied into the snapshot tables."""
+CHUNK_ROWS = 5_000
+"""Feed rows folded per step. A bootstrap of hundreds of thousands of rows is read through a server-side
+cursor and folded chunk by chunk: memory stays bounded and the event loop is released between chunks,
+instead of one fold holding the loop for seconds (one user's 200k-row batch once did)."""
+
+
+async def refresh_snapshots(db: Database, *, chunk_rows: int = CHUNK_ROWS) -> RefreshStats:
+    """Fold every committed feed row not yet applied into the snapshot tables.
+
+    A row that cannot be used (malformed, too large, nested too deep) and a record whose snapshot cannot be
+    stored are skipped, counted and logged with their ids; the cursor advances past them either way, so
+    one user's bad row never stops anyone else's refresh.
+    """
     stats = RefreshStats()
     async with db.transaction() as conn:
         await conn.execute(q("refresh_lock"))
-        cur = await conn.execute(q("refresh_window"))
-        window = await cur.fetchone()
-        if window is None:
-            raise RuntimeError("mana_ai.refresh_cursor has no 'snapshots' row: run `mana-ai migrate`")
+        window = await _window(conn)
         old, new = window["old_horizon"], window["new_horizon"]
         # Tuple rows: on a bootstrap of hundreds of thousands of rows, building a dict per row is a
         # measurable share of the whole refresh.
-        tuples = conn.cursor(row_factory=tuple_row)
-        await tuples.execute(q("feed_window"), {"old": old, "new": new})
-        with _gc_paused():
-            rows: list[FeedRow] = await tuples.fetchall()
-        if rows:
+        feed = conn.cursor("mana_ai_feed_window", row_factory=tuple_row)
+        await feed.execute(q("feed_window"), {"old": old, "new": new})
+        users: set[str] = set()
+        seen: set[tuple[str, Key]] = set()
+        while True:
+            with _gc_paused():
+                rows: list[FeedRow] = await feed.fetchmany(chunk_rows)
+            if not rows:
+                break
             by_table: dict[str, list[FeedRow]] = {"aiMissions": [], "agents": []}
             for row in rows:
                 bucket = by_table.get(row[0])
                 if bucket is not None:
                     bucket.append(row)
-            users: set[str] = set()
+            del rows
             for table, table_rows in by_table.items():
                 if table_rows:
                     table_stats = stats.missions if table == "aiMissions" else stats.agents
-                    await _refresh_table(conn, table, table_rows, table_stats, users)
-            stats.users_processed = len(users)
+                    await _refresh_table(conn, table, table_rows, table_stats, users, seen)
+            await asyncio.sleep(0)  # let requests in between chunks
+        await feed.close()
+        stats.users_processed = len(users)
         await conn.execute(q("advance_refresh_cursor"), {"horizon": new})
     if stats.rows_applied or stats.missions.rows_skipped or stats.agents.rows_skipped:
         logger.info("snapshots refreshed", extra={"action": "snapshots.refresh", **stats.as_dict()})
     return stats
+
+
+async def _window(conn: Any) -> Any:
+    cur = await conn.execute(q("refresh_window"))
+    window = await cur.fetchone()
+    if window is None:
+        raise RuntimeError("mana_ai.refresh_cursor has no 'snapshots' row: run `mana-ai migrate`")
+    return window
 
 
 FeedRow = tuple[Any, ...]
@@ -110,7 +133,12 @@ FeedRow = tuple[Any, ...]
 
 
 async def _refresh_table(
-    conn: Any, table: str, rows: list[FeedRow], stats: TableStats, users: set[str]
+    conn: Any,
+    table: str,
+    rows: list[FeedRow],
+    stats: TableStats,
+    users: set[str],
+    seen: set[tuple[str, Key]],
 ) -> None:
     load_query, upsert_query = TABLES[table]
     keys: dict[Key, None] = dict.fromkeys((row[1], row[2]) for row in rows)
@@ -125,24 +153,36 @@ async def _refresh_table(
         _fold(table, rows, states, last_applied, stats)
     if not last_applied:
         return
-    payload = []
+    parts: list[bytes] = []
     for key, applied_at in last_applied.items():
         state = states[key]
-        payload.append(
-            {
-                "user_id": key[0],
-                "record_id": key[1],
-                "record": state.to_snapshot(),
-                "last_applied_at": applied_at,
-                "deleted": state.deleted,
-            }
-        )
+        try:
+            # One record at a time: a record that cannot be serialised is skipped alone.
+            parts.append(
+                orjson.dumps(
+                    {
+                        "user_id": key[0],
+                        "record_id": key[1],
+                        "record": state.to_snapshot(),
+                        "last_applied_at": applied_at,
+                        "deleted": state.deleted,
+                    }
+                )
+            )
+        except (TypeError, orjson.JSONEncodeError) as exc:
+            stats.rows_skipped += 1
+            _warn_skipped(table, key[0], key[1], None, f"snapshot not storable: {exc}")
+            continue
         users.add(key[0])
+        if (table, key) in seen:
+            continue
+        seen.add((table, key))
         if key in existed:
             stats.updated_snapshots += 1
         else:
             stats.new_snapshots += 1
-    await conn.execute(q(upsert_query), {"rows": orjson.dumps(payload).decode()})
+    if parts:
+        await conn.execute(q(upsert_query), {"rows": (b"[" + b",".join(parts) + b"]").decode()})
 
 
 @contextmanager
@@ -169,20 +209,30 @@ def _fold(
     get_state = states.get
     loads = orjson.loads
     for _table, user_id, record_id, op, data_text, meta_text, seq, created_iso in rows:
-        try:
-            data = loads(data_text) if data_text is not None else None
-            field_meta = loads(meta_text) if meta_text is not None else None
-        except orjson.JSONDecodeError:
-            data, field_meta = None, "unparseable"
-        prepared = (
-            prepare_row(table, op, data, field_meta) if created_iso is not None else "created_at is infinite"
-        )
+        prepared: Any
+        if data_text is not None and len(data_text) > MAX_ROW_BYTES:
+            prepared = f"data is longer than {MAX_ROW_BYTES} characters"
+        elif created_iso is None:
+            prepared = "created_at is infinite"
+        else:
+            try:
+                data = loads(data_text) if data_text is not None else None
+                field_meta = loads(meta_text) if meta_text is not None else None
+            except orjson.JSONDecodeError:
+                data, field_meta = None, "unparseable"
+            shallow = data_text is None or shallow_text(data_text)
+            prepared = prepare_row(table, op, data, field_meta, shallow=shallow)
         if isinstance(prepared, str):
             stats.rows_skipped += 1
             _warn_skipped(table, user_id, record_id, seq, prepared)
             continue
         key = (user_id, record_id)
-        states[key] = apply_change(get_state(key), record_id, op, prepared[0], prepared[1], created_iso)
+        try:
+            states[key] = apply_change(get_state(key), record_id, op, prepared[0], prepared[1], created_iso)
+        except Exception as exc:  # a record the merge cannot handle is skipped alone, never the batch
+            stats.rows_skipped += 1
+            _warn_skipped(table, user_id, record_id, seq, f"merge failed: {exc.__class__.__name__}")
+            continue
         if created_iso > last_applied.get(key, ""):
             last_applied[key] = created_iso
         stats.rows_applied += 1
