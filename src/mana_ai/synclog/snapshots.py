@@ -124,7 +124,17 @@ async def _window(conn: Any) -> Any:
     cur = await conn.execute(q("refresh_window"))
     window = await cur.fetchone()
     if window is None:
-        raise RuntimeError("mana_ai.refresh_cursor has no 'snapshots' row: run `mana-ai migrate`")
+        # The bookkeeping was wiped (tables truncated by hand): rebuild it from the log instead of failing
+        # every tick until someone intervenes.
+        await conn.execute(q("restore_refresh_cursor"))
+        logger.warning(
+            "refresh cursor was missing: rebuilding the snapshots from the sync log",
+            extra={"action": "snapshots.rebuild"},
+        )
+        cur = await conn.execute(q("refresh_window"))
+        window = await cur.fetchone()
+        if window is None:
+            raise RuntimeError("mana_ai.refresh_cursor could not be restored: run `mana-ai migrate`")
     return window
 
 
