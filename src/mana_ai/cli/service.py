@@ -32,9 +32,11 @@ async def serve() -> None:
     import uvicorn
 
     from mana_ai.http.app import create_http_app
+    from mana_ai.web.security import refuse_master_key
 
     settings = settings_from_env()
     configure_logging(settings)
+    refuse_master_key(settings)  # before anything starts: the service never holds a master key
     async with App(settings) as app:
         server = uvicorn.Server(
             uvicorn.Config(
