@@ -140,7 +140,7 @@ class Settings(BaseSettings):
     auth_url: str | None = Field(None, validation_alias=_env("MANA_AUTH_URL"))
     """mana-auth base URL; JWKS at {url}/api/v1/auth/jwks."""
     jwt_issuer: str | None = Field(None, validation_alias=_env("JWT_ISSUER"))
-    """An extra accepted token issuer (MANA_AUTH_URL, https://auth.mana.how and localhost:3001 always are)."""
+    """An extra accepted token issuer, besides MANA_AUTH_URL (http://localhost:3001 when that is unset)."""
     jwt_audience: str = Field("mana", validation_alias=_env("JWT_AUDIENCE"))
     """Required token audience."""
     node_env: str | None = Field(None, validation_alias=_env("NODE_ENV"))
