@@ -32,22 +32,15 @@ async def serve() -> None:
     import uvicorn
 
     from mana_ai.http.app import create_http_app
+    from mana_ai.http.hardening import refuse_weak_service_key, server_config
     from mana_ai.web.security import refuse_master_key
 
     settings = settings_from_env()
     configure_logging(settings)
     refuse_master_key(settings)  # before anything starts: the service never holds a master key
+    refuse_weak_service_key(settings)  # nor a default key on a network address
     async with App(settings) as app:
-        server = uvicorn.Server(
-            uvicorn.Config(
-                create_http_app(app),
-                host=settings.host,
-                port=settings.port,
-                log_config=None,
-                access_log=False,
-                lifespan="on",
-            )
-        )
+        server = uvicorn.Server(server_config(create_http_app(app), settings))
         await _run_with_worker(app, server)
         logger.info("stopped", extra={"action": "service.stopped"})
 
