@@ -73,12 +73,16 @@ Key = tuple[str, str]
 
 
 CHUNK_ROWS = 5_000
-"""Feed rows folded per step. A bootstrap of hundreds of thousands of rows is read through a server-side
-cursor and folded chunk by chunk: memory stays bounded and the event loop is released between chunks,
-instead of one fold holding the loop for seconds (one user's 200k-row batch once did)."""
+"""Feed rows read and folded per step. A bootstrap of hundreds of thousands of rows is read through a
+server-side cursor and folded chunk by chunk, releasing the event loop between chunks, instead of one fetch
+and one fold holding the loop for seconds and every row in memory (one user's 200k-row batch once did)."""
+FLUSH_RECORDS = 20_000
+"""Merged records kept in memory before they are written out; later rows of a written record reload it."""
 
 
-async def refresh_snapshots(db: Database, *, chunk_rows: int = CHUNK_ROWS) -> RefreshStats:
+async def refresh_snapshots(
+    db: Database, *, chunk_rows: int = CHUNK_ROWS, flush_records: int = FLUSH_RECORDS
+) -> RefreshStats:
     """Fold every committed feed row not yet applied into the snapshot tables.
 
     A row that cannot be used (malformed, too large, nested too deep) and a record whose snapshot cannot be
@@ -86,16 +90,19 @@ async def refresh_snapshots(db: Database, *, chunk_rows: int = CHUNK_ROWS) -> Re
     one user's bad row never stops anyone else's refresh.
     """
     stats = RefreshStats()
+    users: set[str] = set()
     async with db.transaction() as conn:
         await conn.execute(q("refresh_lock"))
         window = await _window(conn)
         old, new = window["old_horizon"], window["new_horizon"]
+        folds = {
+            "aiMissions": _TableFold(conn, "aiMissions", stats.missions, users),
+            "agents": _TableFold(conn, "agents", stats.agents, users),
+        }
         # Tuple rows: on a bootstrap of hundreds of thousands of rows, building a dict per row is a
         # measurable share of the whole refresh.
         feed = conn.cursor("mana_ai_feed_window", row_factory=tuple_row)
         await feed.execute(q("feed_window"), {"old": old, "new": new})
-        users: set[str] = set()
-        seen: set[tuple[str, Key]] = set()
         while True:
             with _gc_paused():
                 rows: list[FeedRow] = await feed.fetchmany(chunk_rows)
@@ -109,10 +116,13 @@ async def refresh_snapshots(db: Database, *, chunk_rows: int = CHUNK_ROWS) -> Re
             del rows
             for table, table_rows in by_table.items():
                 if table_rows:
-                    table_stats = stats.missions if table == "aiMissions" else stats.agents
-                    await _refresh_table(conn, table, table_rows, table_stats, users, seen)
+                    await folds[table].add(table_rows)
+                    if len(folds[table].last_applied) >= flush_records:
+                        await folds[table].flush()
             await asyncio.sleep(0)  # let requests in between chunks
         await feed.close()
+        for fold in folds.values():
+            await fold.flush()
         stats.users_processed = len(users)
         await conn.execute(q("advance_refresh_cursor"), {"horizon": new})
     if stats.rows_applied or stats.missions.rows_skipped or stats.agents.rows_skipped:
@@ -142,57 +152,71 @@ FeedRow = tuple[Any, ...]
 """(table_name, user_id, record_id, op, data, field_meta, seq, created_iso), as ``feed_window`` selects."""
 
 
-async def _refresh_table(
-    conn: Any,
-    table: str,
-    rows: list[FeedRow],
-    stats: TableStats,
-    users: set[str],
-    seen: set[tuple[str, Key]],
-) -> None:
-    load_query, upsert_query = TABLES[table]
-    keys: dict[Key, None] = dict.fromkeys((row[1], row[2]) for row in rows)
-    cur = await conn.execute(q(load_query), {"users": [k[0] for k in keys], "ids": [k[1] for k in keys]})
-    states: dict[Key, RecordState] = {
-        (s["user_id"], s["record_id"]): RecordState.from_snapshot(s["record"], deleted=s["deleted"])
-        for s in await cur.fetchall()
-    }
-    existed = set(states)
-    last_applied: dict[Key, str] = {}
-    with _gc_paused():
-        _fold(table, rows, states, last_applied, stats)
-    if not last_applied:
-        return
-    parts: list[bytes] = []
-    for key, applied_at in last_applied.items():
-        state = states[key]
-        try:
-            # One record at a time: a record that cannot be serialised is skipped alone.
-            parts.append(
-                orjson.dumps(
-                    {
-                        "user_id": key[0],
-                        "record_id": key[1],
-                        "record": state.to_snapshot(),
-                        "last_applied_at": applied_at,
-                        "deleted": state.deleted,
-                    }
-                )
+class _TableFold:
+    """The merged records of one table during one refresh: loaded on first touch, written on flush."""
+
+    def __init__(self, conn: Any, table: str, stats: TableStats, users: set[str]) -> None:
+        self.conn = conn
+        self.table = table
+        self.stats = stats
+        self.users = users
+        self.load_query, self.upsert_query = TABLES[table]
+        self.states: dict[Key, RecordState] = {}
+        self.loaded: set[Key] = set()
+        self.existed: set[Key] = set()
+        self.last_applied: dict[Key, str] = {}
+        self.counted: set[Key] = set()
+        """Records already counted as new or updated (a record written by two flushes counts once)."""
+
+    async def add(self, rows: list[FeedRow]) -> None:
+        keys = [k for k in dict.fromkeys((row[1], row[2]) for row in rows) if k not in self.loaded]
+        if keys:
+            cur = await self.conn.execute(
+                q(self.load_query), {"users": [k[0] for k in keys], "ids": [k[1] for k in keys]}
             )
-        except (TypeError, orjson.JSONEncodeError) as exc:
-            stats.rows_skipped += 1
-            _warn_skipped(table, key[0], key[1], None, f"snapshot not storable: {exc}")
-            continue
-        users.add(key[0])
-        if (table, key) in seen:
-            continue
-        seen.add((table, key))
-        if key in existed:
-            stats.updated_snapshots += 1
-        else:
-            stats.new_snapshots += 1
-    if parts:
-        await conn.execute(q(upsert_query), {"rows": (b"[" + b",".join(parts) + b"]").decode()})
+            for s in await cur.fetchall():
+                key = (s["user_id"], s["record_id"])
+                self.states[key] = RecordState.from_snapshot(s["record"], deleted=s["deleted"])
+                if key not in self.counted:
+                    self.existed.add(key)
+            self.loaded.update(keys)
+        with _gc_paused():
+            _fold(self.table, rows, self.states, self.last_applied, self.stats)
+
+    async def flush(self) -> None:
+        """Write every changed record (one upsert), then forget them all: later rows reload from the table."""
+        parts: list[bytes] = []
+        for key, applied_at in self.last_applied.items():
+            state = self.states[key]
+            try:
+                # One record at a time: a record that cannot be serialised is skipped alone.
+                parts.append(
+                    orjson.dumps(
+                        {
+                            "user_id": key[0],
+                            "record_id": key[1],
+                            "record": state.to_snapshot(),
+                            "last_applied_at": applied_at,
+                            "deleted": state.deleted,
+                        }
+                    )
+                )
+            except (TypeError, orjson.JSONEncodeError) as exc:
+                self.stats.rows_skipped += 1
+                _warn_skipped(self.table, key[0], key[1], None, f"snapshot not storable: {exc}")
+                continue
+            self.users.add(key[0])
+            if key not in self.counted:
+                self.counted.add(key)
+                if key in self.existed:
+                    self.stats.updated_snapshots += 1
+                else:
+                    self.stats.new_snapshots += 1
+        if parts:
+            await self.conn.execute(q(self.upsert_query), {"rows": (b"[" + b",".join(parts) + b"]").decode()})
+        self.states.clear()
+        self.loaded.clear()
+        self.last_applied.clear()
 
 
 @contextmanager
