@@ -473,7 +473,7 @@ def report(args: argparse.Namespace, log: RunLog, verdict: Verdict, wall: float)
         )
     for name, passed in checks.items():
         print(f"  [{'ok' if passed else 'FAIL'}] {name}")
-    for problem in [*verdict.duplicates, *verdict.iteration_gaps, *verdict.lost, *log.unclean_exits][:20]:
+    for problem in [*log.unclean_exits, *verdict.duplicates, *verdict.iteration_gaps, *verdict.lost][:20]:
         print("      " + problem)
     summary = {
         "minutes": args.minutes,

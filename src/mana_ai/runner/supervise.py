@@ -78,7 +78,7 @@ async def supervise(
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            reason = f"{exc.__class__.__name__}: {str(exc)[:200]}"
+            reason = f"{exc.__class__.__name__}: {' '.join(str(exc).split())[:200]}"
         if stop.is_set():
             return
         delay = backoff.next_delay(time.monotonic() - started)
