@@ -84,7 +84,7 @@ async def test_inbox_and_csrf(db: Database, app_db_url: str) -> None:
             action(it, 0, "approve"), data={"csrf_token": token}, headers=headers
         ) as response:
             assert response.status == 403 and "cross-origin" in await response.text()
-        assert await step_status(db) == ["planned", "planned"]
+        assert await step_status(db) == ["staged", "staged"]
 
         # With the token (form field): done, and a plain form POST redirects back to the inbox.
         async with client.post(
@@ -115,7 +115,7 @@ async def test_invalid_edits_come_back_with_the_problems(db: Database, app_db_ur
         async with client.post(action(it, 0, "approve"), data=data, headers=hx) as response:
             fragment = await response.text()
         assert "Parameter quantityMl must be a number" in fragment and 'class="errors"' in fragment
-        assert await step_status(db) == ["planned"]
+        assert await step_status(db) == ["staged"]
         data["param.quantityMl"] = "500"
         async with client.post(action(it, 0, "approve"), data=data, headers=hx) as response:
             fragment = await response.text()
@@ -295,7 +295,7 @@ async def test_jwt_mode_serves_each_user_their_own_proposals(db: Database, app_d
             state = await replay_record(
                 conn, user_id="alice", app_id="ai", table="aiMissions", record_id="m1"
             )
-        assert state is not None and state.record["iterations"][0]["plan"][0]["status"] == "planned"
+        assert state is not None and state.record["iterations"][0]["plan"][0]["status"] == "staged"
 
 
 async def test_grant_dialog_shows_the_cli_command_and_revokes(
@@ -345,6 +345,20 @@ async def test_grant_dialog_shows_the_cli_command_and_revokes(
         )
         status, html, token = await page(client, "/workbench/missions/m1/grant")
         assert "grant-current" in html and "<code>notes:n1</code>" in html and "Revoke" in html
+        # The data-access tab offers the audit for download, with the grant's scope.
+        _, html, _ = await page(client, "/workbench/audit?mission=m1")
+        assert 'href="/workbench/audit/export?format=csv&amp;mission=m1"' in html
+        async with client.get("/workbench/audit/export?format=csv") as response:
+            assert response.status == 200 and response.content_type == "text/csv"
+            assert "attachment" in response.headers["Content-Disposition"]
+            lines = (await response.text()).splitlines()
+        assert (
+            lines[0].startswith("kind,ts,missionId")
+            and lines[1].startswith("grant,")
+            and ",m1,,notes,n1," in lines[1]
+        )
+        async with client.get("/workbench/audit/export?format=json") as response:
+            assert (await response.json(content_type=None))["grants"][0]["recordIds"] == ["notes:n1"]
         async with client.post("/workbench/missions/m1/grant/revoke", data={"csrf_token": token}) as response:
             assert response.status == 200 and "grant-current" not in await response.text()
         async with db.with_user("local") as conn:

@@ -288,7 +288,6 @@ def register(router: APIRouter, wb: Workbench) -> None:
                         "TaskCreated",
                         "DrinkLogged",
                         "MealLogged",
-                        "MoodLogged",
                         "HabitLogged",
                         "JournalEntryCreated",
                         "NoteCreated",
