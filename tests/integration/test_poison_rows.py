@@ -49,6 +49,7 @@ async def raw_row(db: Database, user: str, record_id: str, data: dict[str, Any])
                 "client_id": "device",
                 "actor": Jsonb(user_actor(user)),
                 "origin": "user",
+                "space_id": None,
             },
         )
 
