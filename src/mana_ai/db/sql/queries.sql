@@ -12,6 +12,10 @@ SELECT c.horizon::text AS old_horizon, pg_snapshot_xmin(pg_current_snapshot())::
 FROM mana_ai.refresh_cursor c
 WHERE c.name = 'snapshots'
 
+-- name: restore_refresh_cursor
+-- The cursor row is missing (bookkeeping wiped by hand): rebuild the feed and start over (migration 0008).
+SELECT mana_ai.restore_refresh_cursor() AS rebuilt
+
 -- name: feed_window
 -- The new rows in arrival order (a tie between two writes of one field goes to the later arrival). The JSON
 -- columns come as text: the refresh parses them with orjson directly, which is much cheaper per row than a
@@ -279,11 +283,11 @@ SELECT (SELECT coalesce(sum(t.tokens_used), 0) FROM mana_ai.token_usage t
 
 -- name: llm_pace
 -- Take one slot of a cluster-wide limit (GCRA): the arrival time moves forward by the request's cost; the
--- caller waits until it is at most one burst ahead of now.
-UPDATE mana_ai.llm_pacing
-SET tat = greatest(tat, clock_timestamp()) + make_interval(secs => %(cost_s)s)
-WHERE name = %(name)s
-RETURNING greatest(extract(epoch FROM tat - clock_timestamp()) - %(cost_s)s - %(burst_s)s, 0)::float8 AS wait_s
+-- caller waits until it is at most one burst ahead of now. An upsert, so a wiped table paces again at once.
+INSERT INTO mana_ai.llm_pacing AS p (name, tat)
+VALUES (%(name)s, clock_timestamp() + make_interval(secs => %(cost_s)s))
+ON CONFLICT (name) DO UPDATE SET tat = greatest(p.tat, clock_timestamp()) + make_interval(secs => %(cost_s)s)
+RETURNING greatest(extract(epoch FROM p.tat - clock_timestamp()) - %(cost_s)s - %(burst_s)s, 0)::float8 AS wait_s
 
 -- name: llm_pace_adjust
 -- Settle a token estimate with the real usage (negative: give slots back), or push the arrival time past a
