@@ -38,6 +38,7 @@ from bench.infra import ChildFailed, Cluster, FakeLlmPool, TcpCluster, run_child
 from bench.report import (
     Metric,
     metric,
+    plot_deploy,
     plot_llm_cost,
     plot_refresh,
     plot_scaleout,
@@ -620,6 +621,10 @@ def write_plots(raw: dict[str, Any], folder: Path, prefix: str) -> list[Path]:
             title="Planning throughput vs concurrency (1,000 missions, LLM 100 ms)",
             ideal=lambda p: p["ideal_per_s"],
         )
+        written.append(path)
+    if raw.get("deploy_planning"):
+        path = folder / (prefix + "deploy.png")
+        plot_deploy(path, raw["deploy_planning"], raw.get("deploy_refresh"))
         written.append(path)
     if raw.get("scaleout"):
         path = folder / (prefix + "scaleout.png")
