@@ -75,8 +75,14 @@ class Settings(BaseSettings):
     """Timeout of one LLM request."""
     llm_max_retries: int = Field(3, validation_alias=_env("MANA_LLM_MAX_RETRIES"), ge=0, le=10)
     """Retries on connection errors, 429 and 5xx."""
-    compact_max_ctx: int = Field(1_000_000, validation_alias=_env("MANA_AI_COMPACT_MAX_CTX"), ge=0)
-    """Context-compaction ceiling in tokens; 0 disables compaction."""
+    llm_max_tokens: int = Field(1024, validation_alias=_env("MANA_LLM_MAX_TOKENS"), ge=0)
+    """Sent as max_tokens with every request (caps a runaway answer); 0 sends none."""
+    llm_context_tokens: int = Field(32768, validation_alias=_env("MANA_LLM_CONTEXT_TOKENS"), ge=1024)
+    """The model's context window. The offered tools are cut to fit it, compaction scales with it."""
+    llm_max_tools: int = Field(0, validation_alias=_env("MANA_LLM_MAX_TOOLS"), ge=0)
+    """At most this many tools offered per run, the best-ranked for the mission; 0: as many as fit."""
+    compact_max_ctx: int | None = Field(None, validation_alias=_env("MANA_AI_COMPACT_MAX_CTX"), ge=0)
+    """Context-compaction ceiling in tokens (default: MANA_LLM_CONTEXT_TOKENS); 0 disables compaction."""
     policy_mode: Literal["off", "log-only", "enforce"] = Field(
         "log-only", validation_alias=_env("POLICY_MODE")
     )
@@ -248,6 +254,11 @@ class Settings(BaseSettings):
     def llm_credential(self) -> str | None:
         key = self.llm_api_key or self.service_key
         return key.get_secret_value() if key else None
+
+    @property
+    def compaction_ceiling(self) -> int:
+        """Tokens at which the planner compacts its history; 0 means never."""
+        return self.llm_context_tokens if self.compact_max_ctx is None else self.compact_max_ctx
 
     @property
     def tick_interval_s(self) -> float:

@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Header, HTTPException, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 
 from mana_ai import __version__, tracing
 from mana_ai.app import App
@@ -38,6 +38,9 @@ def create_http_app(app: App, *, owns_app: bool = False) -> FastAPI:
         version=__version__,
         description="Background mission runner for mana.",
         lifespan=lifespan,
+        # Swagger UI and ReDoc load their scripts from a CDN; the schema itself stays at /openapi.json.
+        docs_url=None,
+        redoc_url=None,
     )
     tracing.instrument_fastapi(api)  # no-op unless OTEL_EXPORTER_OTLP_ENDPOINT is set
     metrics = app.metrics
@@ -56,6 +59,10 @@ def create_http_app(app: App, *, owns_app: bool = False) -> FastAPI:
             labels = (request.method, path, str(status))
             metrics.http_requests.labels(*labels).inc()
             metrics.http_duration.labels(*labels).observe(time.perf_counter() - start)
+
+    @api.get("/", include_in_schema=False)
+    async def root() -> RedirectResponse:
+        return RedirectResponse("/workbench", status_code=307)
 
     @api.get("/health", summary="Liveness and dependencies")
     async def health() -> JSONResponse:
