@@ -75,6 +75,8 @@ class Settings(BaseSettings):
     """Timeout of one LLM request."""
     llm_max_retries: int = Field(3, validation_alias=_env("MANA_LLM_MAX_RETRIES"), ge=0, le=10)
     """Retries on connection errors, 429 and 5xx."""
+    llm_temperature: float = Field(0.3, validation_alias=_env("MANA_LLM_TEMPERATURE"), ge=0, le=2)
+    """Sampling temperature of planning requests (0 for the most repeatable plans)."""
     llm_max_tokens: int = Field(1024, validation_alias=_env("MANA_LLM_MAX_TOKENS"), ge=0)
     """Sent as max_tokens with every request (caps a runaway answer); 0 sends none."""
     llm_context_tokens: int = Field(32768, validation_alias=_env("MANA_LLM_CONTEXT_TOKENS"), ge=1024)

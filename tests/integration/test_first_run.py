@@ -104,3 +104,35 @@ async def test_root_redirects_to_the_workbench_and_docs_need_no_cdn(db, app_db_u
             assert resp.status == 404  # Swagger UI would load its scripts from a CDN
         async with http.get(base + "/openapi.json") as resp:
             assert resp.status == 200 and "/health" in (await resp.json())["paths"]
+
+
+async def test_inbox_and_mission_page_show_failing_and_paused_missions(db, app_db_url):
+    from mana_ai.runner.iteration import failed_iteration
+    from tests.integration.test_workbench_logic import seed, server_iteration
+    from tests.integration.test_workbench_web import action, page, workbench
+
+    failing = [
+        failed_iteration("f1", "2026-01-01T00:00:00.000Z", name="provider-unreachable", message="first"),
+        failed_iteration(
+            "f2", "2026-01-01T01:00:00.000Z", name="provider-unreachable", message="LLM server down"
+        ),
+    ]
+    await seed(db, user="local", mission_id="m-fail", iterations=failing)
+    await put_row(db, "local", "aiMissions", "m-paused", "insert", mission("m-paused", state="paused"))
+    it = server_iteration("it1", [("create_task", {"title": "A"}), ("create_task", {"title": "B"})])
+    await seed(db, user="local", mission_id="m1", agent_id=None, iterations=[it])
+    async with workbench(app_db_url) as (_app, base, client):
+        _, html, token = await page(client, "/workbench/inbox")
+        assert "2 mission(s) need attention" in html
+        assert 'data-attention="m-fail"' in html and "failed 2 time(s) in a row" in html
+        assert "LLM server down" in html
+        assert 'data-attention="m-paused"' in html and "paused by you" in html
+        assert 'data-attention="m1"' not in html
+        # After an htmx decision the open count comes back out of band.
+        hx = {"HX-Request": "true", "X-CSRF-Token": token, "Origin": base}
+        async with client.post(action(it, 0, "reject"), data={"feedback": "no"}, headers=hx) as response:
+            fragment = await response.text()
+        assert 'id="open-count" hx-swap-oob="true">1 open proposal(s)' in fragment
+        _, mission_html, _ = await page(client, "/workbench/missions/m-fail")
+        assert 'id="attention"' in mission_html and "LLM server down" in mission_html
+        assert "stopped: error" in mission_html

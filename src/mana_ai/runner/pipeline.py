@@ -132,6 +132,7 @@ async def plan_mission(ctx: RunnerContext, request: PlanRequest) -> Outcome:
         user_prompt=user_prompt,
         tools_json=toolset.json,
         model=settings.llm_model,
+        temperature=settings.llm_temperature,
         on_tool_call=recorder,
         reminder_channel=channel,
         compactor=compactor,
