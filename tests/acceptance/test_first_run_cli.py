@@ -122,3 +122,32 @@ async def test_a_second_serve_on_a_taken_port_says_so_in_one_line(env):
         port = taken.getsockname()[1]
         result = await run({**env, "PORT": str(port)}, "serve")
     result.one_error_line(f"port {port} in use")
+
+
+async def test_audit_and_grants_default_to_the_local_user_and_take_id_prefixes(env, db):
+    mission_id = "3f2c9a1e-0000-4000-8000-000000000001"
+    await put_row(db, "local", "aiMissions", mission_id, "insert", mission(mission_id))
+    audit = (await run(env, "audit")).ok()
+    assert "No audit rows." in audit.out
+    revoked = (await run(env, "grants", "revoke", "--mission", "3f2c9a1e")).ok()
+    assert "The mission had no grant" in revoked.out
+    unknown = await run(env, "grants", "revoke", "--mission", "ffff0000")
+    unknown.one_error_line("ffff0000")
+
+
+async def test_demo_twice_then_tools_list_and_edit_and_delete(env, admin_db):
+    first = (await run(env, "demo")).ok()
+    second = (await run(env, "demo")).ok()
+    assert "(reused) due now" in second.out and "(reused)" not in first.out
+    listed = (await run(env, "missions", "list")).ok()
+    assert listed.out.count("Demo: Tagesplanung") == 1
+    tools = (await run(env, "tools", "list", "--module", "todo")).ok()
+    assert "create_task" in tools.out and "title*" in tools.out and "create_event" not in tools.out
+    edited = (await run(env, "missions", "edit", "Demo: Tagesplanung", "--objective", "Zwei Aufgaben")).ok()
+    assert "updated" in edited.out
+    shown = (await run(env, "missions", "show", "Demo: Tagesplanung")).ok()
+    assert "objective: Zwei Aufgaben" in shown.out
+    deleted = (await run(env, "missions", "delete", "Demo: Tagesplanung", "--yes")).ok()
+    assert deleted.out.startswith("Deleted mission")
+    after = (await run(env, "missions", "list")).ok()
+    assert "Demo: Tagesplanung" not in after.out
