@@ -72,3 +72,29 @@ def test_banner_names_database_llm_workbench_and_tick() -> None:
     assert "workbench  http://127.0.0.1:3067/workbench" in text
     assert "tick       every 30 s" in text
     assert workbench_url(Settings(host="::1", port=1)) == "http://[::1]:1/workbench"
+
+
+def test_every_help_example_keeps_its_lines() -> None:
+    """Examples are marked with click's \\b so `--help` prints one command per line (not run together)."""
+    import click
+
+    from mana_ai.cli import cli
+
+    def commands(
+        group: click.Group, prefix: tuple[str, ...] = ()
+    ) -> list[tuple[tuple[str, ...], click.Command]]:
+        found = []
+        for name, command in group.commands.items():
+            found.append(((*prefix, name), command))
+            if isinstance(command, click.Group):
+                found += commands(command, (*prefix, name))
+        return found
+
+    checked = 0
+    for path, command in commands(cli):
+        text = command.help or ""
+        if "Example usage:" in text:
+            after = text.split("Example usage:", 1)[1].lstrip("\n ")
+            assert after.startswith("\b"), path
+            checked += 1
+    assert checked >= 20

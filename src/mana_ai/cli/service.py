@@ -29,6 +29,7 @@ async def serve() -> None:
 
     Example usage:
 
+        \b
         mana-ai serve
         PORT=8080 SYNC_DATABASE_URL=postgresql://… mana-ai serve
     """
@@ -65,6 +66,7 @@ async def worker(concurrency: int | None) -> None:
 
     Example usage:
 
+        \b
         SYNC_DATABASE_URL=postgresql://… mana-ai worker
     """
     settings = settings_from_env()
@@ -168,6 +170,7 @@ async def migrate() -> None:
 
     Example usage:
 
+        \b
         mana-ai migrate
     """
     from mana_ai.db.embedded import start_embedded
@@ -253,6 +256,7 @@ def db_url() -> None:
 
     Example usage:
 
+        \b
         psql "$(mana-ai db url)"
     """
     settings = settings_from_env()
