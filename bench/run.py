@@ -34,7 +34,7 @@ from typing import Any
 import psycopg
 from rich.console import Console
 
-from bench.infra import ChildFailed, Cluster, FakeLlmPool, run_child
+from bench.infra import ChildFailed, Cluster, FakeLlmPool, TcpCluster, run_child
 from bench.report import (
     Metric,
     metric,
@@ -47,7 +47,7 @@ from bench.report import (
 )
 
 BENCH_DIR = Path(__file__).resolve().parent
-GROUPS = ("refresh", "llm", "throughput", "sweeps", "scaleout")
+GROUPS = ("refresh", "llm", "throughput", "sweeps", "scaleout", "deploy")
 
 MISSIONS = 2_000
 USERS = 100
@@ -79,6 +79,8 @@ class Plan:
     warmup_missions: int = 200
     scaleout: dict[str, Any] = field(default_factory=dict)
     """Worker processes at 100 ms LLM latency and concurrency 16 each (see :mod:`bench.scaleout_bench`)."""
+    deploy: dict[str, Any] = field(default_factory=dict)
+    """The deployment-shaped workload (see :mod:`bench.serve_bench`): reps per latency, refresh reps."""
 
 
 def full_plan() -> Plan:
@@ -103,6 +105,7 @@ def full_plan() -> Plan:
             ThroughputPoint(100, 64, 3, db_pool_size=64),
         ],
         scaleout={"users": USERS, "reps": 3, "warmup_missions": 200},
+        deploy={"latencies": [0, 100], "reps": 3, "refresh_reps": 3, "incremental_reps": 3},
     )
 
 
@@ -116,6 +119,7 @@ def quick_plan() -> Plan:
         # The full 1,000 missions even here: with fewer, the fixed ramp-up and tail (~0.3 s) weigh on the
         # 4-process window (~3.6 s) and the ratio drops below the target for reasons of size alone.
         scaleout={"users": USERS, "reps": 1, "warmup_missions": 100},
+        deploy={"latencies": [0, 100], "reps": 1, "refresh_reps": 1, "incremental_reps": 2},
     )
 
 
@@ -304,6 +308,107 @@ class Suite:
             )
         )
 
+    # --- the deployment-shaped workload: `mana-ai serve` over HTTP, Postgres over TCP, plain threaded LLM --
+    def deploy(self, cluster: Any, llm: FakeLlmPool) -> None:
+        spec = self.plan.deploy
+        common = {
+            "cluster_admin_url": cluster.admin_url,
+            "pgdata": str(cluster.pgdata),
+            "pg_port": cluster.port,
+            "log_path": str(self.log_path),
+        }
+        results = []
+        for latency in spec["latencies"]:
+            server = llm.server(float(latency))
+            config = {
+                **common,
+                "workload": "planning",
+                "llm_url": server.url,
+                "latency_ms": latency,
+                "concurrency": 64,
+                "users": USERS,
+                "missions_per_user": 10,
+                "warmup_missions": 100,
+                "reps": spec["reps"],
+            }
+            label = f"deployment-shaped planning: serve over HTTP, LLM {latency:g} ms"
+            result = self.step(
+                label, functools.partial(run_child, "bench.serve_bench", config, log_path=self.log_path)
+            )
+            if result is None:
+                continue
+            results.append(result)
+            params = {
+                "missions": result["missions"],
+                "latency_ms": latency,
+                "concurrency": 64,
+                "shape": "serve",
+            }
+            self.metrics.append(
+                metric(
+                    "serve: planning throughput",
+                    result["throughput_per_s"],
+                    "/s",
+                    params,
+                    target={0: 600.0, 100: 280.0}.get(int(latency)),
+                    higher_is_better=True,
+                    ideal_per_s=result["ideal_per_s"],
+                )
+            )
+            for key, name in (
+                ("service_cpu_ms_per_mission", "service CPU per mission"),
+                ("postgres_cpu_ms_per_mission", "Postgres CPU per mission"),
+            ):
+                self.metrics.append(metric(name, result[key], "ms", params, sub=True))
+            self.metrics.append(
+                metric("round trips per mission", result["round_trips_per_mission"], "", params, sub=True)
+            )
+            self.metrics.append(
+                metric("transactions per mission", result["transactions_per_mission"], "", params, sub=True)
+            )
+        self.raw["deploy_planning"] = results
+        config = {
+            **common,
+            "workload": "refresh",
+            "llm_url": llm.url(0.0),
+            "missions": 2000,
+            "users": 200,
+            "rounds": 100,
+            "incremental_rows": 1000,
+            "reps": spec["refresh_reps"],
+            "incremental_reps": spec["incremental_reps"],
+        }
+        result = self.step(
+            "deployment-shaped refresh: 200,000 rows, tick over HTTP",
+            functools.partial(run_child, "bench.serve_bench", config, log_path=self.log_path),
+        )
+        if result is None:
+            return
+        self.raw["deploy_refresh"] = result
+        params = {"history": result["history_rows"], "shape": "serve tick"}
+        self.metrics += [
+            metric(
+                "serve: tick with bootstrap refresh",
+                result["bootstrap_s"],
+                "s",
+                params,
+                target=1.0,
+                service_cpu_s=result["bootstrap_service_cpu_s"]["median"],
+                postgres_cpu_s=result["bootstrap_postgres_cpu_s"]["median"],
+            ),
+            metric(
+                "serve: tick after 1,000 new rows",
+                result["incremental_s"],
+                "ms",
+                params,
+                target=100.0,
+                scale=1000.0,
+            ),
+            metric(
+                "serve: tick, nothing new", result["nothing_new_s"], "ms", params, target=20.0, scale=1000.0
+            ),
+        ]
+
     # --- scale-out over worker processes ------------------------------------------------------------------
     def scaleout(self) -> None:
         config = {
@@ -434,11 +539,21 @@ def main(argv: list[str] | None = None) -> int:
             suite.throughput(plan.sweeps, "sweeps", detailed=False)
         if "scaleout" in groups and plan.scaleout:
             suite.scaleout()
+        if "deploy" in groups and plan.deploy:
+            tcp_cluster = TcpCluster(workdir)
+            plain_llm = FakeLlmPool(module="bench.plain_llm")
+            try:
+                tcp_cluster.create_template()
+                suite.deploy(tcp_cluster, plain_llm)
+            finally:
+                plain_llm.stop()
+                tcp_cluster.stop()
     finally:
         pool.stop()
         cluster.stop()
         # The cluster holds gigabytes after the 2 M-row history; the log is kept when something failed.
         shutil.rmtree(workdir / "pgdata", ignore_errors=True)
+        shutil.rmtree(workdir / "pgdata-tcp", ignore_errors=True)
     machine["loadavg_end"] = list(os.getloadavg())
 
     print_table(console, suite.metrics, suite.failures)

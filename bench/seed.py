@@ -29,13 +29,13 @@ SELECT 'ai', 'aiMissions', r.record_id, r.user_id,
                 'id', r.record_id, 'title', 'Mission ' || r.m, 'objective', 'Plan my week',
                 'conceptMarkdown', '', 'state', 'active',
                 'cadence', '{"kind": "interval", "everyMinutes": 60}'::jsonb,
-                'inputs', '[]'::jsonb, 'iterations', '[]'::jsonb, 'nextRunAt', r.ts,
+                'inputs', '[]'::jsonb, 'iterations', '[]'::jsonb, 'nextRunAt', r.next_run,
                 'agentId', 'a-' || r.user_id, 'createdAt', r.ts, 'updatedAt', r.ts)
             ELSE jsonb_build_object(r.field, CASE r.field
                     WHEN 'title' THEN to_jsonb('Mission ' || r.m || ' v' || r.k)
                     WHEN 'objective' THEN to_jsonb('Plan week ' || r.k || ' of mission ' || r.m)
                     WHEN 'conceptMarkdown' THEN to_jsonb(repeat('Some concept text. ', 8) || r.k)
-                    ELSE to_jsonb(r.ts) END,
+                    ELSE to_jsonb(r.next_run) END,
                 'updatedAt', r.ts) END,
        CASE WHEN r.k = 0 THEN '{}'::jsonb ELSE jsonb_build_object(r.field, r.ts, 'updatedAt', r.ts) END,
        'bench-web', r.at,
@@ -44,6 +44,8 @@ FROM (
     SELECT k, m, t.at, """
     + _TS
     + """ AS ts,
+           to_char((t.at + %(next_run_shift)s::interval) AT TIME ZONE 'UTC',
+                   'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS next_run,
            'm' || lpad(m::text, 7, '0') AS record_id,
            'u' || lpad((m %% %(users)s)::text, 5, '0') AS user_id,
            (ARRAY['nextRunAt', 'title', 'objective', 'conceptMarkdown'])[k %% 4 + 1] AS field
@@ -78,11 +80,18 @@ ORDER BY r.i
 
 
 def load_history(
-    conn: psycopg.Connection[Any], *, missions: int, users: int, rounds: int, chunk_rows: int = 200_000
+    conn: psycopg.Connection[Any],
+    *,
+    missions: int,
+    users: int,
+    rounds: int,
+    chunk_rows: int = 200_000,
+    next_run_shift: str = "0 seconds",
 ) -> int:
     """Insert ``missions × rounds`` rows (one insert and ``rounds - 1`` updates per mission); returns the count.
 
     Each statement inserts at most about ``chunk_rows`` rows, so no single transaction grows unbounded.
+    ``nextRunAt`` is the row's time plus ``next_run_shift`` (an interval: ``"100 years"`` = never due here).
     """
     per_chunk = max(1, chunk_rows // missions)
     total = 0
@@ -90,7 +99,14 @@ def load_history(
         k1 = min(rounds, k0 + per_chunk) - 1
         cur = conn.execute(
             _HISTORY_SQL,
-            {"k0": k0, "k1": k1, "missions": missions, "users": users, "base": HISTORY_BASE},
+            {
+                "k0": k0,
+                "k1": k1,
+                "missions": missions,
+                "users": users,
+                "base": HISTORY_BASE,
+                "next_run_shift": next_run_shift,
+            },
         )
         total += cur.rowcount
     return total
@@ -154,12 +170,17 @@ def mission_record(mission_id: str, agent_id: str, next_run_at: str) -> dict[str
 
 
 def seed_planning(
-    conn: psycopg.Connection[Any], *, users: int, missions_per_user: int, max_concurrent: int
+    conn: psycopg.Connection[Any],
+    *,
+    users: int,
+    missions_per_user: int,
+    max_concurrent: int,
+    user_prefix: str = "u",
 ) -> int:
     """One agent per user and ``missions_per_user`` due missions each (insert rows, as the web app writes)."""
     rows: list[tuple[str, str, str, str]] = []
     for u in range(users):
-        user_id = "u" + str(u).zfill(5)
+        user_id = user_prefix + str(u).zfill(5)
         agent_id = "a-" + user_id
         rows.append((user_id, "agents", agent_id, json.dumps(agent_record(agent_id, max_concurrent))))
         for j in range(missions_per_user):

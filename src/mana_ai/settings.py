@@ -165,8 +165,12 @@ class Settings(BaseSettings):
     local_user: str = Field("local", validation_alias=_env("MANA_AI_USER"), min_length=1)
     """The user the CLI and the local workbench act as."""
     master_key_file: Path | None = Field(None, validation_alias=_env("MANA_AI_MASTER_KEY_FILE"))
-    """The local user's master key (32 raw bytes, hex or base64): the workbench encrypts records as the web app
-    does and can issue grants. Stays on this machine; the runner never reads it."""
+    """The local user's master key (32 raw bytes, hex or base64) for the CLI: `grants create/refresh` and
+    `proposals approve` of steps that write encrypted records. `serve` never reads it (refuses to start with it
+    in JWT mode)."""
+    cors_origins: str = Field("", validation_alias=_env("MANA_AI_CORS_ORIGINS"))
+    """Comma-separated browser origins (e.g. https://mana.how) allowed to call /api/v1/ (grant API, audit,
+    runner public key) from the web app; empty allows none."""
     proposal_ttl: timedelta = Field(timedelta(days=7), validation_alias=_env("MANA_AI_PROPOSAL_TTL"))
     """Planned steps older than this expire."""
 
@@ -270,6 +274,10 @@ class Settings(BaseSettings):
     def claim_lease(self) -> timedelta:
         """How long a claimed mission run belongs to one worker before another may take it over."""
         return self.mission_timeout + min(timedelta(seconds=30), self.mission_timeout)
+
+    def cors_origin_list(self) -> list[str]:
+        """The origins of ``MANA_AI_CORS_ORIGINS`` (trimmed, without trailing slashes)."""
+        return [o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip()]
 
     def private_key_text(self) -> str | None:
         if self.private_key_pem is not None and self.private_key_pem.get_secret_value().strip():

@@ -33,7 +33,7 @@ async def test_steps_of_earlier_rounds_are_kept_when_a_later_round_fails(db, app
     assert [s["intent"]["toolName"] for s in it["plan"]] == ["create_task"]
     assert it["overallStatus"] == "awaiting-review"
     assert it["stopReason"] == "llm-error"
-    assert "Planning stopped in round 2" in it["summary"] and "context length exceeded" in it["summary"]
+    assert "Planning stopped in round 2: LLM server (model mana/reasoning) 400" in it["summary"]
     assert "kept" in it["summary"]
 
 

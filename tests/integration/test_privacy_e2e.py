@@ -31,7 +31,7 @@ from mana_ai.metrics import Metrics
 from mana_ai.privacy.audit import read_audit
 from mana_ai.privacy.grant_client import GrantTargetMissing, create_grant, refresh_grant, revoke_grant
 from mana_ai.privacy.refs import RecordRef
-from mana_ai.privacy.reseal import GRANT_RECORDS_TABLE, ResealError
+from mana_ai.privacy.reseal import ResealError
 from mana_ai.runner.pipeline import ENCRYPTED_PLACEHOLDER
 from mana_ai.synclog.actor import user_actor
 from mana_ai.synclog.store import CLI_CLIENT_ID, replay_record, update_fields
@@ -227,11 +227,15 @@ async def test_grant_tick_audit_revoke(db: Database, app_db_url: str, runner_key
         async with db.with_user("u1") as conn:
             state = await replay_record(conn, user_id="u1", app_id="ai", table="aiMissions", record_id="m1")
             assert state is not None and state.record["grant"] is None
-            copies = await conn.execute(
-                "SELECT count(*) AS n FROM public.sync_changes WHERE table_name = %s AND op = 'delete'",
-                (GRANT_RECORDS_TABLE,),
+            copies = await conn.execute("SELECT count(*) AS n FROM mana_ai.mission_grant_copies")
+            assert (await copies.fetchone() or {})["n"] == 0
+            grants = await conn.execute("SELECT count(*) AS n FROM mana_ai.mission_grants")
+            assert (await grants.fetchone() or {})["n"] == 0
+            # Nothing of a grant but mission.grant is in the sync log (the web app pulls every table of "ai").
+            tables = await conn.execute(
+                "SELECT DISTINCT table_name FROM public.sync_changes WHERE app_id = 'ai'"
             )
-            assert (await copies.fetchone() or {})["n"] == 4
+            assert {r["table_name"] for r in await tables.fetchall()} == {"aiMissions"}
         await make_due_again(db, "m1")
         await make_due_again(db, "m2")
         before = len(llm.requests)
@@ -271,20 +275,16 @@ async def test_tampered_copy_and_record_outside_the_allowlist(
         ttl=None,
         now=utcnow(),
     )
-    # Flip one character of the re-sealed note content (a corrupted or manipulated copy).
-    copy_id = "m3:" + issued.grant_id + ":notes:n1"
-    row = await admin_db.fetchrow("SELECT data FROM public.sync_changes WHERE record_id = %s", (copy_id,))
+    # Flip one character of the sealed note copy (a corrupted or manipulated copy).
+    where = "WHERE mission_id = 'm3' AND table_name = 'notes' AND record_id = 'n1' AND grant_id = %s"
+    row = await admin_db.fetchrow(
+        "SELECT sealed FROM mana_ai.mission_grant_copies " + where, (issued.grant_id,)
+    )
     assert row is not None
-    blob = row["data"]["fields"]["content"]
+    blob = row["sealed"]
     tampered = blob[:-8] + ("A" if blob[-8] != "A" else "B") + blob[-7:]
-    await put_row(
-        db,
-        "u1",
-        GRANT_RECORDS_TABLE,
-        copy_id,
-        "update",
-        {"fields": {**row["data"]["fields"], "content": tampered}},
-        {"fields": to_js_iso(utcnow() + dt.timedelta(seconds=1))},
+    await admin_db.execute(
+        "UPDATE mana_ai.mission_grant_copies SET sealed = %s " + where, (tampered, issued.grant_id)
     )
 
     async with (

@@ -1,18 +1,20 @@
-"""Resolvers against real PostgreSQL as the plain role: re-sealed copies, allowlist, audit, metrics, W17 shapes."""
+"""Resolvers against real PostgreSQL as the plain role: sealed copies, allowlist, audit, metrics, W17 shapes."""
 
 from __future__ import annotations
 
+import datetime as dt
+import os
 from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from mana_ai.crypto.aead import encrypt_value
-from mana_ai.crypto.derive import derive_mission_data_key
 from mana_ai.db.connector import Database
 from mana_ai.metrics import Metrics
 from mana_ai.privacy.audit import AuditEntry, AuditLog, read_audit
 from mana_ai.privacy.grant_context import GrantContext
-from mana_ai.privacy.reseal import GRANT_RECORDS_TABLE, reseal_record
+from mana_ai.privacy.grant_store import put_copies, put_grant
+from mana_ai.privacy.reseal import reseal_record
 from mana_ai.resolvers.registry import InputRef, ResolverContext, default_registry
 from tests.integration.helpers import put_row
 
@@ -26,12 +28,23 @@ ALLOW = [
     "userContext:singleton",
     "notes:gone",
 ]
-MDK = derive_mission_data_key(
-    MASTER, "m1", ["events", "journalEntries", "kontextDoc", "notes", "tasks", "userContext"], ALLOW
-)
+MDK = os.urandom(32)
+"""The grant data key (v2: random per grant)."""
 GRANT = GrantContext(
-    mission_id="m1", grant_id="g1", allowlist=frozenset(ALLOW), expires_at="", aead=AESGCM(MDK)
+    mission_id="m1", version="v2", grant_id="g1", allowlist=frozenset(ALLOW), expires_at="", aead=AESGCM(MDK)
 )
+FUTURE = dt.datetime(2099, 1, 1, tzinfo=dt.UTC)
+
+
+async def store_copy(db: Database, copy: Any) -> None:
+    """Store a copy for grant g1 of m1 (the grant row is created on first use)."""
+    async with db.with_user("u1") as conn:
+        cur = await conn.execute("SELECT 1 FROM mana_ai.mission_grants WHERE mission_id = 'm1'")
+        if await cur.fetchone() is None:
+            await put_grant(
+                conn, "u1", "m1", grant_id="g1", grant={}, key_box=None, expires_at=FUTURE, copies=[]
+            )
+        await put_copies(conn, "u1", "m1", grant_id="g1", copies=[copy], removed=())
 
 
 async def put_source(db: Database, app: str, table: str, record: dict[str, Any], fields: list[str]) -> None:
@@ -40,15 +53,14 @@ async def put_source(db: Database, app: str, table: str, record: dict[str, Any],
     await put_row(db, "u1", table, record["id"], "insert", data, app_id=app)
     copy = reseal_record(
         mission_id="m1",
-        grant="g1",
         table=table,
         record_id=record["id"],
         source=data,
         source_field_meta={},
         master_key=MASTER,
-        mdk=MDK,
+        data_key=MDK,
     )
-    await put_row(db, "u1", GRANT_RECORDS_TABLE, copy["id"], "insert", copy, app_id="ai")
+    await store_copy(db, copy)
 
 
 def context(db: Database, metrics: Metrics, grant: GrantContext | None = GRANT) -> ResolverContext:
@@ -155,31 +167,23 @@ async def test_scope_violation_missing_copy_tampered_deleted_and_no_grant(
     assert await registry.resolve_all([InputRef("notes", "notes", "n1")], context(db, metrics, None)) == []
     assert len(await audit_rows(db)) == 1
 
-    # Tamper with the re-sealed copy (the server could): a failed row, no crash, no text.
-    copy_id = "m1:g1:notes:n1"
+    # Tamper with the sealed copy (the server could): a failed row, no crash, no text.
     row = await admin_db.fetchrow(
-        "SELECT data FROM public.sync_changes WHERE record_id = %s AND table_name = %s",
-        (copy_id, GRANT_RECORDS_TABLE),
+        "SELECT sealed FROM mana_ai.mission_grant_copies WHERE mission_id = 'm1' AND record_id = 'n1'"
     )
     assert row is not None
-    blob = row["data"]["fields"]["content"]
+    blob = row["sealed"]
     tampered = blob[:-8] + ("A" if blob[-8] != "A" else "B") + blob[-7:]
-    await put_row(
-        db,
-        "u1",
-        GRANT_RECORDS_TABLE,
-        copy_id,
-        "update",
-        {"fields": {"content": tampered}},
-        {"fields": "2030-01-01T00:00:00.000Z"},
-        app_id="ai",
+    await admin_db.execute(
+        "UPDATE mana_ai.mission_grant_copies SET sealed = %s WHERE mission_id = 'm1' AND record_id = 'n1'",
+        (tampered,),
     )
     assert await registry.resolve_all([InputRef("notes", "notes", "n1")], context(db, metrics)) == []
     # A source without a copy.
     await put_row(
         db, "u1", "notes", "n3", "insert", {"id": "n3", "content": encrypt_value("x", MASTER)}, app_id="notes"
     )
-    grant = GrantContext("m1", "g1", frozenset([*ALLOW, "notes:n3"]), "", AESGCM(MDK))
+    grant = GrantContext("m1", "v2", "g1", frozenset([*ALLOW, "notes:n3"]), "", AESGCM(MDK))
     assert await registry.resolve_all([InputRef("notes", "notes", "n3")], context(db, metrics, grant)) == []
     # A deleted (or never written) source: nothing, no audit.
     assert await registry.resolve_all([InputRef("notes", "notes", "gone")], context(db, metrics)) == []

@@ -141,7 +141,7 @@ async def test_without_a_key_encrypted_records_are_not_overwritten(db: Database)
         app_id="notes",
     )
     no_key = await run_steps(db, [("append_to_note", {"noteId": "n1", "content": "neu"})], mission_id="m1")
-    assert no_key[0].status == "failed" and "MANA_AI_MASTER_KEY_FILE" in (no_key[0].error or "")
+    assert no_key[0].status == "failed" and "--master-key-file" in (no_key[0].error or "")
     with_key = await run_steps(
         db, [("append_to_note", {"noteId": "n1", "content": "neu"})], key=MASTER, mission_id="m2"
     )

@@ -298,17 +298,22 @@ async def test_jwt_mode_serves_each_user_their_own_proposals(db: Database, app_d
         assert state is not None and state.record["iterations"][0]["plan"][0]["status"] == "planned"
 
 
-async def test_grant_dialog_issues_and_revokes(
+async def test_grant_dialog_shows_the_cli_command_and_revokes(
     db: Database, app_db_url: str, tmp_path: Any, monkeypatch: Any
 ) -> None:
     from mana_ai.crypto.aead import encrypt_value
     from mana_ai.crypto.grants import generate_runner_keypair
+    from mana_ai.privacy.grant_client import create_grant
+    from mana_ai.privacy.grant_store import get_grant
+    from mana_ai.privacy.refs import RecordRef
+    from mana_ai.timefmt import utcnow
     from tests.integration.helpers import mission, put_row
 
     master = bytes(range(1, 33))
     (tmp_path / "master.key").write_text(master.hex())
+    # Local mode: the service ignores a configured master key (it never holds one).
     monkeypatch.setenv("MANA_AI_MASTER_KEY_FILE", str(tmp_path / "master.key"))
-    private_pem, _ = generate_runner_keypair()
+    private_pem, public_pem = generate_runner_keypair()
     await put_row(
         db,
         "local",
@@ -320,22 +325,31 @@ async def test_grant_dialog_issues_and_revokes(
     )
     inputs = [{"module": "notes", "table": "notes", "id": "n1"}]
     await put_row(db, "local", "aiMissions", "m1", "insert", mission("m1", inputs=inputs, nextRunAt=None))
-    async with workbench(app_db_url, private_key_pem=private_pem) as (_app, _base, client):
+    async with workbench(app_db_url, private_key_pem=private_pem) as (app, _base, client):
         status, html, token = await page(client, "/workbench/missions/m1/grant")
-        assert status == 200 and "notes:n1" in html and "vault key loaded" in html
-        form = {"csrf_token": token, "record": "notes:n1", "ttl": "1d"}
-        async with client.post("/workbench/missions/m1/grant", data=form) as response:
-            html = await response.text()
-            assert response.status == 200 and "active" in html and "Revoke" in html
-        async with db.with_user("local") as conn:
-            state = await replay_record(
-                conn, user_id="local", app_id="ai", table="aiMissions", record_id="m1"
-            )
-        assert state is not None and state.record["grant"]["derivation"]["recordIds"] == ["notes:n1"]
+        assert status == 200 and "vault key loaded" not in html
+        assert "mana-ai grants create --mission m1 --record notes:n1" in html
+        async with client.post(
+            "/workbench/missions/m1/grant", data={"csrf_token": token, "record": "notes:n1"}
+        ) as r:
+            assert r.status in (404, 405)  # the page cannot issue grants: it holds no key
+        await create_grant(
+            app.db,
+            user_id="local",
+            mission_id="m1",
+            records=[RecordRef("notes", "n1")],
+            master_key=master,
+            public_key_pem=public_pem,
+            ttl=None,
+            now=utcnow(),
+        )
+        status, html, token = await page(client, "/workbench/missions/m1/grant")
+        assert "grant-current" in html and "<code>notes:n1</code>" in html and "Revoke" in html
         async with client.post("/workbench/missions/m1/grant/revoke", data={"csrf_token": token}) as response:
-            assert response.status == 200 and "Grant access" in await response.text()
+            assert response.status == 200 and "grant-current" not in await response.text()
         async with db.with_user("local") as conn:
             state = await replay_record(
                 conn, user_id="local", app_id="ai", table="aiMissions", record_id="m1"
             )
+            assert await get_grant(conn, "local", "m1") is None
         assert state is not None and state.record["grant"] is None

@@ -36,9 +36,11 @@ async def serve() -> None:
     import uvicorn
 
     from mana_ai.http.app import create_http_app
+    from mana_ai.web.security import refuse_master_key
 
     settings = settings_from_env()
     configure_logging(settings)
+    refuse_master_key(settings)  # before anything starts: the service never holds a master key
     check_port_free(settings.host, settings.port)
     async with App(settings) as app:
         print_banner(app, http=True)

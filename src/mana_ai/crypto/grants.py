@@ -1,12 +1,20 @@
-"""Mission key grants: issue (mana-auth side) and unwrap (mana-ai side), SPEC §6.5 and §17.2–17.3.
+"""Mission key grants: issue (client side) and unwrap (mana-ai side), SPEC §6.5 and §17.2–17.3.
 
-A grant lets mana-ai read a fixed set of encrypted records for one mission while no browser is open.
-mana-auth derives the mission data key (MDK, :mod:`mana_ai.crypto.derive`) from the user's master key
-and wraps it with mana-ai's RSA public key (RSA-OAEP, SHA-256, MGF1-SHA-256, empty label). The grant is
+A grant lets mana-ai read a fixed set of encrypted records for one mission while no browser is open. It is
 stored in plaintext on the mission as camelCase JSON::
 
-    {"wrappedKey": "<base64>", "derivation": {"version": "v1", "missionId": "...",
+    {"wrappedKey": "<base64>", "derivation": {"version": "v1"|"v2", "missionId": "...",
      "tables": [...], "recordIds": ["<table>:<id>", ...]}, "issuedAt": "<ISO>", "expiresAt": "<ISO>"}
+
+**v2** (this project's protocol, docs/privacy.md): the client draws a fresh random 32-byte *grant data key*
+and wraps it with mana-ai's RSA public key (RSA-OAEP, SHA-256, MGF1-SHA-256) with the **OAEP label** set to
+:func:`grant_label` — the mission id, tables, record ids, ``issuedAt`` and ``expiresAt``. OAEP authenticates
+the label, so a grant whose plaintext terms were edited (later expiry, more records, another mission) no
+longer unwraps (``wrap-rejected``). WebCrypto can do all of it with a non-extractable master key.
+
+**v1** (mana-auth's ``POST /api/v1/me/ai-mission-grant``): the mission data key (MDK,
+:mod:`mana_ai.crypto.derive`) derived from the master key, wrapped with an empty label. Nothing binds its
+terms; it is still accepted, but only ever opens records that need no decrypting.
 
 :func:`unwrap_grant` never raises: every failure becomes an :class:`UnwrapFailed` with a fixed reason
 that the caller records in the decrypt audit. Python cannot reliably zero ``bytes``, so unlike the
@@ -25,7 +33,7 @@ from typing import Any, Final, Literal
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from mana_ai.crypto.aead import b64decode_forgiving, b64encode
+from mana_ai.crypto.aead import b64decode_forgiving, b64encode, js_json_stringify
 from mana_ai.crypto.derive import DERIVATION_VERSION, MDK_LENGTH, derive_mission_data_key, js_sorted
 from mana_ai.errors import ConfigError, CryptoError
 from mana_ai.timefmt import parse_iso, to_js_iso
@@ -34,6 +42,10 @@ DEFAULT_TTL: Final = dt.timedelta(days=7)
 MIN_TTL: Final = dt.timedelta(hours=1)
 MAX_TTL: Final = dt.timedelta(days=30)
 MAX_RECORD_IDS: Final = 1000
+
+GRANT_V2: Final = "v2"
+"""Derivation version of a grant whose terms are bound into the wrap (OAEP label)."""
+LABEL_TAG: Final = "mana-ai-grant-v2"
 
 UnwrapFailureReason = Literal["not-configured", "expired", "malformed", "wrap-rejected"]
 
@@ -127,13 +139,28 @@ def public_key_pem_from_private(private_key: rsa.RSAPrivateKey | str) -> str:
     )
 
 
-def wrap_key(mdk: bytes, public_pem: str) -> str:
-    """Wrap a key with RSA-OAEP-SHA256 for the holder of ``public_pem``.
+def _oaep(label: bytes | None) -> padding.OAEP:
+    if not label:
+        return _OAEP
+    return padding.OAEP(mgf=padding.MGF1(algorithm=hashes.SHA256()), algorithm=hashes.SHA256(), label=label)
+
+
+def wrap_key(mdk: bytes, public_pem: str, *, label: bytes | None = None) -> str:
+    """Wrap a key with RSA-OAEP-SHA256 for the holder of ``public_pem`` (``label``: the OAEP label).
 
     Returns:
         Standard padded base64 of the ciphertext.
     """
-    return b64encode(load_public_key(public_pem).encrypt(bytes(mdk), _OAEP))
+    return b64encode(load_public_key(public_pem).encrypt(bytes(mdk), _oaep(label)))
+
+
+def grant_label(
+    mission_id: str, tables: Iterable[str], record_ids: Iterable[str], issued_at: str, expires_at: str
+) -> bytes:
+    """The OAEP label of a v2 grant: UTF-8 of ``JSON.stringify([tag, missionId, tables, recordIds,
+    issuedAt, expiresAt])`` with the lists in the order the grant stores them (the client sorts them)."""
+    terms = [LABEL_TAG, mission_id, list(tables), list(record_ids), issued_at, expires_at]
+    return js_json_stringify(terms).encode("utf-8")
 
 
 # --- grant shapes -----------------------------------------------------------------------------------------
@@ -269,6 +296,8 @@ def unwrap_grant(
     4. RSA-OAEP decryption fails → ``wrap-rejected``;
     5. plaintext not 32 bytes → ``malformed``.
 
+    A v2 grant is unwrapped with its :func:`grant_label`: edited terms fail step 4.
+
     Args:
         grant_json: the grant as found on the mission (object, or JSON text); anything is accepted.
         private_key: the runner's key from :func:`load_private_key`, or ``None``.
@@ -299,8 +328,12 @@ def unwrap_grant(
         wrapped = b64decode_forgiving(grant.wrapped_key)
     except CryptoError:
         return UnwrapFailed("malformed")
+    label = None
+    if grant.derivation.version == GRANT_V2:
+        d = grant.derivation
+        label = grant_label(d.mission_id, d.tables, d.record_ids, grant.issued_at, grant.expires_at)
     try:
-        mdk = private_key.decrypt(wrapped, _OAEP)
+        mdk = private_key.decrypt(wrapped, _oaep(label))
     except (ValueError, TypeError):
         return UnwrapFailed("wrap-rejected")
     if len(mdk) != MDK_LENGTH:
@@ -396,4 +429,42 @@ def issue_grant(
         ),
         issued_at=to_js_iso(now),
         expires_at=to_js_iso(now + lifetime),
+    )
+
+
+def issue_grant_v2(
+    *,
+    data_key: bytes,
+    mission_id: str,
+    tables: Iterable[str],
+    record_ids: Iterable[str],
+    public_key_pem: str | None,
+    ttl: dt.timedelta | None,
+    now: dt.datetime,
+) -> MissionGrant:
+    """Issue a v2 grant: ``data_key`` (fresh, random, 32 bytes) wrapped with the terms as OAEP label.
+
+    The same validation and limits as :func:`issue_grant` (mana-auth's), without a master key: the key
+    that the copies are sealed with is ``data_key`` itself. The browser module does the same in WebCrypto.
+
+    Raises:
+        GrantNotConfigured: no public key.
+        InvalidGrantRequest: bad mission id, tables or record ids.
+        CryptoError: invalid public key, or ``data_key`` not 32 bytes.
+    """
+    if not public_key_pem or not public_key_pem.strip():
+        raise GrantNotConfigured()
+    mission_id, sorted_tables, sorted_ids = _validated_request(mission_id, tables, record_ids)
+    if len(data_key) != MDK_LENGTH:
+        raise CryptoError("expected a 32-byte grant data key")
+    issued_at = to_js_iso(now)
+    expires_at = to_js_iso(now + clamp_ttl(ttl))
+    label = grant_label(mission_id, sorted_tables, sorted_ids, issued_at, expires_at)
+    return MissionGrant(
+        wrapped_key=wrap_key(data_key, public_key_pem, label=label),
+        derivation=GrantDerivation(
+            version=GRANT_V2, mission_id=mission_id, tables=tuple(sorted_tables), record_ids=tuple(sorted_ids)
+        ),
+        issued_at=issued_at,
+        expires_at=expires_at,
     )

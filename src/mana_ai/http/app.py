@@ -1,4 +1,5 @@
-"""The HTTP API (SPEC §20): health, Prometheus metrics, the service-key tick endpoint, the runner's public key.
+"""The HTTP API (SPEC §20): health, Prometheus metrics, the service-key tick endpoint, the runner's public key,
+the grant and audit API (:mod:`mana_ai.http.grants_api`).
 
 ``create_http_app(app)`` wraps an :class:`~mana_ai.app.App`; the FastAPI lifespan opens and closes it unless
 the caller already owns it (``owns_app=False``, e.g. ``mana-ai serve``, which also runs the worker).
@@ -17,9 +18,9 @@ from fastapi.responses import JSONResponse, RedirectResponse
 
 from mana_ai import __version__, tracing
 from mana_ai.app import App
-from mana_ai.http.auth import AuthError, JwtVerifier
+from mana_ai.http.auth import JwtVerifier
+from mana_ai.http.grants_api import register_grant_api
 from mana_ai.metrics import CONTENT_TYPE
-from mana_ai.privacy.audit import clamp_limit, read_audit
 
 
 def create_http_app(app: App, *, owns_app: bool = False) -> FastAPI:
@@ -100,23 +101,8 @@ def create_http_app(app: App, *, owns_app: bool = False) -> FastAPI:
 
     verifier = JwtVerifier(app.settings)
 
-    @api.get("/api/v1/me/ai-audit", summary="The caller's decrypt audit (Bearer JWT)")
-    async def ai_audit(
-        missionId: str | None = None,  # noqa: N803  (the original's query parameter name)
-        limit: str | None = None,
-        authorization: str | None = Header(default=None),
-    ) -> JSONResponse:
-        try:
-            principal = await verifier.authenticate(authorization)
-        except AuthError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=401)
-        if missionId is not None and "\x00" in missionId:
-            # Postgres text cannot hold NUL, so no mission id has one; the query would fail with a 500.
-            return JSONResponse({"error": "missionId must not contain NUL characters"}, status_code=400)
-        rows = await read_audit(
-            app.db, user_id=principal.user_id, mission_id=missionId, limit=clamp_limit(limit)
-        )
-        return JSONResponse({"rows": [row.to_json() for row in rows]})
+    # The grant API, the audit export and CORS for the web app's origin (issue 13).
+    register_grant_api(api, app, verifier)
 
     @api.get("/api/v1/ai-runner-pubkey", summary="The runner's public key for wrapping mission grants")
     async def runner_pubkey() -> JSONResponse:

@@ -20,6 +20,7 @@ import asyncio
 import logging
 import math
 import random
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -301,7 +302,7 @@ def parse_completion(raw: bytes, *, provider: str = "llm") -> CompletionResponse
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise ProviderError(
-            provider + " returned a body that is not JSON: " + _text_snippet(raw), kind="bad_response"
+            provider + " returned a body that is not JSON (not kept)", kind="bad_response"
         ) from exc
     choices = data.get("choices") if isinstance(data, dict) else None
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
@@ -331,32 +332,29 @@ def parse_arguments(raw: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+ERROR_BODY_NOT_KEPT: Final = "the provider returned an error; its body is not kept"
+"""The fixed text of every provider error: a body may echo the prompt (granted plaintext), so none of it is
+ever put into an error message, a log line, the sync log or a table (docs/privacy.md)."""
+_KIND = re.compile(r"[a-z][a-z0-9_.-]{0,39}")
+
+
 def describe_error_body(status: int, raw: bytes, *, provider: str) -> tuple[str, str | None]:
     """Error message for a non-2xx response and the error kind the body names, if any (pure).
 
-    Understands mana-llm's ``{"detail": str}`` and ``{"detail": {"kind", "message"}}`` and the
-    OpenAI ``{"error": {"message"}}`` shape; anything else is quoted as text (first 500 chars).
+    The message is ``"<provider> <status>[ (<kind>)]: <fixed text>"``; of the body only the error kind of
+    mana-llm's ``{"detail": {"kind": …}}`` is kept, and only when it looks like a kind (a short lowercase
+    token), never free text.
     """
     prefix = provider + " " + str(status)
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
         data = None
-    if isinstance(data, dict):
-        detail = data.get("detail")
-        if isinstance(detail, str):
-            return prefix + ": " + detail[:ERROR_TEXT_LIMIT], None
-        if isinstance(detail, dict):
-            kind = detail.get("kind")
-            text = str(detail.get("message", ""))[:ERROR_TEXT_LIMIT]
-            if isinstance(kind, str) and kind:
-                return prefix + " (" + kind + "): " + text, kind
-            return prefix + ": " + text, None
-        error = data.get("error")
-        if isinstance(error, dict) and isinstance(error.get("message"), str):
-            return prefix + ": " + error["message"][:ERROR_TEXT_LIMIT], None
-    snippet = _text_snippet(raw)
-    return (prefix + ": " + snippet if snippet else prefix), None
+    detail = data.get("detail") if isinstance(data, dict) else None
+    kind = detail.get("kind") if isinstance(detail, dict) else None
+    if isinstance(kind, str) and _KIND.fullmatch(kind):
+        return prefix + " (" + kind + "): " + ERROR_BODY_NOT_KEPT, kind
+    return prefix + ": " + ERROR_BODY_NOT_KEPT, None
 
 
 def status_kind(status: int) -> str:
@@ -458,10 +456,6 @@ def _count(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         return 0
     return int(value)
-
-
-def _text_snippet(raw: bytes) -> str:
-    return raw[: ERROR_TEXT_LIMIT * 4].decode("utf-8", "replace")[:ERROR_TEXT_LIMIT].strip()
 
 
 def _describe(exc: BaseException) -> str:

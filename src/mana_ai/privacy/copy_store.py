@@ -1,22 +1,27 @@
-"""Sync-log reads and writes of the grant client: missions, source records and re-sealed copies.
+"""Sync-log reads and writes of the grant client: the mission, its agent, the granted source records, and
+the mission's ``grant`` field (the user's consent, as the web app's ``setMissionGrant`` writes it).
 
 Every function takes a connection inside ``Database.with_user(user_id)`` (row-level security applies) and
-writes as the user (actor ``user``, client ``mana-ai-cli``), as the web app would.
+writes as the user (actor ``user``, client ``mana-ai-cli``), as the web app would. The sealed copies are not
+here: they live in mana-ai's own tables (:mod:`mana_ai.privacy.grant_store`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 from mana_ai.db.connector import AsyncConn
 from mana_ai.db.queries import q
 from mana_ai.errors import ManaAiError
 from mana_ai.privacy.refs import RecordRef
-from mana_ai.privacy.reseal import GRANT_APP_ID, GRANT_RECORDS_TABLE, MISSION_TABLE, copies_prefix
+from mana_ai.privacy.reseal import AGENT_TABLE, MISSION_TABLE
 from mana_ai.synclog.actor import user_actor
 from mana_ai.synclog.lww import RecordState
-from mana_ai.synclog.store import CLI_CLIENT_ID, append_change, insert_record, replay_record, update_fields
+from mana_ai.synclog.store import CLI_CLIENT_ID, replay_record, update_fields
+
+GRANT_APP_ID: Final = "ai"
+"""Sync app of missions and agents."""
 
 
 class GrantTargetMissing(ManaAiError):
@@ -54,80 +59,12 @@ async def live_source(conn: AsyncConn, user_id: str, ref: RecordRef) -> RecordSt
     return state if state is not None and state.is_live() else None
 
 
-async def copy_state(conn: AsyncConn, user_id: str, record_id: str) -> RecordState | None:
-    return await replay_record(
-        conn, user_id=user_id, app_id=GRANT_APP_ID, table=GRANT_RECORDS_TABLE, record_id=record_id
+async def live_agent(conn: AsyncConn, user_id: str, agent_id: str) -> RecordState | None:
+    """The mission's agent, ``None`` when it does not exist or is deleted."""
+    state = await replay_record(
+        conn, user_id=user_id, app_id=GRANT_APP_ID, table=AGENT_TABLE, record_id=agent_id
     )
-
-
-async def list_copies(conn: AsyncConn, user_id: str, mission_id: str) -> list[tuple[str, bool]]:
-    """``(record id, deleted)`` of every copy of every grant of the mission."""
-    cur = await conn.execute(
-        q("grant_copies_of_mission"),
-        {
-            "user_id": user_id,
-            "app_id": GRANT_APP_ID,
-            "table": GRANT_RECORDS_TABLE,
-            "prefix": copies_prefix(mission_id),
-        },
-    )
-    return [(row["record_id"], bool(row["deleted"])) for row in await cur.fetchall()]
-
-
-async def insert_copy(conn: AsyncConn, user_id: str, copy: Mapping[str, Any]) -> None:
-    await insert_record(
-        conn,
-        user_id=user_id,
-        app_id=GRANT_APP_ID,
-        table=GRANT_RECORDS_TABLE,
-        record=copy,
-        client_id=CLI_CLIENT_ID,
-        actor=user_actor(user_id),
-    )
-
-
-async def update_copy(conn: AsyncConn, user_id: str, copy: Mapping[str, Any], at: str) -> None:
-    fields = {k: v for k, v in copy.items() if k != "id"}
-    await update_fields(
-        conn,
-        user_id=user_id,
-        app_id=GRANT_APP_ID,
-        table=GRANT_RECORDS_TABLE,
-        record_id=str(copy["id"]),
-        fields=fields,
-        at=at,
-        client_id=CLI_CLIENT_ID,
-        actor=user_actor(user_id),
-    )
-
-
-async def delete_copy(conn: AsyncConn, user_id: str, record_id: str, at: str) -> None:
-    """An ``op = delete`` row: the copy is gone for good (a tombstone)."""
-    await append_change(
-        conn,
-        user_id=user_id,
-        app_id=GRANT_APP_ID,
-        table=GRANT_RECORDS_TABLE,
-        record_id=record_id,
-        op="delete",
-        data={"deletedAt": at},
-        field_meta={"deletedAt": at},
-        client_id=CLI_CLIENT_ID,
-        actor=user_actor(user_id),
-    )
-
-
-async def delete_copies(
-    conn: AsyncConn, user_id: str, mission_id: str, *, keep_prefix: str | None, at: str
-) -> int:
-    """Delete every live copy of the mission except those whose id starts with ``keep_prefix``."""
-    removed = 0
-    for record_id, deleted in await list_copies(conn, user_id, mission_id):
-        if deleted or (keep_prefix is not None and record_id.startswith(keep_prefix)):
-            continue
-        await delete_copy(conn, user_id, record_id, at)
-        removed += 1
-    return removed
+    return state if state is not None and state.is_live() else None
 
 
 async def set_mission_grant(

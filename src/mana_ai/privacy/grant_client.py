@@ -1,56 +1,64 @@
 """Issuing, refreshing and revoking mission key grants on the user's side (``mana-ai grants …``).
 
 This is the part of the design that holds the user's master key, so it runs where the user is (the CLI
-here, the web app in production), never in the runner process. Creating a grant:
+here; the web app runs the same protocol in WebCrypto with ``mana-ai-grants.js``), never in the runner process.
+Creating a grant (docs/privacy.md, protocol v2):
 
 1. validates the request as mana-auth does (non-empty tables and ids, at most 1000 ids, TTL clamped to
-   [1 h, 30 d], refusal without a master key, i.e. for zero-knowledge vaults) and issues the grant: the
-   mission data key (MDK) is derived from the master key and wrapped with the runner's RSA public key;
-2. re-seals every encrypted field of every granted record, and of the mission's own title, objective and
-   concept, from the master key to the MDK (:mod:`mana_ai.privacy.reseal`);
-3. writes, in one user-scoped transaction through the sync log (user actor, client ``mana-ai-cli``), the
-   copies, a delete for every copy of an earlier grant of the mission, and finally ``mission.grant``
-   (a field-level update with the ``MissionGrant`` JSON).
+   [1 h, 30 d], refusal without a master key, i.e. for zero-knowledge vaults);
+2. draws a fresh random 32-byte grant data key and wraps it with the runner's RSA public key, the grant's
+   terms (mission, scope, ``issuedAt``, ``expiresAt``) bound in as the OAEP label;
+3. seals every granted record, the mission's own encrypted text and its agent's persona under the data key
+   (:mod:`mana_ai.privacy.reseal`), and the data key itself under the master key (the *key box*, so a later
+   refresh can re-seal without a new grant);
+4. stores grant and copies in mana-ai's own tables (:mod:`mana_ai.privacy.grant_store`) and sets
+   ``mission.grant`` in the sync log (the user's consent, as the web app's ``setMissionGrant`` writes it),
+   all in one user-scoped transaction.
 
-Revoking sets ``mission.grant`` to null and deletes every copy (``op = delete``), so after a revoke nothing
-is left that the runner could decrypt even with an old key. Refreshing re-seals the copies of the current
-grant after source records changed.
+Revoking removes the stored grant with its copies and sets ``mission.grant`` to null. Refreshing re-seals the
+copies whose source changed since they were made, and removes those whose source is gone.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 import aiohttp
 
-from mana_ai.crypto.derive import derive_mission_data_key
-from mana_ai.crypto.grants import InvalidGrantRequest, MissionGrant, clamp_ttl, issue_grant, load_public_key
-from mana_ai.db.connector import Database
+from mana_ai.crypto.aead import b64decode_forgiving, b64encode, decrypt_value, encrypt_value, is_encrypted
+from mana_ai.crypto.grants import (
+    InvalidGrantRequest,
+    MissionGrant,
+    ZeroKnowledgeGrantForbidden,
+    clamp_ttl,
+    issue_grant_v2,
+    load_public_key,
+)
+from mana_ai.db.connector import AsyncConn, Database
 from mana_ai.errors import ConfigError, CryptoError
 from mana_ai.privacy.copy_store import (
     GrantTargetMissing,
-    copy_state,
-    delete_copies,
-    delete_copy,
-    insert_copy,
-    list_copies,
+    live_agent,
     live_mission,
     live_source,
     lock_mission,
     mission_state,
     set_mission_grant,
-    update_copy,
 )
+from mana_ai.privacy.grant_store import delete_grant, get_grant, list_copy_meta, put_copies, put_grant
 from mana_ai.privacy.refs import RecordRef, refs_from_inputs, split_qualified, unique
 from mana_ai.privacy.reseal import (
+    AGENT_TABLE,
+    AGENT_TEXT_FIELDS,
     MISSION_TABLE,
     MISSION_TEXT_FIELDS,
-    copies_prefix,
-    copy_id,
+    ResealError,
+    SealedCopy,
     grant_id,
     reseal_record,
 )
@@ -142,6 +150,66 @@ class GrantRefreshed:
 # --- operations -----------------------------------------------------------------------------------------
 
 
+def seal_key_box(data_key: bytes, master_key: bytes) -> str:
+    """The grant data key sealed under the master key, in the web app's ``enc:1:`` format (a base64 string)."""
+    return encrypt_value(b64encode(data_key), master_key)
+
+
+def open_key_box(key_box: str | None, master_key: bytes) -> bytes:
+    """The grant data key from its key box.
+
+    Raises:
+        ResealError: no key box, or it does not open with ``master_key``.
+    """
+    if not is_encrypted(key_box):
+        raise ResealError("the stored grant has no key box; create a new grant")
+    try:
+        text = decrypt_value(key_box, master_key)
+        key = b64decode_forgiving(text) if isinstance(text, str) else b""
+    except CryptoError as exc:
+        raise ResealError(
+            "the grant's key box does not open with this master key (" + str(exc) + ")"
+        ) from None
+    if len(key) != 32:
+        raise ResealError("the grant's key box holds no 32-byte key")
+    return key
+
+
+async def _targets(
+    conn: AsyncConn, user_id: str, mission: RecordState, refs: Sequence[RecordRef]
+) -> list[tuple[str, str, RecordState | None, tuple[str, ...] | None]]:
+    """``(table, record id, source or None, only fields)`` of every copy a grant of ``mission`` needs."""
+    out: list[tuple[str, str, RecordState | None, tuple[str, ...] | None]] = [
+        (ref.table, ref.record_id, await live_source(conn, user_id, ref), None) for ref in refs
+    ]
+    mission_id = str(mission.record.get("id"))
+    out.append((MISSION_TABLE, mission_id, mission, MISSION_TEXT_FIELDS))
+    agent_id = mission.record.get("agentId")
+    if isinstance(agent_id, str) and agent_id:
+        out.append((AGENT_TABLE, agent_id, await live_agent(conn, user_id, agent_id), AGENT_TEXT_FIELDS))
+    return out
+
+
+def _needs_copy(source: RecordState, only: tuple[str, ...] | None) -> bool:
+    return any(is_encrypted(v) and (only is None or k in only) for k, v in source.record.items())
+
+
+def _seal(
+    mission_id: str, table: str, record_id: str, source: RecordState, only: tuple[str, ...] | None,
+    master_key: bytes, data_key: bytes,
+) -> SealedCopy:  # fmt: skip
+    return reseal_record(
+        mission_id=mission_id,
+        table=table,
+        record_id=record_id,
+        source=source.record,
+        source_field_meta=source.field_meta,
+        master_key=master_key,
+        data_key=data_key,
+        only_fields=only,
+    )
+
+
 async def create_grant(
     db: Database,
     *,
@@ -153,7 +221,7 @@ async def create_grant(
     ttl: dt.timedelta | None,
     now: dt.datetime,
 ) -> GrantIssued:
-    """Issue a grant for ``records`` (default: the mission's encrypted inputs) and make them readable.
+    """Issue a v2 grant for ``records`` (default: the mission's encrypted inputs) and seal the copies.
 
     Args:
         db: the database; all writes happen in one transaction scoped to ``user_id``.
@@ -181,8 +249,9 @@ async def create_grant(
             raise InvalidGrantRequest(
                 "no records to grant: the mission links no encrypted inputs; pass --record <table>:<id>"
             )
-        grant = issue_grant(
-            master_key=master_key,
+        data_key = os.urandom(32)
+        grant = issue_grant_v2(
+            data_key=data_key,
             mission_id=mission_id,
             tables=sorted({r.table for r in refs}),
             record_ids=[r.qualified for r in refs],
@@ -190,23 +259,29 @@ async def create_grant(
             ttl=ttl,
             now=now,
         )
-        assert master_key is not None  # issue_grant refuses None
-        derivation = grant.derivation
-        mdk = derive_mission_data_key(master_key, mission_id, derivation.tables, derivation.record_ids)
-        tag = grant_id(grant.wrapped_key)
-        copies: list[dict[str, Any]] = []
-        for ref in refs:
-            source = await live_source(conn, user_id, ref)
+        if master_key is None:
+            raise ZeroKnowledgeGrantForbidden()
+        copies: list[SealedCopy] = []
+        for table, record_id, source, only in await _targets(conn, user_id, mission, refs):
             if source is None:
-                where = ref.qualified + " (app " + ref.app_id + ")"
+                if only is not None:
+                    continue  # the mission's agent is gone: nothing to seal
+                where = table + ":" + record_id
                 raise GrantTargetMissing("record " + where + " not found for user " + repr(user_id))
-            copies.append(_reseal(mission_id, tag, ref, source, master_key, mdk))
-        copies.append(_reseal(mission_id, tag, None, mission, master_key, mdk))
-        for copy in copies:
-            await insert_copy(conn, user_id, copy)
-        keep = copies_prefix(mission_id) + tag + ":"
-        removed = await delete_copies(conn, user_id, mission_id, keep_prefix=keep, at=now_iso)
-        # The grant goes last (the same transaction anyway): whoever sees it finds every copy in place.
+            if only is None or _needs_copy(source, only):
+                copies.append(_seal(mission_id, table, record_id, source, only, master_key, data_key))
+        tag = grant_id(grant.wrapped_key)
+        removed = len(await list_copy_meta(conn, user_id, mission_id))
+        await put_grant(
+            conn,
+            user_id,
+            mission_id,
+            grant_id=tag,
+            grant=grant.to_json(),
+            key_box=seal_key_box(data_key, master_key),
+            expires_at=parse_iso(grant.expires_at),
+            copies=copies,
+        )
         await set_mission_grant(conn, user_id, mission_id, grant.to_json(), now_iso)
     logger.info(
         "mission grant issued",
@@ -221,46 +296,30 @@ async def create_grant(
         grant=grant,
         grant_id=tag,
         records=len(refs),
-        sealed_fields=sum(len(c["fields"]) for c in copies),
+        sealed_fields=sum(len(c.source_field_meta) for c in copies),
         removed_copies=removed,
         ttl=clamp_ttl(ttl),
     )
 
 
-def _reseal(
-    mission_id: str, tag: str, ref: RecordRef | None, source: RecordState, master_key: bytes, mdk: bytes
-) -> dict[str, Any]:
-    """The copy of a granted record, or (``ref`` ``None``) of the mission's own text fields."""
-    return reseal_record(
-        mission_id=mission_id,
-        grant=tag,
-        table=ref.table if ref is not None else MISSION_TABLE,
-        record_id=ref.record_id if ref is not None else mission_id,
-        source=source.record,
-        source_field_meta=source.field_meta,
-        master_key=master_key,
-        mdk=mdk,
-        only_fields=None if ref is not None else MISSION_TEXT_FIELDS,
-    )
-
-
 async def revoke_grant(db: Database, *, user_id: str, mission_id: str, now: dt.datetime) -> GrantRevoked:
-    """Set ``mission.grant`` to null and delete every re-sealed copy of the mission.
+    """Remove the stored grant with its copies and set ``mission.grant`` to null.
 
     Raises:
-        GrantTargetMissing: neither the mission nor any copy of it exists.
+        GrantTargetMissing: neither the mission nor a stored grant of it exists.
     """
     now_iso = to_js_iso(now)
     async with db.with_user(user_id) as conn:
         await lock_mission(conn, user_id, mission_id)
         mission = await mission_state(conn, user_id, mission_id)
         live = mission is not None and mission.is_live()
-        if not live and not await list_copies(conn, user_id, mission_id):
+        removed = len(await list_copy_meta(conn, user_id, mission_id))
+        stored = await delete_grant(conn, user_id, mission_id)
+        if not live and not stored:
             raise GrantTargetMissing("mission " + repr(mission_id) + " not found for user " + repr(user_id))
-        had_grant = live and mission is not None and mission.record.get("grant") is not None
-        if had_grant:
+        had_grant = stored or (live and mission is not None and mission.record.get("grant") is not None)
+        if live and mission is not None and mission.record.get("grant") is not None:
             await set_mission_grant(conn, user_id, mission_id, None, now_iso)
-        removed = await delete_copies(conn, user_id, mission_id, keep_prefix=None, at=now_iso)
     logger.info(
         "mission grant revoked",
         extra={"action": "privacy.grant_revoked", "mission_id": mission_id, "removed_copies": removed},
@@ -274,49 +333,38 @@ async def refresh_grant(
     """Re-seal the copies of the mission's current grant whose source changed since they were made.
 
     Raises:
-        GrantTargetMissing: no mission, or it has no valid, unexpired grant.
-        ResealError: a record does not decrypt with ``master_key``.
+        GrantTargetMissing: no mission, or it has no stored, unexpired grant.
+        ResealError: a record does not decrypt with ``master_key``, or the key box does not open.
     """
-    now_iso = to_js_iso(now)
     async with db.with_user(user_id) as conn:
         await lock_mission(conn, user_id, mission_id)
         mission = await live_mission(conn, user_id, mission_id)
-        grant = _current_grant(mission_id, mission.record.get("grant"), now)
-        derivation = grant.derivation
-        mdk = derive_mission_data_key(master_key, mission_id, derivation.tables, derivation.record_ids)
-        tag = grant_id(grant.wrapped_key)
-        targets: list[tuple[RecordRef | None, RecordState | None]] = []
-        for qualified in derivation.record_ids:
-            ref = split_qualified(qualified)
-            if ref is not None:
-                targets.append((ref, await live_source(conn, user_id, ref)))
-        targets.append((None, mission))
-        updated = unchanged = removed = 0
-        for ref, source in targets:
-            target_id = (
-                copy_id(mission_id, tag, ref.table, ref.record_id)
-                if ref is not None
-                else copy_id(mission_id, tag, MISSION_TABLE, mission_id)
-            )
-            existing = await copy_state(conn, user_id, target_id)
-            live = existing is not None and existing.is_live()
-            if source is None:  # the source record is gone: so is its copy
-                if live:
-                    await delete_copy(conn, user_id, target_id, now_iso)
-                    removed += 1
+        stored = await get_grant(conn, user_id, mission_id)
+        grant = _current_grant(mission_id, stored.grant if stored is not None else None, now)
+        assert stored is not None
+        data_key = open_key_box(stored.key_box, master_key)
+        existing = {(m.table, m.record_id): m for m in await list_copy_meta(conn, user_id, mission_id)}
+        refs = [r for r in (split_qualified(q) for q in grant.derivation.record_ids) if r is not None]
+        fresh: list[SealedCopy] = []
+        gone: list[tuple[str, str]] = []
+        unchanged = 0
+        for table, record_id, source, only in await _targets(conn, user_id, mission, refs):
+            old = existing.get((table, record_id))
+            if source is None or (only is not None and not _needs_copy(source, only)):
+                if old is not None:
+                    gone.append((table, record_id))
                 continue
-            copy = _reseal(mission_id, tag, ref, source, master_key, mdk)
-            if existing is None:
-                await insert_copy(conn, user_id, copy)
-            elif not live:
-                continue  # deleted for good (a revoke came first): nothing to refresh
-            elif _same_source(existing.record, copy):
+            copy = _seal(mission_id, table, record_id, source, only, master_key, data_key)
+            if (
+                old is not None
+                and old.grant_id == stored.grant_id
+                and dict(old.source_field_meta) == dict(copy.source_field_meta)
+            ):
                 unchanged += 1
                 continue
-            else:
-                await update_copy(conn, user_id, copy, now_iso)
-            updated += 1
-    return GrantRefreshed(updated, unchanged, removed)
+            fresh.append(copy)
+        await put_copies(conn, user_id, mission_id, grant_id=stored.grant_id, copies=fresh, removed=gone)
+    return GrantRefreshed(len(fresh), unchanged, len(gone))
 
 
 def _current_grant(mission_id: str, value: Any, now: dt.datetime) -> MissionGrant:
@@ -334,13 +382,3 @@ def _current_grant(mission_id: str, value: Any, now: dt.datetime) -> MissionGran
             + "; create a new one"
         )
     return grant
-
-
-def _same_source(existing: Mapping[str, Any], fresh: Mapping[str, Any]) -> bool:
-    """The copy was made from the same source version (ciphertexts always differ: fresh IVs)."""
-    old_fields = existing.get("fields")
-    return (
-        isinstance(old_fields, Mapping)
-        and set(old_fields) == set(fresh["fields"])
-        and existing.get("sourceFieldMeta") == fresh["sourceFieldMeta"]
-    )

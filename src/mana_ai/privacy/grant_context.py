@@ -25,13 +25,15 @@ class GrantContext:
     """What one mission's planning may decrypt, and the key to do it."""
 
     mission_id: str
+    version: str
+    """``v2`` (terms bound, copies in mana-ai's tables) or ``v1`` (mana-auth's; no copies)."""
     grant_id: str
     """:func:`~mana_ai.privacy.reseal.grant_id` of the grant: selects the re-sealed copies to read."""
     allowlist: frozenset[str]
     """Qualified record ids ``"<table>:<id>"``."""
     expires_at: str
     aead: AESGCM = field(repr=False, compare=False)
-    """The mission data key, ready to decrypt (the raw bytes are not kept)."""
+    """The grant data key, ready to decrypt (the raw bytes are not kept)."""
 
     def allows(self, table: str, record_id: str) -> bool:
         """True when ``<table>:<record_id>`` is in the grant's allowlist."""
@@ -56,7 +58,7 @@ def open_grant(
 
     Args:
         mission_id: the mission being planned.
-        grant: ``mission.grant`` (``None`` when the mission has none).
+        grant: ``mission.grant`` (``None`` when the mission has none: no decrypts).
         private_key: the runner's key, ``None`` when grants are not configured.
         now: the current time (expiry check).
 
@@ -65,6 +67,8 @@ def open_grant(
     """
     if grant is None:
         return None
+    if not isinstance(grant, Mapping):
+        return GrantSkipped("malformed")
     result = unwrap_grant(grant, private_key, now=now)
     if isinstance(result, UnwrapFailed):
         return GrantSkipped(result.reason)
@@ -77,6 +81,7 @@ def open_grant(
     expires = grant.get("expiresAt")
     return GrantContext(
         mission_id=mission_id,
+        version=result.derivation.version,
         grant_id=grant_id(wrapped),
         allowlist=result.allowlist,
         expires_at=expires if isinstance(expires, str) else "",

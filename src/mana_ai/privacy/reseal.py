@@ -1,29 +1,24 @@
-"""Re-sealed record copies: how the runner reads granted records with nothing but the mission key (W2, W3).
+"""Sealed grant copies: how the runner reads granted records with nothing but the grant's data key (W2, W3).
 
-The web app encrypts record fields with the user's *master key*; a grant gives the runner only the *mission
-data key* (MDK = HKDF(master key, mission id, scope)). Nothing the server holds can turn one into the other,
-so the client that issues the grant (it holds the master key) also re-seals, once per grant, every encrypted
-field of every granted record under the MDK and pushes the result through the sync log as a record of its
-own::
+The web app encrypts record fields with the user's *master key*, a non-extractable WebCrypto key: it can
+encrypt and decrypt, but never be exported or derived from. So the client that issues a grant draws a fresh
+random 32-byte *grant data key*, decrypts the encrypted fields of every granted record with the master key,
+and seals them again, one record at a time, under the data key (:func:`seal_copy`)::
 
-    app "ai", table "missionGrantRecords", id "<missionId>:<grantId>:<table>:<recordId>"
-    {"id": ..., "missionId": ..., "grantId": ..., "table": ..., "recordId": ...,
-     "fields": {"<field>": "enc:1:…" (the field's JSON value sealed with the MDK)},
-     "sourceFieldMeta": {"<field>": "<ISO stamp of the source field that was re-sealed>"},
-     "sourceUpdatedAt": "<newest of those stamps>" | null}
+    sealed = base64(iv) "." base64(AES-GCM(data key, iv, JSON.stringify({field: value, ...}), aad))
+    aad    = UTF-8 of JSON.stringify(["mana-ai-grant-copy-v2", missionId, table, recordId])
 
-The mission's own encrypted ``title``, ``objective`` and ``conceptMarkdown`` get a copy too (table
-``aiMissions``, record id = mission id), so the prompt and the research trigger can see them.
-
-``grantId`` is a short hash of the grant's ``wrappedKey`` (random per issue, because RSA-OAEP is
-randomised). It is part of the record id because a sync-log delete is a tombstone for good: after a revoke
-the copies of the old grant stay deleted, and a new grant writes new ids. It also binds a copy to exactly one
-grant, so a stale copy of an earlier grant is never read.
+The additional data binds a copy to its mission and record: moved to another mission or record, it no
+longer opens. A copy is ``{"table", "recordId", "sealed", "sourceFieldMeta"}``; ``sourceFieldMeta`` holds the
+source's field timestamps at sealing time (for the staleness check). Besides the granted records, the
+mission's own ``title``/``objective``/``conceptMarkdown`` (table ``aiMissions``, id = mission id) and the
+agent's ``systemPrompt``/``memory`` (table ``agents``, id = agent id) get copies. Copies live in mana-ai's
+own tables (:mod:`mana_ai.privacy.grant_store`), never in the sync log.
 
 On the server, :func:`open_copy` merges a source record with its copy: plaintext fields come from the source
-as it is now, encrypted fields from the copy, decrypted with the MDK. A source field that is encrypted but
-has no counterpart in the copy is dropped (the model never sees ciphertext), and a source field changed
-after the copy was made marks the result *stale* (the client's ``grants refresh`` re-seals).
+as it is now, encrypted fields from the copy. A source field that is encrypted but missing from the copy is
+dropped (the model never sees ciphertext), and a source field changed after the copy was made marks the
+result *stale* (the client's ``refreshGrant`` re-seals).
 
 Everything here is pure: no I/O, no clock, no global state.
 """
@@ -31,21 +26,33 @@ Everything here is pure: no I/O, no clock, no global state.
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from mana_ai.crypto.aead import AeadKey, aead_for, decrypt_value, encrypt_value, is_encrypted
+from cryptography.exceptions import InvalidTag
+
+from mana_ai.crypto.aead import (
+    AeadKey,
+    aead_for,
+    b64decode_forgiving,
+    b64encode,
+    decrypt_value,
+    is_encrypted,
+    js_json_stringify,
+)
 from mana_ai.errors import CryptoError
 
-GRANT_APP_ID: Final = "ai"
-"""Sync app of the re-sealed copies (the missions' own app)."""
-GRANT_RECORDS_TABLE: Final = "missionGrantRecords"
-"""Sync table of the re-sealed copies."""
 MISSION_TABLE: Final = "aiMissions"
 MISSION_TEXT_FIELDS: Final = ("title", "objective", "conceptMarkdown")
 """The mission fields the web app encrypts (SPEC §6.1)."""
+AGENT_TABLE: Final = "agents"
+AGENT_TEXT_FIELDS: Final = ("systemPrompt", "memory")
+"""The agent fields the web app encrypts (its persona)."""
+COPY_AAD_TAG: Final = "mana-ai-grant-copy-v2"
 
 FailureReason = Literal[
     "ciphertext-malformed", "ciphertext-tampered-or-wrong-key", "decrypt-failed", "resealed-copy-missing"
@@ -55,29 +62,16 @@ FailureReason = Literal[
 STALE_REASON: Final = "resealed-copy-stale"
 """Reason stored on an ``ok`` audit row when the source changed after the copy was made."""
 
-_TAMPERED = re.compile(r"OperationError|decrypt", re.IGNORECASE)
+_TAMPERED = re.compile(r"OperationError|decrypt|InvalidTag", re.IGNORECASE)
 
 
 class ResealError(CryptoError):
     """A granted record cannot be re-sealed (usually: the master key is not the one it was encrypted with)."""
 
 
-# --- ids ------------------------------------------------------------------------------------------------
-
-
 def grant_id(wrapped_key: str) -> str:
     """The short id of one issued grant: 16 hex digits of SHA-256 over its ``wrappedKey``."""
     return hashlib.sha256(wrapped_key.encode("utf-8")).hexdigest()[:16]
-
-
-def copies_prefix(mission_id: str) -> str:
-    """Every copy of every grant of a mission has a record id starting with this."""
-    return mission_id + ":"
-
-
-def copy_id(mission_id: str, grant: str, table: str, record_id: str) -> str:
-    """Record id of the copy of ``<table>:<record_id>`` made for grant ``grant`` of ``mission_id``."""
-    return mission_id + ":" + grant + ":" + table + ":" + record_id
 
 
 def failure_reason(exc: BaseException) -> FailureReason:
@@ -88,6 +82,73 @@ def failure_reason(exc: BaseException) -> FailureReason:
     if _TAMPERED.search(text) or _TAMPERED.search(type(exc).__name__):
         return "ciphertext-tampered-or-wrong-key"
     return "decrypt-failed"
+
+
+# --- the sealed format ----------------------------------------------------------------------------------
+
+
+def copy_aad(mission_id: str, table: str, record_id: str) -> bytes:
+    """The AES-GCM additional data of one copy."""
+    return js_json_stringify([COPY_AAD_TAG, mission_id, table, record_id]).encode("utf-8")
+
+
+def seal_copy(
+    key: AeadKey,
+    *,
+    mission_id: str,
+    table: str,
+    record_id: str,
+    fields: Mapping[str, Any],
+    iv: bytes | None = None,
+) -> str:
+    """Seal the decrypted fields of one record under the grant data key."""
+    nonce = iv if iv is not None else os.urandom(12)
+    plain = js_json_stringify(dict(fields)).encode("utf-8")
+    ct = aead_for(key).encrypt(nonce, plain, copy_aad(mission_id, table, record_id))
+    return b64encode(nonce) + "." + b64encode(ct)
+
+
+def open_sealed(key: AeadKey, *, mission_id: str, table: str, record_id: str, sealed: str) -> dict[str, Any]:
+    """The fields of a sealed copy.
+
+    Raises:
+        CryptoError: ``malformed`` text, or a tag that does not verify (wrong key, mission or record).
+    """
+    iv_text, sep, ct_text = sealed.partition(".")
+    if not sep:
+        raise CryptoError("malformed sealed copy (missing iv/ct separator)")
+    iv, ct = b64decode_forgiving(iv_text), b64decode_forgiving(ct_text)
+    if len(iv) != 12 or len(ct) < 16:
+        raise CryptoError("malformed sealed copy (bad iv or ciphertext length)")
+    try:
+        plain = aead_for(key).decrypt(iv, ct, copy_aad(mission_id, table, record_id))
+    except InvalidTag:
+        raise CryptoError("OperationError: the sealed copy does not decrypt") from None
+    try:
+        value = json.loads(plain.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise CryptoError("malformed sealed copy (not JSON)") from None
+    if not isinstance(value, dict):
+        raise CryptoError("malformed sealed copy (not an object)")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class SealedCopy:
+    """One record's copy as stored and sent: the sealed fields and the source's stamps at sealing time."""
+
+    table: str
+    record_id: str
+    sealed: str = field(repr=False)
+    source_field_meta: Mapping[str, str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "table": self.table,
+            "recordId": self.record_id,
+            "sealed": self.sealed,
+            "sourceFieldMeta": dict(self.source_field_meta),
+        }
 
 
 # --- client side: make a copy ---------------------------------------------------------------------------
@@ -101,68 +162,36 @@ def _stamp(meta: Mapping[str, Any], name: str) -> str:
 def reseal_record(
     *,
     mission_id: str,
-    grant: str,
     table: str,
     record_id: str,
     source: Mapping[str, Any],
     source_field_meta: Mapping[str, Any],
     master_key: AeadKey,
-    mdk: AeadKey,
+    data_key: AeadKey,
     only_fields: Iterable[str] | None = None,
-) -> dict[str, Any]:
-    """Build the copy of one source record: each encrypted field re-sealed from the master key to the MDK.
-
-    Args:
-        mission_id: the mission the grant is for.
-        grant: :func:`grant_id` of the grant.
-        table: the source table (``notes``, ``tasks`` ...), or ``aiMissions`` for the mission's own text.
-        record_id: the source record id.
-        source: the source record's fields as the sync log has them now.
-        source_field_meta: the source record's per-field timestamps (for the staleness check).
-        master_key: the user's master key (32 bytes); it never leaves the client.
-        mdk: the mission data key.
-        only_fields: restrict re-sealing to these fields (the mission's text fields).
-
-    Returns:
-        The copy record (see the module docstring).
+) -> SealedCopy:
+    """Build the copy of one source record: its encrypted fields, decrypted with the master key, sealed.
 
     Raises:
         ResealError: a field does not decrypt with ``master_key``.
     """
-    master, mission_key = aead_for(master_key), aead_for(mdk)
+    master = aead_for(master_key)
     wanted = set(only_fields) if only_fields is not None else None
-    fields: dict[str, str] = {}
+    fields: dict[str, Any] = {}
     stamps: dict[str, str] = {}
     for name, value in source.items():
         if not is_encrypted(value) or (wanted is not None and name not in wanted):
             continue
         try:
-            plain = decrypt_value(value, master)
+            fields[name] = decrypt_value(value, master)
         except CryptoError as exc:
+            where = table + ":" + record_id + " field " + repr(name)
             raise ResealError(
-                "cannot decrypt "
-                + table
-                + ":"
-                + record_id
-                + " field "
-                + repr(name)
-                + " with this master key ("
-                + str(exc)
-                + ")"
+                "cannot decrypt " + where + " with this master key (" + str(exc) + ")"
             ) from None
-        fields[name] = encrypt_value(plain, mission_key)
         stamps[name] = _stamp(source_field_meta, name)
-    newest = max((s for s in stamps.values() if s), default=None)
-    return {
-        "id": copy_id(mission_id, grant, table, record_id),
-        "missionId": mission_id,
-        "grantId": grant,
-        "table": table,
-        "recordId": record_id,
-        "fields": fields,
-        "sourceFieldMeta": stamps,
-        "sourceUpdatedAt": newest,
-    }
+    sealed = seal_copy(data_key, mission_id=mission_id, table=table, record_id=record_id, fields=fields)
+    return SealedCopy(table, record_id, sealed, stamps)
 
 
 # --- server side: open a copy ---------------------------------------------------------------------------
@@ -193,25 +222,23 @@ class OpenFailed:
 def open_copy(
     *,
     mission_id: str,
-    grant: str,
     table: str,
     record_id: str,
     source: Mapping[str, Any],
     source_field_meta: Mapping[str, Any],
-    copy: Mapping[str, Any] | None,
-    mdk: AeadKey,
+    copy: SealedCopy | None,
+    key: AeadKey,
 ) -> Opened | OpenFailed:
     """Decrypt a granted record through its copy (all fields or nothing).
 
     Args:
         mission_id: the mission being planned.
-        grant: :func:`grant_id` of the mission's current grant.
         table: the source table.
         record_id: the source record id.
         source: the source record as the sync log has it now.
         source_field_meta: its per-field timestamps.
-        copy: the copy record, ``None`` when there is none (or it was deleted).
-        mdk: the unwrapped mission data key.
+        copy: the copy of the mission's current grant, ``None`` when there is none.
+        key: the unwrapped grant data key.
 
     Returns:
         :class:`Opened`, or :class:`OpenFailed` with the audit reason.
@@ -222,40 +249,26 @@ def open_copy(
         return Opened(dict(source), (), False)
     if copy is None:
         return OpenFailed("resealed-copy-missing")
-    fields = copy.get("fields")
-    copy_stamps = copy.get("sourceFieldMeta")
-    if (
-        copy.get("missionId") != mission_id
-        or copy.get("grantId") != grant
-        or copy.get("table") != table
-        or copy.get("recordId") != record_id
-        or not isinstance(fields, Mapping)
-    ):
-        # A copy that does not describe exactly this record of this grant is not used.
+    if copy.table != table or copy.record_id != record_id:
         return OpenFailed("ciphertext-malformed")
-    if not isinstance(copy_stamps, Mapping):
-        copy_stamps = {}
     try:
-        aead = aead_for(mdk)
+        fields = open_sealed(key, mission_id=mission_id, table=table, record_id=record_id, sealed=copy.sealed)
     except CryptoError as exc:
         return OpenFailed(failure_reason(exc))
     record = dict(source)
     decrypted: list[str] = []
     stale = False
     for name in encrypted:
-        blob = fields.get(name)
-        if blob is None:
+        if name not in fields:
             # Encrypted after the grant was issued: we cannot read it, and the model must not see ciphertext.
             del record[name]
             stale = True
             continue
-        if not is_encrypted(blob):
+        value = fields[name]
+        if is_encrypted(value):
             return OpenFailed("ciphertext-malformed")
-        try:
-            record[name] = decrypt_value(blob, aead)
-        except CryptoError as exc:
-            return OpenFailed(failure_reason(exc))
+        record[name] = value
         decrypted.append(name)
-        if _stamp(source_field_meta, name) > _stamp(copy_stamps, name):
+        if _stamp(source_field_meta, name) > _stamp(copy.source_field_meta, name):
             stale = True
     return Opened(record, tuple(decrypted), stale)

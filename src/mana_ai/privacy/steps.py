@@ -33,14 +33,14 @@ from mana_ai.metrics import Metrics
 from mana_ai.planner.prompts import ResolvedInput
 from mana_ai.privacy.audit import AuditEntry, AuditLog, AuditStatus
 from mana_ai.privacy.grant_context import GrantContext, GrantSkipped, open_grant
+from mana_ai.privacy.grant_store import get_copy
 from mana_ai.privacy.reseal import (
-    GRANT_APP_ID,
-    GRANT_RECORDS_TABLE,
+    AGENT_TABLE,
     MISSION_TABLE,
     MISSION_TEXT_FIELDS,
     STALE_REASON,
+    Opened,
     OpenFailed,
-    copy_id,
     open_copy,
 )
 from mana_ai.resolvers.registry import ResolverContext, ResolverRegistry, default_registry, parse_refs
@@ -48,7 +48,6 @@ from mana_ai.runner.context import InputContext, InputStep, MissionText, TextSte
 from mana_ai.runner.pipeline import ENCRYPTED_PLACEHOLDER
 from mana_ai.settings import Settings
 from mana_ai.synclog.lww import FIELD_META_KEY
-from mana_ai.synclog.store import replay_record
 from mana_ai.timefmt import utcnow
 
 logger = logging.getLogger(__name__)
@@ -85,7 +84,7 @@ class PrivacySteps:
 
     # --- the grant of one planning ------------------------------------------------------------------
 
-    def _grant_for(self, ctx: InputContext) -> GrantContext | None:
+    async def _grant_for(self, ctx: InputContext) -> GrantContext | None:
         if GRANT_STATE_KEY in ctx.state:
             cached = ctx.state[GRANT_STATE_KEY]
             return cached if isinstance(cached, GrantContext) else None
@@ -124,32 +123,63 @@ class PrivacySteps:
             return None
 
     async def _mission_text(self, ctx: InputContext) -> MissionText | None:
-        mission = ctx.mission
+        mission, agent = ctx.mission, ctx.agent
         record = mission.record
         source = {name: record.get(name) for name in MISSION_TEXT_FIELDS if isinstance(record.get(name), str)}
-        if not any(is_encrypted(value) for value in source.values()):
+        persona: dict[str, Any] = {}
+        if agent is not None:
+            persona = {"systemPrompt": agent.system_prompt, "memory": agent.memory}
+            persona = {k: v for k, v in persona.items() if isinstance(v, str)}
+        mission_encrypted = any(is_encrypted(value) for value in source.values())
+        agent_encrypted = any(is_encrypted(value) for value in persona.values())
+        if not mission_encrypted and not agent_encrypted:
             return None
-        grant = self._grant_for(ctx)
+        grant = await self._grant_for(ctx)
         if grant is None:
             return None
-        async with self.db.with_user(mission.user_id) as conn:
-            copy = await replay_record(
-                conn,
-                user_id=mission.user_id,
-                app_id=GRANT_APP_ID,
-                table=GRANT_RECORDS_TABLE,
-                record_id=copy_id(mission.id, grant.grant_id, MISSION_TABLE, mission.id),
-            )
         meta = record.get(FIELD_META_KEY)
+        values: dict[str, Any] = {}
+        if mission_encrypted:
+            opened = await self._open(ctx, grant, MISSION_TABLE, mission.id, source, meta)
+            if opened is not None:
+                values.update(opened.record)
+        if agent_encrypted and agent is not None:
+            opened = await self._open(ctx, grant, AGENT_TABLE, agent.id, persona, None)
+            if opened is not None:
+                values.update({"persona:" + k: v for k, v in opened.record.items()})
+        if not values:
+            return None  # nothing could be opened: the pipeline's placeholders stay
+        text = MissionText(
+            title=_visible(values.get("title"), mission.title),
+            objective=_visible(values.get("objective"), mission.objective),
+            concept=_visible(values.get("conceptMarkdown"), mission.concept),
+            persona=_persona(values, "systemPrompt", persona),
+            memory=_persona(values, "memory", persona),
+        )
+        ctx.state[MISSION_TEXT_KEY] = text
+        return text
+
+    async def _open(
+        self,
+        ctx: InputContext,
+        grant: GrantContext,
+        table: str,
+        record_id: str,
+        source: Mapping[str, Any],
+        meta: Any,
+    ) -> Opened | None:
+        """Open the copy of the mission's text or the agent's persona (audited like any record)."""
+        mission = ctx.mission
+        async with self.db.with_user(mission.user_id) as conn:
+            copy = await get_copy(conn, mission.user_id, mission.id, grant.grant_id, table, record_id)
         opened = open_copy(
             mission_id=mission.id,
-            grant=grant.grant_id,
-            table=MISSION_TABLE,
-            record_id=mission.id,
+            table=table,
+            record_id=record_id,
             source=source,
             source_field_meta=meta if isinstance(meta, Mapping) else {},
-            copy=copy.record if copy is not None and copy.is_live() else None,
-            mdk=grant.aead,
+            copy=copy,
+            key=grant.aead,
         )
         if isinstance(opened, OpenFailed):
             logger.warning(
@@ -157,30 +187,23 @@ class PrivacySteps:
                 extra={
                     "action": "privacy.decrypt_failed",
                     "mission_id": mission.id,
-                    "table": MISSION_TABLE,
+                    "table": table,
                     "reason": opened.reason,
                 },
             )
-            await self._audit(ctx, "failed", opened.reason)
+            await self._audit(ctx, table, record_id, "failed", opened.reason)
             return None
         if opened.decrypted:
-            self.metrics.decrypts.labels(MISSION_TABLE).inc(len(opened.decrypted))
-        await self._audit(ctx, "ok", STALE_REASON if opened.stale else None)
-        values = opened.record
-        text = MissionText(
-            title=_visible(values.get("title"), mission.title),
-            objective=_visible(values.get("objective"), mission.objective),
-            concept=_visible(values.get("conceptMarkdown"), mission.concept),
-        )
-        ctx.state[MISSION_TEXT_KEY] = text
-        return text
+            self.metrics.decrypts.labels(table).inc(len(opened.decrypted))
+        await self._audit(ctx, table, record_id, "ok", STALE_REASON if opened.stale else None)
+        return opened
 
-    async def _audit(self, ctx: InputContext, status: AuditStatus, reason: str | None) -> None:
+    async def _audit(
+        self, ctx: InputContext, table: str, record_id: str, status: AuditStatus, reason: str | None
+    ) -> None:
         mission = ctx.mission
         await self.audit.record(
-            AuditEntry(
-                mission.user_id, mission.id, ctx.iteration_id, MISSION_TABLE, mission.id, status, reason
-            )
+            AuditEntry(mission.user_id, mission.id, ctx.iteration_id, table, record_id, status, reason)
         )
 
     # --- linked inputs ------------------------------------------------------------------------------
@@ -199,7 +222,7 @@ class PrivacySteps:
                 user_id=mission.user_id,
                 mission_id=mission.id,
                 iteration_id=ctx.iteration_id,
-                grant=self._grant_for(ctx),
+                grant=await self._grant_for(ctx),
             )
             return await self.registry.resolve_all(refs, rctx)
         finally:
@@ -212,6 +235,15 @@ def _visible(value: Any, stored: str) -> str:
         return ENCRYPTED_PLACEHOLDER if is_encrypted(stored) else stored
     text = value if isinstance(value, str) else js_json_stringify(value)
     return ENCRYPTED_PLACEHOLDER if is_encrypted(text) else text
+
+
+def _persona(values: Mapping[str, Any], name: str, source: Mapping[str, Any]) -> str | None:
+    """The agent's decrypted persona field; ``None`` keeps the stored value (the prompt omits ciphertext)."""
+    value = values.get("persona:" + name)
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else js_json_stringify(value)
+    return None if is_encrypted(text) or name not in source else text
 
 
 def build_privacy_steps(

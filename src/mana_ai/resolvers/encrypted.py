@@ -5,8 +5,8 @@ Per input reference:
 1. no usable grant → ``None``: no database access, no audit;
 2. ``<table>:<id>`` not in the grant's allowlist → ``grant_scope_violations_total{table}``, an audit row
    ``scope-violation`` / ``record-not-in-grant-allowlist``, ``None``; the record is not even read;
-3. replay the source record (its app, the ref's table) and the grant's re-sealed copy of it
-   (:mod:`mana_ai.privacy.reseal`) in one user-scoped transaction; no live source → ``None``, no audit;
+3. replay the source record (its app, the ref's table) and read the grant's sealed copy of it
+   (:mod:`mana_ai.privacy.grant_store`) in one user-scoped transaction; no live source → ``None``, no audit;
 4. decrypt through the copy with the mission key. Failure → audit ``failed`` with the reason
    (``ciphertext-malformed``, ``ciphertext-tampered-or-wrong-key``, ``decrypt-failed``,
    ``resealed-copy-missing``), ``None``; success → ``decrypts_total{table}`` per decrypted field and an
@@ -25,14 +25,8 @@ from typing import Any
 
 from mana_ai.planner.prompts import ResolvedInput
 from mana_ai.privacy.audit import SCOPE_VIOLATION_REASON
-from mana_ai.privacy.reseal import (
-    GRANT_APP_ID,
-    GRANT_RECORDS_TABLE,
-    STALE_REASON,
-    OpenFailed,
-    copy_id,
-    open_copy,
-)
+from mana_ai.privacy.grant_store import get_copy
+from mana_ai.privacy.reseal import STALE_REASON, OpenFailed, open_copy
 from mana_ai.resolvers import formats
 from mana_ai.resolvers.registry import InputRef, Resolver, ResolverContext
 from mana_ai.synclog.store import replay_record
@@ -74,23 +68,16 @@ class EncryptedResolver:
             )
             if source is None or not source.is_live():
                 return None
-            copy = await replay_record(
-                conn,
-                user_id=ctx.user_id,
-                app_id=GRANT_APP_ID,
-                table=GRANT_RECORDS_TABLE,
-                record_id=copy_id(ctx.mission_id, grant.grant_id, ref.table, ref.id),
-            )
+            copy = await get_copy(conn, ctx.user_id, ctx.mission_id, grant.grant_id, ref.table, ref.id)
 
         opened = open_copy(
             mission_id=ctx.mission_id,
-            grant=grant.grant_id,
             table=ref.table,
             record_id=ref.id,
             source=source.record,
             source_field_meta=source.field_meta,
-            copy=copy.record if copy is not None and copy.is_live() else None,
-            mdk=grant.aead,
+            copy=copy,
+            key=grant.aead,
         )
         if isinstance(opened, OpenFailed):
             logger.warning(

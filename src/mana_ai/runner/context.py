@@ -51,6 +51,10 @@ class MissionText:
     title: str
     objective: str
     concept: str
+    persona: str | None = None
+    """The agent's ``systemPrompt`` decrypted under the grant (``None``: use the stored value)."""
+    memory: str | None = None
+    """The agent's ``memory`` decrypted under the grant (``None``: use the stored value)."""
 
 
 TextStep = Callable[[InputContext], Awaitable[MissionText | None]]

@@ -100,7 +100,8 @@ async def plan_mission(ctx: RunnerContext, request: PlanRequest) -> Outcome:
         )
 
     system_prompt = build_system_prompt(
-        agent.system_prompt if agent else None, agent.memory if agent else None
+        text.persona if text.persona is not None else (agent.system_prompt if agent else None),
+        text.memory if text.memory is not None else (agent.memory if agent else None),
     )
     user_prompt = build_user_prompt(
         title=text.title,

@@ -1,16 +1,15 @@
 """The grant consent dialog, the data-access audit tab, and sign-in for JWT mode.
 
-The grant dialog does in the page what ``mana-ai grants create|revoke`` does (docs/privacy.md): the user
-picks which of the mission's encrypted inputs the runner may read and for how long; the workbench, holding the
-local user's master key (``MANA_AI_MASTER_KEY_FILE``), issues the grant and re-seals the chosen records. The
-runner's public key comes from its own private key (``MANA_AI_PRIVATE_KEY_PEM``/``_FILE``): the workbench runs
-in the service process. Without a master key or without a runner key the dialog says what is missing.
+The grant dialog shows the mission's grant and revokes it. It cannot issue one: the service never holds a master
+key (docs/privacy.md), so grants are issued where the key is — the web app with ``/client/mana-ai-grants.js``,
+or ``mana-ai grants create`` — and the dialog shows that command. The data-access tab lists every decrypt and
+offers the audit as CSV or JSON (the same export as ``GET /api/v1/me/ai-audit?format=``).
 """
 
 from __future__ import annotations
 
-import datetime as dt
-from typing import Any, Final
+import json
+from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
 
@@ -18,14 +17,13 @@ from mana_ai.cli.records import InvalidOption, shown
 from mana_ai.crypto.grants import MissionGrant, load_private_key, public_key_pem_from_private
 from mana_ai.errors import CryptoError
 from mana_ai.privacy.audit import read_audit
-from mana_ai.privacy.grant_client import create_grant, revoke_grant
-from mana_ai.privacy.refs import parse_record_ref, refs_from_inputs
+from mana_ai.privacy.audit_export import audit_csv, audit_json, grant_scope
+from mana_ai.privacy.grant_client import revoke_grant
+from mana_ai.privacy.grant_store import get_grant, list_grants
+from mana_ai.privacy.refs import refs_from_inputs
 from mana_ai.timefmt import to_js_iso, utcnow
 from mana_ai.web.base import Workbench
 from mana_ai.web.security import COOKIE_PATH, TOKEN_COOKIE
-
-TTL_CHOICES: Final = {"1h": dt.timedelta(hours=1), "1d": dt.timedelta(days=1), "7d": dt.timedelta(days=7),
-                      "30d": dt.timedelta(days=30)}  # fmt: skip
 
 
 def _grant_of(record: dict[str, Any]) -> MissionGrant | None:
@@ -53,6 +51,12 @@ def register(router: APIRouter, wb: Workbench) -> None:
     async def grant(request: Request, mission_id: str, user: str = reader) -> Response:
         record = await mission_record(user, mission_id)
         current = _grant_of(record)
+        if (
+            current is not None
+        ):  # the synced field is the consent; the stored grant is the one the runner uses
+            async with wb.app.db.with_user(user) as conn:
+                stored = await get_grant(conn, user, mission_id)
+            current = _grant_of({"grant": stored.grant}) if stored is not None else current
         return wb.render(
             request,
             "grant.html",
@@ -61,38 +65,11 @@ def register(router: APIRouter, wb: Workbench) -> None:
                 "m": record,
                 "shown": shown,
                 "candidates": [r.qualified for r in refs_from_inputs(record.get("inputs"))],
-                "granted": set(current.derivation.record_ids) if current else set(),
                 "current": current,
                 "expired": current is not None and current.expires_at < to_js_iso(utcnow()),
-                "ttls": list(TTL_CHOICES),
-                "has_master_key": wb.config.master_key is not None,
                 "has_runner_key": public_key() is not None,
             },
         )
-
-    @router.post("/missions/{mission_id}/grant", summary="Issue a grant for the chosen records")
-    async def grant_issue(request: Request, mission_id: str, user: str = writer) -> Response:
-        form = await request.form()
-        chosen = [v for v in form.getlist("record") if isinstance(v, str)]
-        extra = form.get("extra")
-        chosen += [line for line in (extra if isinstance(extra, str) else "").splitlines() if line.strip()]
-        refs = [parse_record_ref(text) for text in chosen]
-        if not refs:
-            raise InvalidOption("choose at least one record the runner may read")
-        ttl = TTL_CHOICES.get(str(form.get("ttl") or "7d"))
-        if ttl is None:
-            raise InvalidOption("unknown duration")
-        await create_grant(
-            wb.app.db,
-            user_id=user,
-            mission_id=mission_id,
-            records=refs,
-            master_key=wb.config.master_key,
-            public_key_pem=public_key(),
-            ttl=ttl,
-            now=utcnow(),
-        )
-        return wb.redirect("/missions/" + mission_id + "/grant")
 
     @router.post("/missions/{mission_id}/grant/revoke", summary="Revoke the mission's grant")
     async def grant_revoke(request: Request, mission_id: str, user: str = writer) -> Response:
@@ -115,6 +92,27 @@ def register(router: APIRouter, wb: Workbench) -> None:
                 "f_mission": mission or "",
             },
         )
+
+    @router.get("/audit/export", summary="Download the data-access audit (format=csv or json)")
+    async def audit_export(
+        request: Request,
+        format: str = "csv",
+        mission: str | None = None,
+        user: str = reader,  # noqa: A002
+    ) -> Response:
+        rows = await read_audit(wb.app.db, user_id=user, mission_id=mission or None, limit=1000)
+        async with wb.app.db.with_user(user) as conn:
+            stored = await list_grants(conn, user)
+        scopes = [
+            grant_scope(g.mission_id, g.grant) for g in stored if not mission or g.mission_id == mission
+        ]
+        if format == "json":
+            body = json.dumps(audit_json(rows, scopes), ensure_ascii=False, indent=1)
+            kind, name = "application/json", "mana-ai-audit.json"
+        else:
+            body, kind, name = audit_csv(rows, scopes), "text/csv; charset=utf-8", "mana-ai-audit.csv"
+        disposition = 'attachment; filename="' + name + '"'
+        return Response(body, media_type=kind, headers={"Content-Disposition": disposition})
 
     @router.post("/login", include_in_schema=False)
     async def login(request: Request) -> Response:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import logging
 import secrets
 from dataclasses import dataclass
 from typing import Final, Literal
@@ -25,9 +26,11 @@ from urllib.parse import urlsplit
 
 from fastapi import Request
 
+from mana_ai.errors import ConfigError
 from mana_ai.http.auth import AuthError, JwtVerifier
-from mana_ai.privacy.keyfiles import read_master_key_file
 from mana_ai.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 CSRF_COOKIE: Final = "mana_ai_csrf"
 CSRF_FIELD: Final = "csrf_token"
@@ -53,26 +56,49 @@ class WorkbenchConfig:
     mode: Mode
     local_user: str = "local"
     master_key: bytes | None = None
-    """The local user's master key: records are encrypted as the web app does, grants can be issued."""
+    """Always ``None`` in the service (:func:`refuse_master_key`); only tests hand a key to the executors."""
     page_size: int = 25
     secure_cookies: bool = False
     """Always mark cookies ``Secure``; they are anyway when the request came over HTTPS (or a proxy says so)."""
 
 
-def config_from_env(settings: Settings) -> WorkbenchConfig:
-    """The workbench's configuration from the settings (MANA_AI_WORKBENCH_AUTH, MANA_AI_USER,
-    MANA_AI_MASTER_KEY_FILE; jwt mode by default when MANA_AUTH_URL or JWT_ISSUER is set).
+def workbench_mode(settings: Settings) -> Mode:
+    """``MANA_AI_WORKBENCH_AUTH``, else jwt when MANA_AUTH_URL or JWT_ISSUER is set, else local."""
+    return settings.workbench_auth or ("jwt" if (settings.auth_url or settings.jwt_issuer) else "local")
+
+
+def refuse_master_key(settings: Settings) -> None:
+    """The service process never holds a user's master key (docs/privacy.md).
+
+    In JWT mode a configured ``MANA_AI_MASTER_KEY_FILE`` is refused outright (it would be one user's key in a
+    multi-user process); in local mode it is ignored with a warning (the CLI still uses it).
 
     Raises:
-        ConfigError: an unreadable master key file.
+        ConfigError: JWT mode with ``MANA_AI_MASTER_KEY_FILE`` set.
     """
-    mode: Mode = settings.workbench_auth or ("jwt" if (settings.auth_url or settings.jwt_issuer) else "local")
-    key_file = settings.master_key_file
-    return WorkbenchConfig(
-        mode=mode,
-        local_user=settings.local_user.strip() or "local",
-        master_key=read_master_key_file(key_file) if key_file else None,
+    if settings.master_key_file is None:
+        return
+    if workbench_mode(settings) == "jwt":
+        raise ConfigError(
+            "MANA_AI_MASTER_KEY_FILE is set, but the service never reads a master key: in JWT mode every user "
+            "would act with it. Unset it for `mana-ai serve`; the CLI (`grants create`, `proposals approve`) "
+            "and the web app's grant module are where master keys are used"
+        )
+    logger.warning(
+        "MANA_AI_MASTER_KEY_FILE is ignored by the service; the CLI uses it",
+        extra={"action": "workbench.master_key_ignored"},
     )
+
+
+def config_from_env(settings: Settings) -> WorkbenchConfig:
+    """The workbench's configuration from the settings (MANA_AI_WORKBENCH_AUTH, MANA_AI_USER; jwt mode by
+    default when MANA_AUTH_URL or JWT_ISSUER is set). The master key is never read here.
+
+    Raises:
+        ConfigError: JWT mode with a master key file configured (:func:`refuse_master_key`).
+    """
+    refuse_master_key(settings)
+    return WorkbenchConfig(mode=workbench_mode(settings), local_user=settings.local_user.strip() or "local")
 
 
 def is_loopback(host: str | None) -> bool:

@@ -114,7 +114,7 @@ class ExecContext:
                 + str(record.get("id"))
                 + " is encrypted ("
                 + ", ".join(locked)
-                + "); configure the master key file (MANA_AI_MASTER_KEY_FILE) to change it"
+                + "); approve it with `mana-ai proposals approve --master-key-file` (the service holds no key)"
             )
 
     async def get(self, target: Target, record_id: str, *, lock: bool = False) -> dict[str, Any] | None:

@@ -1,27 +1,31 @@
-"""Re-sealing granted records from the master key to the mission key, and opening the copies (pure)."""
+"""Sealing granted records under the grant data key, and opening the copies (pure)."""
 
 from __future__ import annotations
 
+import dataclasses
+import os
+
 import pytest
 
-from mana_ai.crypto.aead import decrypt_value, encrypt_value, is_encrypted
-from mana_ai.crypto.derive import derive_mission_data_key
+from mana_ai.crypto.aead import encrypt_value, is_encrypted
 from mana_ai.errors import CryptoError
 from mana_ai.privacy.reseal import (
     Opened,
     OpenFailed,
     ResealError,
-    copies_prefix,
-    copy_id,
+    SealedCopy,
+    copy_aad,
     failure_reason,
     grant_id,
     open_copy,
+    open_sealed,
     reseal_record,
+    seal_copy,
 )
 
 MASTER = bytes(range(1, 33))
 OTHER = bytes(range(2, 34))
-MDK = derive_mission_data_key(MASTER, "m1", ["notes"], ["notes:n1"])
+KEY = os.urandom(32)
 
 
 def source_note() -> dict[str, object]:
@@ -33,96 +37,81 @@ def source_note() -> dict[str, object]:
     }
 
 
-def make_copy(source: dict[str, object], meta: dict[str, str] | None = None) -> dict[str, object]:
+def make_copy(source: dict[str, object], meta: dict[str, str] | None = None) -> SealedCopy:
     return reseal_record(
         mission_id="m1",
-        grant="g1",
         table="notes",
         record_id="n1",
         source=source,
         source_field_meta=meta or {},
         master_key=MASTER,
-        mdk=MDK,
+        data_key=KEY,
     )
-
-
-def test_ids_and_grant_id() -> None:
-    assert copy_id("m1", "g1", "notes", "a:b") == "m1:g1:notes:a:b"
-    assert copy_id("m1", "g1", "notes", "x").startswith(copies_prefix("m1"))
-    gid = grant_id("wrapped-key-base64")
-    assert len(gid) == 16 and gid == grant_id("wrapped-key-base64") and gid != grant_id("other")
-
-
-def test_reseal_moves_every_encrypted_field_to_the_mission_key() -> None:
-    copy = make_copy(source_note(), {"title": "2026-01-01T00:00:00.000Z"})
-    assert copy["id"] == "m1:g1:notes:n1"
-    assert (copy["missionId"], copy["grantId"], copy["table"], copy["recordId"]) == (
-        "m1",
-        "g1",
-        "notes",
-        "n1",
-    )
-    fields = copy["fields"]
-    assert isinstance(fields, dict) and set(fields) == {
-        "title",
-        "content",
-    }  # plaintext 'pinned' is not copied
-    assert decrypt_value(fields["title"], MDK) == "Einkauf"
-    assert decrypt_value(fields["content"], MDK) == {"blocks": ["Milch", "Brot"]}
-    with pytest.raises(CryptoError):
-        decrypt_value(fields["title"], MASTER)  # really re-sealed, not copied
-    assert copy["sourceFieldMeta"] == {"title": "2026-01-01T00:00:00.000Z", "content": ""}
-    assert copy["sourceUpdatedAt"] == "2026-01-01T00:00:00.000Z"
-
-
-def test_reseal_only_fields_and_wrong_master_key() -> None:
-    mission = {
-        "id": "m1",
-        "title": encrypt_value("T", MASTER),
-        "objective": encrypt_value("O", MASTER),
-        "other": encrypt_value("x", MASTER),
-    }
-    copy = reseal_record(
-        mission_id="m1",
-        grant="g1",
-        table="aiMissions",
-        record_id="m1",
-        source=mission,
-        source_field_meta={},
-        master_key=MASTER,
-        mdk=MDK,
-        only_fields=("title", "objective", "conceptMarkdown"),
-    )
-    assert set(copy["fields"]) == {"title", "objective"}
-    with pytest.raises(ResealError, match="notes:n1 field 'title'"):
-        reseal_record(
-            mission_id="m1",
-            grant="g1",
-            table="notes",
-            record_id="n1",
-            source=source_note(),
-            source_field_meta={},
-            master_key=OTHER,
-            mdk=MDK,
-        )
 
 
 def open_note(
     source: dict[str, object],
-    copy: dict[str, object] | None,
+    copy: SealedCopy | None,
     meta: dict[str, str] | None = None,
-    mdk: bytes = MDK,
+    *,
+    key: bytes = KEY,
 ) -> Opened | OpenFailed:
     return open_copy(
         mission_id="m1",
-        grant="g1",
         table="notes",
         record_id="n1",
         source=source,
         source_field_meta=meta or {},
         copy=copy,
-        mdk=mdk,
+        key=key,
     )
+
+
+def test_grant_id_and_aad() -> None:
+    assert (
+        grant_id("abc") == grant_id("abc")
+        and len(grant_id("abc")) == 16
+        and grant_id("abd") != grant_id("abc")
+    )
+    # The additional data is JSON.stringify of an array: a value with a quote cannot forge another record's.
+    assert copy_aad("m1", "notes", "n1") == b'["mana-ai-grant-copy-v2","m1","notes","n1"]'
+    assert copy_aad('m1","notes', "x", "n1") != copy_aad("m1", 'notes","x', "n1")
+
+
+def test_reseal_seals_every_encrypted_field_and_no_plaintext_field() -> None:
+    copy = make_copy(source_note(), {"title": "2026-01-01T00:00:00.000Z"})
+    assert (copy.table, copy.record_id) == ("notes", "n1")
+    assert copy.source_field_meta == {"title": "2026-01-01T00:00:00.000Z", "content": ""}
+    assert "Einkauf" not in copy.sealed and "sealed" not in repr(copy)
+    fields = open_sealed(KEY, mission_id="m1", table="notes", record_id="n1", sealed=copy.sealed)
+    assert fields == {"title": "Einkauf", "content": {"blocks": ["Milch", "Brot"]}}
+
+
+def test_reseal_only_fields_and_wrong_master_key() -> None:
+    mission = {"title": encrypt_value("Plan", MASTER), "state": "active", "grant": encrypt_value("x", MASTER)}
+    copy = reseal_record(
+        mission_id="m1",
+        table="aiMissions",
+        record_id="m1",
+        source=mission,
+        source_field_meta={},
+        master_key=MASTER,
+        data_key=KEY,
+        only_fields=("title", "objective"),
+    )
+    assert open_sealed(KEY, mission_id="m1", table="aiMissions", record_id="m1", sealed=copy.sealed) == {
+        "title": "Plan"
+    }
+    with pytest.raises(ResealError, match="notes:n1 field 'title'"):
+        reseal_record(
+            mission_id="m1",
+            table="notes",
+            record_id="n1",
+            source=source_note(),
+            source_field_meta={},
+            master_key=OTHER,
+            data_key=KEY,
+        )
 
 
 def test_open_copy_decrypts_and_keeps_plaintext_from_the_source() -> None:
@@ -139,24 +128,36 @@ def test_open_copy_decrypts_and_keeps_plaintext_from_the_source() -> None:
 
 
 def test_plaintext_record_needs_no_copy() -> None:
-    opened = open_note({"id": "n1", "title": "plain"}, None)
-    assert isinstance(opened, Opened) and opened.decrypted == () and opened.record["title"] == "plain"
+    assert open_note({"id": "n1", "title": "plain"}, None) == Opened(
+        {"id": "n1", "title": "plain"}, (), False
+    )
 
 
-def test_failures_missing_malformed_tampered_wrong_key_foreign_copy() -> None:
+def test_failures_missing_tampered_wrong_key_and_moved_copies() -> None:
     source = source_note()
     copy = make_copy(source)
     assert open_note(source, None) == OpenFailed("resealed-copy-missing")
-    tampered = dict(copy, fields={**copy["fields"], "title": copy["fields"]["title"][:-6] + "AAAAA="})  # type: ignore[index, dict-item]
+    tampered = dataclasses.replace(
+        copy, sealed=copy.sealed[:-6] + ("AAAAA=" if not copy.sealed.endswith("AAAAA=") else "BBBBB=")
+    )
     assert open_note(source, tampered) == OpenFailed("ciphertext-tampered-or-wrong-key")
-    assert open_note(source, copy, mdk=OTHER) == OpenFailed("ciphertext-tampered-or-wrong-key")
-    broken = dict(copy, fields={**copy["fields"], "title": "enc:1:no-separator"})  # type: ignore[dict-item]
-    assert open_note(source, broken) == OpenFailed("ciphertext-malformed")
-    not_cipher = dict(copy, fields={**copy["fields"], "title": "plain text"})  # type: ignore[dict-item]
-    assert open_note(source, not_cipher) == OpenFailed("ciphertext-malformed")
-    # A copy made for another record or grant is never used.
-    assert open_note(source, dict(copy, recordId="n2")) == OpenFailed("ciphertext-malformed")
-    assert open_note(source, dict(copy, grantId="old")) == OpenFailed("ciphertext-malformed")
+    assert open_note(source, copy, key=OTHER) == OpenFailed("ciphertext-tampered-or-wrong-key")
+    assert open_note(source, dataclasses.replace(copy, sealed="no-separator")) == OpenFailed(
+        "ciphertext-malformed"
+    )
+    # A copy stored under another record's name is refused by its table/id, and its AAD would not verify anyway.
+    assert open_note(source, dataclasses.replace(copy, record_id="n2")) == OpenFailed("ciphertext-malformed")
+    with pytest.raises(CryptoError):
+        open_sealed(KEY, mission_id="m2", table="notes", record_id="n1", sealed=copy.sealed)
+    with pytest.raises(CryptoError):
+        open_sealed(KEY, mission_id="m1", table="notes", record_id="n2", sealed=copy.sealed)
+    # A copy whose fields are themselves ciphertext is never handed on.
+    cipher_inside = seal_copy(
+        KEY, mission_id="m1", table="notes", record_id="n1", fields={"title": encrypt_value("x", MASTER)}
+    )
+    assert open_note(source, dataclasses.replace(copy, sealed=cipher_inside)) == OpenFailed(
+        "ciphertext-malformed"
+    )
 
 
 def test_staleness_and_fields_encrypted_after_the_copy() -> None:

@@ -200,15 +200,73 @@ WHERE user_id = %(user_id)s AND mission_id = %(mission_id)s AND task_id = %(task
 
 -- ===== privacy: mission key grants (mana_ai.privacy, see docs/privacy.md) ================================
 
--- name: grant_copies_of_mission
--- Every re-sealed copy (of any grant) of one mission, and whether it is deleted already. Runs inside
--- with_user (row-level security applies); served by idx_sync_changes_since.
-SELECT c.record_id, bool_or(c.op = 'delete') AS deleted
-FROM public.sync_changes c
-WHERE c.user_id = %(user_id)s AND c.app_id = %(app_id)s AND c.table_name = %(table)s
-  AND left(c.record_id, length(%(prefix)s)) = %(prefix)s
-GROUP BY c.record_id
-ORDER BY c.record_id
+-- Grants and their sealed copies live in mana_ai.mission_grants / mission_grant_copies (migration 0007,
+-- FORCE row-level security): every query runs inside with_user. Only privacy/grant_store.py uses these.
+
+-- name: grant_get
+-- The current grant of one mission.
+SELECT mission_id, grant_id, grant_json, key_box, expires_at, created_at, updated_at
+FROM mana_ai.mission_grants
+WHERE user_id = %(user_id)s AND mission_id = %(mission_id)s
+
+-- name: grant_list
+-- The current grants of the user, newest first.
+SELECT mission_id, grant_id, grant_json, key_box, expires_at, created_at, updated_at
+FROM mana_ai.mission_grants
+WHERE user_id = %(user_id)s
+ORDER BY updated_at DESC, mission_id
+LIMIT %(limit)s
+
+-- name: grant_upsert
+-- Store a mission's grant, replacing an earlier one (its copies are removed by grant_copies_clear).
+INSERT INTO mana_ai.mission_grants (user_id, mission_id, grant_id, grant_json, key_box, expires_at)
+VALUES (%(user_id)s, %(mission_id)s, %(grant_id)s, %(grant_json)s, %(key_box)s, %(expires_at)s)
+ON CONFLICT (user_id, mission_id) DO UPDATE SET
+    grant_id = EXCLUDED.grant_id, grant_json = EXCLUDED.grant_json, key_box = EXCLUDED.key_box,
+    expires_at = EXCLUDED.expires_at, created_at = now(), updated_at = now()
+
+-- name: grant_touch
+-- Note that the copies of the current grant changed.
+UPDATE mana_ai.mission_grants SET updated_at = now()
+WHERE user_id = %(user_id)s AND mission_id = %(mission_id)s
+
+-- name: grant_delete
+-- Revoke: the grant and (ON DELETE CASCADE) all its copies.
+DELETE FROM mana_ai.mission_grants WHERE user_id = %(user_id)s AND mission_id = %(mission_id)s
+RETURNING grant_id
+
+-- name: grant_copies_clear
+-- Remove every copy of a mission (before the copies of a new grant are written).
+DELETE FROM mana_ai.mission_grant_copies WHERE user_id = %(user_id)s AND mission_id = %(mission_id)s
+
+-- name: grant_copy_upsert
+-- Store (or replace) the copy of one record for the mission's current grant.
+INSERT INTO mana_ai.mission_grant_copies
+    (user_id, mission_id, grant_id, table_name, record_id, sealed, source_field_meta)
+VALUES (%(user_id)s, %(mission_id)s, %(grant_id)s, %(table)s, %(record_id)s, %(sealed)s, %(meta)s)
+ON CONFLICT (user_id, mission_id, table_name, record_id) DO UPDATE SET
+    grant_id = EXCLUDED.grant_id, sealed = EXCLUDED.sealed, source_field_meta = EXCLUDED.source_field_meta,
+    updated_at = now()
+
+-- name: grant_copy_delete
+-- Remove the copy of one record (its source is gone).
+DELETE FROM mana_ai.mission_grant_copies
+WHERE user_id = %(user_id)s AND mission_id = %(mission_id)s AND table_name = %(table)s
+  AND record_id = %(record_id)s
+
+-- name: grant_copy_get
+-- The copy of one record made for the given grant.
+SELECT table_name, record_id, sealed, source_field_meta
+FROM mana_ai.mission_grant_copies
+WHERE user_id = %(user_id)s AND mission_id = %(mission_id)s AND grant_id = %(grant_id)s
+  AND table_name = %(table)s AND record_id = %(record_id)s
+
+-- name: grant_copies_meta
+-- The copies of a mission without their sealed text (what refreshGrant compares against).
+SELECT grant_id, table_name, record_id, source_field_meta, updated_at
+FROM mana_ai.mission_grant_copies
+WHERE user_id = %(user_id)s AND mission_id = %(mission_id)s
+ORDER BY table_name, record_id
 
 -- workbench ----------------------------------------------------------------------------------------------
 -- Proposals, decisions, domain events and the workbench's read models (src/mana_ai/workbench). The
