@@ -101,8 +101,12 @@ class Settings(BaseSettings):
     """Missions planned at once per process."""
     due_batch_limit: int = Field(5000, validation_alias=_env("MANA_AI_DUE_BATCH_LIMIT"), ge=1)
     """Due missions taken per tick (oldest nextRunAt first)."""
-    default_tz: str = Field("UTC", validation_alias=_env("MANA_AI_DEFAULT_TZ"))
-    """Time zone of daily/weekly/cron cadences that name none."""
+    default_tz: str = Field("", validation_alias=_env("MANA_AI_DEFAULT_TZ"), validate_default=True)
+    """Time zone of daily/weekly/cron cadences that name none and whose user has no calendar zone. Unset:
+    the TZ variable, then the system's zone, UTC last (see docs/next-to-mana.md)."""
+    executor: Literal["server", "webapp"] = Field("server", validation_alias=_env("MANA_AI_EXECUTOR"))
+    """Who runs a reviewed step after approval: `server` (mana-ai's own executors; tools it has none for go
+    to the mana app) or `webapp` (every approved step is handed to the mana app)."""
     mission_timeout: timedelta = Field(
         timedelta(minutes=10), validation_alias=_env("MANA_AI_MISSION_TIMEOUT")
     )
@@ -201,6 +205,20 @@ class Settings(BaseSettings):
                 raise ValueError(f'POLICY_MODE must be off|log-only|enforce, got "{value[:40]}"')
             return lowered
         return value
+
+    @field_validator("default_tz", mode="before")
+    @classmethod
+    def _default_tz(cls, value: Any) -> Any:
+        import os
+
+        from mana_ai.scheduler.zones import deployment_zone, known_zone
+
+        if value is None or not str(value).strip():
+            return deployment_zone(os.environ)
+        zone = known_zone(value)
+        if zone is None:
+            raise ValueError("must be an IANA time zone such as Europe/Berlin")
+        return zone
 
     @field_validator("tick_enabled", mode="before")
     @classmethod

@@ -406,7 +406,7 @@ async def test_missions_create_each_cadence_list_show_pause_resume(
         assert text in out, (text, out)
     step_lines = [line for line in out.splitlines() if "create_task" in line or "create_note" in line]
     assert len(step_lines) == 2
-    assert "planned" in step_lines[0] and '{"title":"Milch kaufen","priority":"high"}' in step_lines[0]
+    assert "staged" in step_lines[0] and '{"title":"Milch kaufen","priority":"high"}' in step_lines[0]
     assert "Milch kaufen" in step_lines[0]
     assert '{"title":"Ideen"}' in step_lines[1]
 

@@ -76,12 +76,16 @@ async def test_row_committed_after_a_refresh_started_is_not_lost(db, app_db_url)
     assert (await snapshot(db, "u1", "m1"))["record"]["title"] == "slow"
 
 
-async def test_delete_leaves_a_tombstone(db):
+async def test_soft_delete_keeps_the_record_and_a_hard_delete_leaves_a_tombstone(db):
+    # As the web app replays them (WEB/data/sync.ts): deletedAt → soft delete, none → the record is removed.
     await put_row(db, "u1", "aiMissions", "m1", "insert", mission("m1"))
     await put_row(db, "u1", "aiMissions", "m1", "delete", {"deletedAt": "2026-04-15T03:00:00.000Z"})
+    await put_row(db, "u1", "aiMissions", "m2", "insert", mission("m2"))
+    await put_row(db, "u1", "aiMissions", "m2", "delete", None)
     await refresh_snapshots(db)
-    snap = await snapshot(db, "u1", "m1")
-    assert snap["deleted"] is True
+    soft = await snapshot(db, "u1", "m1")
+    assert soft["deleted"] is False and soft["record"]["deletedAt"] == "2026-04-15T03:00:00.000Z"
+    assert (await snapshot(db, "u1", "m2"))["deleted"] is True
 
 
 async def test_malformed_rows_are_skipped_and_others_applied(db, caplog):

@@ -105,9 +105,17 @@ async def test_every_encrypted_family_decrypts_through_its_copy(db: Database) ->
         db,
         "calendar",
         "events",
-        {"id": "e1", "title": "Zahnarzt", "location": "Praxis", "startIso": "2026-05-02T09:00:00.000Z"},
+        {"id": "e1", "title": "Zahnarzt", "location": "Praxis", "timeBlockId": "b1"},
         ["title", "location"],
     )
+    # The app keeps an event's time on its timeBlocks row (eventsStore.createEvent → createBlock).
+    block = {
+        "id": "b1",
+        "startDate": "2026-05-02T09:00:00.000Z",
+        "sourceModule": "calendar",
+        "sourceId": "e1",
+    }
+    await put_row(db, "u1", "timeBlocks", "b1", "insert", block, app_id="timeblocks")
     await put_source(
         db,
         "journal",

@@ -52,7 +52,7 @@ async def test_due_mission_is_planned_and_written_back(db, app_db_url, admin_db)
             "toolName": "create_task",
             "params": {"title": "Wochenplan"},
         }
-        assert it["plan"][0]["id"] == f"{it['id']}-0" and it["plan"][0]["status"] == "planned"
+        assert it["plan"][0]["id"] == f"{it['id']}-0" and it["plan"][0]["status"] == "staged"
         assert set(row["field_meta"]) == {"iterations", "nextRunAt"}
         assert row["field_meta"]["iterations"] == it["startedAt"]
         assert row["actor"] == {

@@ -37,7 +37,21 @@ def written(result: DecisionResult, table: str) -> str:
     return next(r["id"] for r in result.records if r["table"] == table)
 
 
+async def put_calendars(db: Database) -> None:
+    """Two calendars as the app's calendarsStore writes them; the default one is not the first."""
+    for cal_id, default in (("cal-a", False), ("cal-b", True)):
+        cal = {
+            "id": cal_id,
+            "name": cal_id,
+            "isDefault": default,
+            "isVisible": True,
+            "timezone": "Europe/Berlin",
+        }
+        await put_row(db, "u1", "calendars", cal_id, "insert", cal, app_id="calendar")
+
+
 async def test_every_core_module_writes_web_app_records(db: Database) -> None:
+    await put_calendars(db)
     results = await run_steps(
         db,
         [
@@ -68,12 +82,32 @@ async def test_every_core_module_writes_web_app_records(db: Database) -> None:
         "priority": "medium",
         "isCompleted": False,
     }
+    # calendar: the time lives on a timeblocks/timeBlocks row, the event sits in the default calendar.
     event = await record(db, "calendar", "events", written(results[1], "events"))
-    assert (event["startIso"], event["endIso"], event["isAllDay"]) == (
-        "2026-04-02T09:00:00.000Z",
-        "2026-04-02T10:00:00.000Z",
-        False,
-    )
+    block = await record(db, "timeblocks", "timeBlocks", written(results[1], "timeBlocks"))
+    assert (event["calendarId"], event["timeBlockId"], "startIso" in event) == ("cal-b", block["id"], False)
+    assert {
+        k: block[k] for k in ("startDate", "endDate", "allDay", "kind", "type", "sourceModule", "sourceId")
+    } == {
+        "startDate": "2026-04-02T09:00:00.000Z",
+        "endDate": "2026-04-02T10:00:00.000Z",
+        "allDay": False,
+        "kind": "scheduled",
+        "type": "event",
+        "sourceModule": "calendar",
+        "sourceId": event["id"],
+    }
+    assert block["title"] == "Zahnarzt"
+    # Every record carries the tenancy the app's creating hook stamps.
+    for result in results:
+        for ref_ in result.records:
+            if ref_["op"] == "insert":
+                rec = await record(db, ref_["appId"], ref_["table"], ref_["id"])
+                assert (rec["spaceId"], rec["authorId"], rec["visibility"]) == (
+                    "_personal:u1",
+                    "u1",
+                    "space",
+                ), ref_
     note = await record(db, "notes", "notes", written(results[2], "notes"))
     assert (note["title"], note["content"], note["isPinned"]) == ("Ideen", "Garten", False)
     entry = await record(db, "journal", "journalEntries", written(results[3], "journalEntries"))
@@ -100,7 +134,40 @@ async def test_every_core_module_writes_web_app_records(db: Database) -> None:
         and goal["status"] == "active"
     )
     meal = await record(db, "food", "meals", written(results[8], "meals"))
-    assert meal["nutrition"] == {"calories": 450} and meal["inputType"] == "text"
+    assert meal["nutrition"] == {
+        "calories": 450,
+        "protein": 0,
+        "carbohydrates": 0,
+        "fat": 0,
+        "fiber": 0,
+        "sugar": 0,
+    }
+    assert meal["inputType"] == "text" and meal["confidence"] == 0.8
+    # Only event names from the app's catalog (its mood store and goal creation emit none).
+    assert [r.events for r in results] == [
+        ("TaskCreated",),
+        ("CalendarEventCreated",),
+        ("NoteCreated",),
+        ("JournalEntryCreated",),
+        ("HabitCreated",),
+        ("DrinkLogged",),
+        (),
+        (),
+        ("MealLogged",),
+    ]
+
+
+async def test_an_event_needs_a_calendar_as_in_the_app(db: Database) -> None:
+    results = await run_steps(
+        db,
+        [
+            (
+                "create_event",
+                {"title": "X", "startTime": "2026-04-02T09:00:00Z", "endTime": "2026-04-02T10:00:00Z"},
+            )
+        ],
+    )
+    assert (results[0].status, results[0].error) == ("failed", "Kein Kalender vorhanden")
 
 
 async def test_with_a_master_key_the_web_apps_fields_are_encrypted(db: Database, admin_db: Database) -> None:
@@ -168,7 +235,15 @@ async def test_updates_of_existing_records(db: Database) -> None:
     await put_row(
         db, "u1", "notes", "n1", "insert", {"id": "n1", "title": "N", "content": "Text"}, app_id="notes"
     )
-    await put_row(db, "u1", "habits", "h1", "insert", {"id": "h1", "title": "Lesen"}, app_id="habits")
+    await put_row(
+        db,
+        "u1",
+        "habits",
+        "h1",
+        "insert",
+        {"id": "h1", "title": "Lesen", "defaultDuration": 1800},
+        app_id="habits",
+    )
     for drink_id, created in (("d1", "2026-01-01T08:00:00.000Z"), ("d2", "2026-01-01T09:00:00.000Z")):
         await put_row(
             db,
@@ -204,6 +279,15 @@ async def test_updates_of_existing_records(db: Database) -> None:
     assert results[3].message == "The note already has the tag"
     log = await record(db, "habits", "habitLogs", written(results[5], "habitLogs"))
     assert (log["habitId"], log["note"]) == ("h1", "20 Seiten")
+    block = await record(db, "timeblocks", "timeBlocks", log["timeBlockId"])
+    assert (block["kind"], block["type"], block["sourceModule"], block["sourceId"], block["title"]) == (
+        "logged",
+        "habit",
+        "habits",
+        log["id"],
+        "Lesen",
+    )
+    assert block["endDate"] is not None and block["endDate"] > block["startDate"]  # defaultDuration 1800 s
     assert (await record(db, "drink", "drinkEntries", "d2"))["deletedAt"]
     assert "deletedAt" not in await record(db, "drink", "drinkEntries", "d1")
     assert results[7].error == "no open task matches 'nichts'"

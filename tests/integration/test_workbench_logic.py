@@ -108,7 +108,7 @@ def test_apply_decision_edits_fails_and_collects_feedback() -> None:
         ref(it, 0),
         Decision("approved", "2026-03-18T10:31:00.000Z", params={"title": "A!"}, execution={"state": "done"}),
     )
-    assert iterations[1]["plan"][0]["status"] == "planned"  # the input is not modified
+    assert iterations[1]["plan"][0]["status"] == "staged"  # the input is not modified
     step = edited[1]["plan"][0]
     assert step["intent"]["params"] == {"title": "A!"} and step["originalParams"] == {"title": "A"}
     assert step["decidedBy"] == "user" and edited[1]["overallStatus"] == "awaiting-review"

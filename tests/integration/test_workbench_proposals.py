@@ -93,7 +93,7 @@ async def test_edited_arguments_are_validated_again(db: Database, admin_db: Data
         "Unknown parameter: color",
     ]
     assert await rows_of(admin_db, "tasks") == []
-    assert (await mission_state(db))["iterations"][0]["plan"][0]["status"] == "planned"
+    assert (await mission_state(db))["iterations"][0]["plan"][0]["status"] == "staged"
 
     result = await decider(db).approve("u1", ref(it, 0), params={"title": "Neu", "dueDate": "2026-05-01"})
     assert result.status == "approved"
@@ -173,8 +173,10 @@ async def test_tools_without_executor_wait_for_the_mana_app(db: Database) -> Non
     await seed(db, iterations=[it])
     result = await decider(db).approve("u1", ref(it, 0))
     assert (result.status, result.outcome) == ("approved", "pending")
-    step = (await mission_state(db))["iterations"][0]["plan"][0]
-    assert step["execution"] == {"state": "pending", "by": "mana-app"}
+    iterations = (await mission_state(db))["iterations"]
+    step = iterations[0]["plan"][0]
+    assert step["execution"] == {"state": "pending", "by": "mana-app", "iterationId": iterations[1]["id"]}
+    assert iterations[1]["plan"][0]["status"] == "planned"
 
 
 async def test_failures_and_policy_denials_are_shown_on_the_step(db: Database, admin_db: Database) -> None:

@@ -84,7 +84,7 @@ async def test_inbox_and_csrf(db: Database, app_db_url: str) -> None:
             action(it, 0, "approve"), data={"csrf_token": token}, headers=headers
         ) as response:
             assert response.status == 403 and "cross-origin" in await response.text()
-        assert await step_status(db) == ["planned", "planned"]
+        assert await step_status(db) == ["staged", "staged"]
 
         # With the token (form field): done, and a plain form POST redirects back to the inbox.
         async with client.post(
@@ -115,7 +115,7 @@ async def test_invalid_edits_come_back_with_the_problems(db: Database, app_db_ur
         async with client.post(action(it, 0, "approve"), data=data, headers=hx) as response:
             fragment = await response.text()
         assert "Parameter quantityMl must be a number" in fragment and 'class="errors"' in fragment
-        assert await step_status(db) == ["planned"]
+        assert await step_status(db) == ["staged"]
         data["param.quantityMl"] = "500"
         async with client.post(action(it, 0, "approve"), data=data, headers=hx) as response:
             fragment = await response.text()
@@ -295,7 +295,7 @@ async def test_jwt_mode_serves_each_user_their_own_proposals(db: Database, app_d
             state = await replay_record(
                 conn, user_id="alice", app_id="ai", table="aiMissions", record_id="m1"
             )
-        assert state is not None and state.record["iterations"][0]["plan"][0]["status"] == "planned"
+        assert state is not None and state.record["iterations"][0]["plan"][0]["status"] == "staged"
 
 
 async def test_grant_dialog_shows_the_cli_command_and_revokes(

@@ -60,7 +60,13 @@ def _store(app: App) -> WorkbenchStore:
 
 def _decider(app: App, master_key_file: Path | None) -> Decider:
     key = read_master_key_file(master_key_file) if master_key_file is not None else None
-    return Decider(app.db, ttl=app.settings.proposal_ttl, tz=app.settings.default_tz, master_key=key)
+    return Decider(
+        app.db,
+        ttl=app.settings.proposal_ttl,
+        tz=app.settings.default_tz,
+        master_key=key,
+        executor=app.settings.executor,
+    )
 
 
 async def _open_proposals(app: App, user: str) -> list[Proposal]:

@@ -68,6 +68,7 @@ class EncryptedResolver:
             )
             if source is None or not source.is_live():
                 return None
+            times = await _event_times(conn, ctx.user_id, source.record) if self.module == "calendar" else {}
             copy = await get_copy(conn, ctx.user_id, ctx.mission_id, grant.grant_id, ref.table, ref.id)
 
         opened = open_copy(
@@ -95,11 +96,25 @@ class EncryptedResolver:
             ctx.metrics.decrypts.labels(ref.table).inc(len(opened.decrypted))
         await ctx.record_audit(ref, "ok", STALE_REASON if opened.stale else None)
 
-        record = opened.record
+        record = {**opened.record, **times}
         title = self.fixed_title or _str(record.get("title")) or self.label
         return ResolvedInput(
             id=ref.id, module=ref.module, table=ref.table, title=title, content=self.format_content(record)
         )
+
+
+async def _event_times(conn: Any, user_id: str, event: Mapping[str, Any]) -> dict[str, Any]:
+    """An event's ``startDate``/``endDate`` from its ``timeblocks/timeBlocks`` row: the web app keeps an event's
+    time there (``modules/calendar/stores/events.svelte.ts``), not on the event. ``{}`` without a live block."""
+    block_id = event.get("timeBlockId")
+    if not isinstance(block_id, str) or not block_id:
+        return {}
+    block = await replay_record(
+        conn, user_id=user_id, app_id="timeblocks", table="timeBlocks", record_id=block_id
+    )
+    if block is None or not block.is_live():
+        return {}
+    return {k: block.record[k] for k in ("startDate", "endDate", "allDay") if k in block.record}
 
 
 def _str(value: Any) -> str | None:

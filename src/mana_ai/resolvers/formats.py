@@ -4,7 +4,8 @@ Pure functions over a decrypted record. Where the original read fields the web a
 the web app's fields first and keep the original's as a fallback:
 
 * tasks: ``isCompleted`` (boolean) gives ``[erledigt]`` / ``[offen]``; a string ``status`` is the fallback;
-* calendar events: ``startIso`` (fallback ``startDate``);
+* calendar events: ``startDate`` of the event's timeBlock (the web app keeps an event's time there; the
+  resolver adds it to the record), fallback ``startIso``;
 * goals: ``target.period`` (fallback a top-level ``period``), ``target.value``, ``currentValue``.
 
 Text longer than a family's limit is cut to the limit plus ``…``.
@@ -67,8 +68,8 @@ def task_content(record: Mapping[str, Any]) -> str:
 
 
 def event_content(record: Mapping[str, Any]) -> str:
-    """Calendar events: ``<title> @ <startIso> in <location>``, max 500."""
-    start = _str(record.get("startIso")) or _str(record.get("startDate"))
+    """Calendar events: ``<title> @ <start> in <location>``, max 500."""
+    start = _str(record.get("startDate")) or _str(record.get("startIso"))
     location = _str(record.get("location"))
     parts = [
         _str(record.get("title")) or NO_TITLE,

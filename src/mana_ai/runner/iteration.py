@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,21 +18,38 @@ class Plan:
     ``truncated`` or ``llm-error`` (steps of earlier rounds kept); stored as ``stopReason``."""
 
 
-def plan_to_iteration(plan: Plan, iteration_id: str, now_iso: str) -> dict[str, Any]:
-    """A planned server iteration: each step ``planned``, overall ``awaiting-review`` (``approved`` if empty)."""
-    return {
-        "id": iteration_id,
-        "startedAt": now_iso,
-        "finishedAt": now_iso,
-        "plan": [
+def _always_review(_tool_name: str) -> tuple[str, str]:
+    return "staged", "propose"
+
+
+def plan_to_iteration(
+    plan: Plan,
+    iteration_id: str,
+    now_iso: str,
+    gate: Callable[[str], tuple[str, str]] = _always_review,
+) -> dict[str, Any]:
+    """A planned server iteration, overall ``awaiting-review`` (``approved`` if empty).
+
+    ``gate(tool_name)`` gives each step's ``(status, policy)``: ``planned`` for a step the mana app runs as
+    soon as it syncs (``auto``), ``staged`` for one that waits for a review (see
+    :mod:`mana_ai.workbench.gate`)."""
+    steps = []
+    for index, step in enumerate(plan.steps):
+        status, policy = gate(step.tool_name)
+        steps.append(
             {
                 "id": f"{iteration_id}-{index}",
                 "summary": step.summary,
                 "intent": {"kind": "toolCall", "toolName": step.tool_name, "params": dict(step.params)},
-                "status": "planned",
+                "status": status,
+                "policy": policy,
             }
-            for index, step in enumerate(plan.steps)
-        ],
+        )
+    return {
+        "id": iteration_id,
+        "startedAt": now_iso,
+        "finishedAt": now_iso,
+        "plan": steps,
         "summary": plan.summary,
         "overallStatus": "approved" if not plan.steps else "awaiting-review",
         "source": "server",

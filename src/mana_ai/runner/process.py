@@ -22,6 +22,7 @@ from mana_ai.scheduler.cadence import InvalidCadence, next_run, parse_cadence
 from mana_ai.synclog.actor import ai_actor
 from mana_ai.synclog.records import ServerAgent, ServerMission
 from mana_ai.timefmt import parse_iso, to_js_iso, utcnow
+from mana_ai.workbench.gate import step_status
 
 logger = logging.getLogger(__name__)
 
@@ -157,7 +158,10 @@ async def _process(
         if isinstance(outcome, Planned):
             metrics.plans_produced.inc()
             nxt = next_run(cadence, after=max(now, parse_iso(due_at)), default_tz=settings.default_tz)
-            iteration = plan_to_iteration(outcome.plan, iteration_id, now_iso)
+            policy = agent.policy if agent is not None else None
+            iteration = plan_to_iteration(
+                outcome.plan, iteration_id, now_iso, lambda tool: step_status(tool, policy)
+            )
             written = await store.write_back(
                 mission,
                 due_at=due_at,

@@ -10,7 +10,12 @@ that set it. Rows are applied in the order given:
   the original let any later write win over an insert's fields (an offline edit pushed in the same changeset
   as the insert must not lose to the server's clock); the empty timestamp keeps exactly that, and also makes
   re-delivering an insert harmless;
-* an ``op='delete'`` row deletes the record for good (a tombstone, so later rows cannot resurrect part of it);
+* deletes follow the web app's replay (``WEB/data/sync.ts`` ``applyServerChanges``): an ``op='delete'`` row
+  whose data carries a ``deletedAt`` string is a *soft* delete, which sets the ``deletedAt`` field stamped
+  with its own value (when that is ``>=`` the field's stamp), so a later update ``deletedAt: null`` (the app's
+  undo) restores the record; a delete row without ``deletedAt`` removes the record (``deleted``), and a later
+  insert or update starts it again from that row's fields, as the app re-creates a record from an update;
+  a soft delete of a record never seen changes nothing;
 * rows without data change nothing.
 
 Timestamps are compared as strings, which is correct for JS ``toISOString()`` output.
@@ -27,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal
 
-from mana_ai.timefmt import parse_iso, to_js_iso
+from mana_ai.timefmt import normalize_iso, parse_iso, to_js_iso
 
 Op = Literal["insert", "update", "delete"]
 FIELD_META_KEY = "__fieldMeta"
@@ -91,13 +96,10 @@ def apply_change(
     created_at: str,
 ) -> RecordState:
     """:func:`apply_row` without building a :class:`ChangeRow` (the refresh's hot loop calls this)."""
-    if state is None:
-        state = RecordState({"id": record_id}, {})
-    if state.deleted:
-        return state
     if op == "delete":
-        state.deleted = True
-        return state
+        return _delete(state, record_id, data)
+    if state is None or state.deleted:
+        state = RecordState({"id": record_id}, {})
     if type(data) is not dict and not isinstance(data, Mapping):
         return state
     meta = field_meta if type(field_meta) is dict or isinstance(field_meta, Mapping) else {}
@@ -111,6 +113,22 @@ def apply_change(
             record[key] = value
             if stamp:
                 stamps[key] = stamp
+    return state
+
+
+def _delete(state: RecordState | None, record_id: str, data: Mapping[str, Any] | None) -> RecordState:
+    deleted_at = data.get("deletedAt") if isinstance(data, Mapping) else None
+    if state is None or state.deleted:
+        return RecordState({"id": record_id}, {}, deleted=True)
+    if not isinstance(deleted_at, str) or not deleted_at:
+        return RecordState({"id": record_id}, {}, deleted=True)
+    try:
+        stamp = normalize_iso(deleted_at)
+    except ValueError:
+        stamp = deleted_at
+    if stamp >= state.field_meta.get("deletedAt", ""):
+        state.record["deletedAt"] = deleted_at
+        state.field_meta["deletedAt"] = stamp
     return state
 
 

@@ -49,11 +49,18 @@ async def append_change(
             "client_id": client_id,
             "actor": Jsonb(dict(actor)),
             "origin": origin_of(dict(actor)),
+            # mana-sync fills the space_id column from the change's spaceId (data.spaceId for an insert).
+            "space_id": _space_of(data),
         },
     )
     row = await cur.fetchone()
     assert row is not None
     return str(row["id"])
+
+
+def _space_of(data: Mapping[str, Any] | None) -> str | None:
+    space = data.get("spaceId") if data is not None else None
+    return space if isinstance(space, str) and space else None
 
 
 async def insert_record(

@@ -120,7 +120,11 @@ class Workbench:
         if self._decider is None or self._decider.db is not db:
             settings = self.app.settings
             self._decider = Decider(
-                db, ttl=settings.proposal_ttl, tz=settings.default_tz, master_key=self.config.master_key
+                db,
+                ttl=settings.proposal_ttl,
+                tz=settings.default_tz,
+                master_key=self.config.master_key,
+                executor=settings.executor,
             )
         return self._decider
 

@@ -290,7 +290,6 @@ def register(router: APIRouter, wb: Workbench) -> None:
                         "TaskCreated",
                         "DrinkLogged",
                         "MealLogged",
-                        "MoodLogged",
                         "HabitLogged",
                         "JournalEntryCreated",
                         "NoteCreated",

@@ -27,7 +27,7 @@ from mana_ai.synclog.store import insert_record, replay_record, update_fields
 from mana_ai.synclog.validate import prepare_row
 from mana_ai.timefmt import to_js_iso
 from mana_ai.workbench.goals import DomainEvent
-from mana_ai.workbench.shapes import ENCRYPTED_FIELDS, Target
+from mana_ai.workbench.shapes import ENCRYPTED_FIELDS, Target, tenancy
 
 logger = logging.getLogger(__name__)
 
@@ -147,13 +147,13 @@ class ExecContext:
         return encrypt_record_fields(fields, self.master_key, names)
 
     async def insert(self, target: Target, record: Mapping[str, Any]) -> str:
-        """Insert a new record (encrypted fields sealed); returns its id."""
+        """Insert a new record with the app's tenancy fields (encrypted fields sealed); returns its id."""
         await insert_record(
             self.conn,
             user_id=self.user_id,
             app_id=target.app_id,
             table=target.table,
-            record=self._sealed(target, record),
+            record=self._sealed(target, tenancy(record, self.user_id)),
             client_id=WORKBENCH_CLIENT_ID,
             actor=self.actor,
         )

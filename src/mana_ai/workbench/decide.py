@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -44,6 +45,7 @@ from mana_ai.tools.policy import resolve_decision
 from mana_ai.tools.validate import validate_arguments
 from mana_ai.workbench.context import WORKBENCH_CLIENT_ID, ExecContext, StepFailed
 from mana_ai.workbench.executors import EXECUTORS
+from mana_ai.workbench.gate import Executor, handoff_iteration, runs_here
 from mana_ai.workbench.proposals import (
     OPEN_STATUSES,
     Decision,
@@ -104,12 +106,19 @@ class Decider:
     """Approves, rejects and expires one user's proposals. Cheap to build; holds no connection."""
 
     def __init__(
-        self, db: Database, *, ttl: dt.timedelta, tz: str = "UTC", master_key: bytes | None = None
+        self,
+        db: Database,
+        *,
+        ttl: dt.timedelta,
+        tz: str = "UTC",
+        master_key: bytes | None = None,
+        executor: Executor = "server",
     ) -> None:
         self.db = db
         self.ttl = ttl
         self.tz = tz
         self.master_key = master_key
+        self.executor: Executor = executor
 
     # --- public -----------------------------------------------------------------------------------------
     async def approve(
@@ -239,6 +248,7 @@ class Decider:
             ):
                 return await self._already(conn, user_id, ref, step)
 
+            handoff: dict[str, Any] | None = None
             if verdict == "rejected":
                 result = DecisionResult(ref, "rejected", "none", message="rejected")
                 decision = Decision("rejected", now_iso, params=None, feedback=feedback)
@@ -249,6 +259,11 @@ class Decider:
                     "state": result.outcome,
                     "by": "mana-app" if result.outcome == "pending" else "mana-ai",
                 }
+                if result.outcome == "pending":
+                    handoff = handoff_iteration(
+                        step, step_key=ref.key, iteration_id=str(uuid.uuid4()), now_iso=now_iso, params=final
+                    )
+                    execution["iterationId"] = handoff["id"]
                 if result.records:
                     execution["records"] = [dict(r) for r in result.records]
                 if result.error:
@@ -261,6 +276,8 @@ class Decider:
                     error=result.error,
                 )
             iterations = apply_decision(iterations, ref, decision)
+            if handoff is not None:
+                iterations = [*iterations, handoff]
             await self._write_iterations(conn, user_id, ref.mission_id, state, iterations, now)
             await conn.execute(
                 q("workbench_finish_decision"),
@@ -304,12 +321,12 @@ class Decider:
         if tool is not None and agent is not None and resolve_decision(tool, agent.policy) == "deny":
             error = 'Tool "' + tool_name + '" is not available to AI actors under current policy'
             return DecisionResult(ref, "failed", "failed", message=error, error=error)
-        if tool is None or executor is None:
+        if tool is None or executor is None or not runs_here(self.executor, has_executor=True):
+            why = (
+                "mana-ai has no executor for " + tool_name if executor is None else "MANA_AI_EXECUTOR=webapp"
+            )
             return DecisionResult(
-                ref,
-                "approved",
-                "pending",
-                message="approved; mana-ai has no executor for " + tool_name + ", the mana app runs it",
+                ref, "approved", "pending", message="approved; the mana app runs it (" + why + ")"
             )
         summary = step.get("summary")
         ctx = ExecContext(

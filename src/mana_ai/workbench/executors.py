@@ -2,8 +2,8 @@
 
 Each executor gets the :class:`~mana_ai.workbench.context.ExecContext` of the approval and the step's
 (validated) arguments, writes the records the tool describes in the web app's shape
-(:mod:`~mana_ai.workbench.shapes`), emits the domain events the web app's stores emit (``TaskCreated``,
-``TaskCompleted``, ``DrinkLogged``, ``MealLogged`` …) and returns a short message for the step. A failure the
+(:mod:`~mana_ai.workbench.shapes`), emits exactly the domain events the web app's stores emit (names from
+``WEB/data/events/catalog.ts``: ``TaskCreated``, ``TaskCompleted``, ``DrinkLogged``, ``MealLogged`` …) and returns a short message for the step. A failure the
 user can act on (a record that does not exist, a field that is encrypted without a key) raises
 :class:`~mana_ai.workbench.context.StepFailed`; its message is shown on the step.
 
@@ -14,15 +14,17 @@ the step waits for the mana app (``execution.state = "pending"``).
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
 
 from mana_ai.crypto.aead import is_encrypted
-from mana_ai.timefmt import normalize_iso
+from mana_ai.timefmt import normalize_iso, to_js_iso
 from mana_ai.workbench.context import ExecContext, StepFailed
 from mana_ai.workbench.goals import InvalidGoal, goal_from_tool
 from mana_ai.workbench.shapes import (
+    CALENDARS,
     DRINKS,
     EVENTS,
     GOALS,
@@ -33,7 +35,9 @@ from mana_ai.workbench.shapes import (
     MOODS,
     NOTES,
     TASKS,
+    TIME_BLOCKS,
     day_of,
+    default_calendar,
     drink_record,
     event_record,
     habit_log_record,
@@ -43,6 +47,7 @@ from mana_ai.workbench.shapes import (
     mood_record,
     note_record,
     task_record,
+    time_block_record,
     with_tag,
 )
 
@@ -138,22 +143,44 @@ async def create_event(ctx: ExecContext, params: Mapping[str, Any]) -> str:
         raise StepFailed("startTime and endTime must be ISO 8601 date-times") from None
     if end < start:
         raise StepFailed("the event ends before it starts")
-    record = event_record(_new_id(), {**params, "startTime": start, "endTime": end}, ctx.now)
+    calendar = default_calendar(await ctx.list(CALENDARS))
+    if calendar is None:
+        raise StepFailed("Kein Kalender vorhanden")  # the app's create_event tool says the same
+    event_id, block_id = _new_id(), _new_id()
+    title = str(params["title"]).strip()
+    all_day = bool(params.get("isAllDay") or False)
+    block = time_block_record(
+        block_id,
+        start=start,
+        end=end,
+        all_day=all_day,
+        kind="scheduled",
+        block_type="event",
+        source_module="calendar",
+        source_id=event_id,
+        title=title,
+        description=params.get("description") or None,
+        now=ctx.now,
+    )
+    await ctx.insert(TIME_BLOCKS, block)
+    record = event_record(event_id, params, ctx.now, calendar_id=str(calendar["id"]), time_block_id=block_id)
     await ctx.insert(EVENTS, record)
     ctx.emit(
         "CalendarEventCreated",
         EVENTS,
-        record["id"],
+        event_id,
         {
-            "eventId": record["id"],
-            "title": record["title"],
+            "eventId": event_id,
+            "title": title,
             "startTime": start,
             "endTime": end,
-            "isAllDay": record["isAllDay"],
+            "isAllDay": all_day,
+            "isRecurring": False,
+            "calendarId": record["calendarId"],
             "location": record["location"],
         },
     )
-    return "Event created: " + str(record["title"])
+    return "Event created: " + title
 
 
 # --- notes ---------------------------------------------------------------------------------------------
@@ -168,7 +195,7 @@ async def create_note(ctx: ExecContext, params: Mapping[str, Any]) -> str:
 
 async def _change_note(ctx: ExecContext, note_id: str, fields: dict[str, Any]) -> None:
     await ctx.update(NOTES, note_id, {**fields, "updatedAt": ctx.now_iso})
-    ctx.emit("NoteUpdated", NOTES, note_id, {"noteId": note_id, "fields": sorted(fields)})
+    # The app's notes store emits no event for an update (NoteCreated / NoteDeleted only).
 
 
 async def update_note(ctx: ExecContext, params: Mapping[str, Any]) -> str:
@@ -234,13 +261,41 @@ async def log_habit(ctx: ExecContext, params: Mapping[str, Any]) -> str:
     habit = await _existing(ctx, HABITS, params["habitId"], "habit")
     if habit.get("isArchived") is True:
         raise StepFailed("habit " + str(params["habitId"]) + " is archived")
-    record = habit_log_record(_new_id(), str(habit["id"]), params.get("note"), ctx.now)
+    log_id, block_id = _new_id(), _new_id()
+    duration = habit.get("defaultDuration")
+    end = (
+        to_js_iso(ctx.now + dt.timedelta(seconds=duration))
+        if isinstance(duration, int | float) and not isinstance(duration, bool) and duration > 0
+        else None
+    )
+    title = _plain(habit.get("title")) or "Habit"
+    block = time_block_record(
+        block_id,
+        start=ctx.now_iso,
+        end=end,
+        all_day=False,
+        kind="logged",
+        block_type="habit",
+        source_module="habits",
+        source_id=log_id,
+        title=title,
+        color=habit.get("color"),
+        icon=habit.get("icon"),
+        now=ctx.now,
+    )
+    await ctx.insert(TIME_BLOCKS, block)
+    record = habit_log_record(log_id, str(habit["id"]), params.get("note"), block_id)
     await ctx.insert(HABIT_LOGS, record)
     ctx.emit(
         "HabitLogged",
         HABIT_LOGS,
-        record["id"],
-        {"habitId": habit["id"], "logId": record["id"], "title": _plain(habit.get("title"))},
+        log_id,
+        {
+            "logId": log_id,
+            "habitId": habit["id"],
+            "habitTitle": _plain(habit.get("title")),
+            "note": record["note"],
+        },
     )
     return "Habit logged: " + (_plain(habit.get("title")) or str(habit["id"]))
 
@@ -254,7 +309,6 @@ async def create_goal(ctx: ExecContext, params: Mapping[str, Any]) -> str:
     except InvalidGoal as exc:
         raise StepFailed(str(exc)) from None
     await ctx.insert(GOALS, record)
-    ctx.emit("GoalCreated", GOALS, record["id"], {"goalId": record["id"], "title": record["title"]})
     return "Goal created: " + str(record["title"])
 
 
@@ -314,17 +368,7 @@ async def log_mood(ctx: ExecContext, params: Mapping[str, Any]) -> str:
         raise StepFailed("level must be between 1 and 10")
     record = mood_record(_new_id(), params, ctx.now, ctx.tz)
     await ctx.insert(MOODS, record)
-    ctx.emit(
-        "MoodLogged",
-        MOODS,
-        record["id"],
-        {
-            "entryId": record["id"],
-            "level": level,
-            "emotion": record["emotion"],
-            "activity": record["activity"],
-        },
-    )
+    # The app's mood store emits no domain event (there is none in WEB/data/events/catalog.ts).
     return "Mood logged"
 
 

@@ -1,18 +1,19 @@
 """Proposals: the planned steps of server iterations, and how a decision on one changes the iterations.
 
-The runner writes each plan step of a ``source: server`` iteration with status ``planned`` (SPEC §11). Before
-the web app ran such steps unattended, it staged every one as a *proposal* the user approved or rejected
-(SPEC §6.8, §11 "history/seed"). The workbench brings that back without a separate table: a proposal *is* an
-open step (``planned`` or ``staged``), identified by ``(mission id, iteration id, step id)``, and a decision is
-written into the step itself, so the web app, the CLI and the next planning round all read the same record.
+The runner writes each plan step of a ``source: server`` iteration as ``staged`` when the agent's policy
+wants it reviewed, and as ``planned`` when the mana app may run it at once (:mod:`mana_ai.workbench.gate`:
+the real app's executor runs every ``planned`` step as soon as it syncs). A proposal *is* a ``staged`` step,
+identified by ``(mission id, iteration id, step id)``, and a decision is written into the step itself, so
+the web app, the CLI and the next planning round all read the same record.
 
 A decided step keeps its shape (SPEC §6.3 ``PlanStep``) and gains:
 
-* ``status``: ``approved`` (ran, or waits for the mana app when mana-ai has no executor for the tool),
+* ``status``: ``approved`` (ran here, or handed to the mana app in a new ``planned`` iteration),
   ``rejected``, ``failed`` (the summary is suffixed `` (FEHLER: <reason>)`` as the web app's executor does)
   or ``skipped`` (expired after ``MANA_AI_PROPOSAL_TTL``);
 * ``decidedAt``, ``decidedBy`` (``user`` or ``auto-expire``), ``userFeedback`` for a rejection;
-* ``execution``: ``{"state": "done"|"failed"|"pending", "by": "mana-ai"|"mana-app", ...}``;
+* ``execution``: ``{"state": "done"|"failed"|"pending", "by": "mana-ai"|"mana-app", ...}`` (a hand-off
+  names the new iteration in ``iterationId``);
 * edited arguments replace ``intent.params``; the planned ones are kept in ``originalParams``.
 
 The iteration's ``overallStatus`` follows SPEC §11 once no step is open any more: ``failed`` only when every
@@ -33,8 +34,8 @@ from typing import Any, Final, Literal
 from mana_ai.timefmt import parse_iso, to_js_iso
 from mana_ai.tools.catalog import CATALOG_BY_NAME
 
-OPEN_STATUSES: Final = ("planned", "staged")
-"""Step statuses that still wait for a decision."""
+OPEN_STATUSES: Final = ("staged",)
+"""Step statuses that still wait for a decision (``planned`` is the app's to run, not ours to review)."""
 
 FAILURE_MARK: Final = " (FEHLER: "
 
@@ -232,7 +233,7 @@ def overall_status(plan: Any) -> str:
     statuses = [s.get("status") for s in (plan if isinstance(plan, list) else []) if isinstance(s, Mapping)]
     if not statuses:
         return "approved"
-    if any(s in OPEN_STATUSES for s in statuses):
+    if any(s in (*OPEN_STATUSES, "planned") for s in statuses):
         return "awaiting-review"
     if all(s == "failed" for s in statuses):
         return "failed"

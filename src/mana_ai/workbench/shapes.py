@@ -3,14 +3,25 @@
 Every record an approved step writes must be one the mana web app reads as its own, so the two can share one
 database. App ids, tables and field shapes follow SPEC §6.1/§23 where it names them and the public mana
 repository (``apps/mana/apps/web/src/lib/modules/*``: ``module.config.ts``, ``types.ts``, the stores) for the
-rest. Our choices where the web app does more than a synced record can:
+rest. What the app's stores and its Dexie ``creating`` hook add, verified by running its scope filters under
+Bun on records we wrote (``docs/next-to-mana.md``):
 
-* **calendar** events carry their time on the event as ``startIso`` / ``endIso`` / ``isAllDay`` (what the
-  ``calendar`` resolver reads). The web app additionally keeps a ``timeBlocks`` row per event; we write none,
-  so ``timeBlockId`` is ``null``.
-* **habits** logs (``habits/habitLogs``) carry a ``timestamp`` instead of a TimeBlock (``timeBlockId: null``).
+* **tenancy** on every record (:func:`tenancy`): ``spaceId``, ``authorId`` (the user) and ``visibility``
+  (``'space'``, ``packages/shared-privacy/src/defaults.ts``). The app keeps a record only when its ``spaceId``
+  is in scope (``WEB/data/scope/scoped-db.ts``) and a ``private`` one only for its author
+  (``scope/visibility.ts``). The real personal-space id lives in mana-auth (an organisation id), out of our
+  reach; the app itself stamps the personal sentinel ``_personal:<userId>`` until it knows it, keeps that
+  sentinel in scope in every space (``getInScopeSpaceIds``), and rewrites it to the real id on each device
+  (``reconcileSentinels``). We write the same sentinel.
+* **calendar** events keep their time on a ``timeblocks/timeBlocks`` row (``eventsStore.createEvent`` →
+  ``createBlock``; the calendar view reads blocks and joins events, ``modules/calendar/queries.ts``) and go
+  into the default calendar (``isDefault``, else the first; without one the app's tool fails with
+  ``Kein Kalender vorhanden``, and so do we).
+* **habits** logs get a ``logged`` timeBlock of type ``habit`` (``habitsStore.logHabit``).
+* **food** ``log_meal`` writes the full ``nutrition`` object the app's tool builds (missing values 0) when
+  calories or protein are given.
 * **tasks**, **habits** and **notes** get ``order: 0`` (the web app appends at the end of its local list).
-* **drink** and **mood** entries take today's date and the time of day in ``MANA_AI_DEFAULT_TZ``.
+* **drink** and **mood** entries take today's date and the time of day in the user's zone.
 
 Encrypted fields (:data:`ENCRYPTED_FIELDS`) are SPEC §17.5's registry plus the registry entries of the public
 repository for the tables we write (``drinkEntries``, ``moodEntries``, ``meals``); ``habits``, ``habitLogs``
@@ -20,7 +31,7 @@ and ``companionGoals`` are plaintext there. Pure: no I/O, times are arguments.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -39,6 +50,8 @@ class Target:
 TASKS: Final = Target("todo", "tasks")
 NOTES: Final = Target("notes", "notes")
 EVENTS: Final = Target("calendar", "events")
+CALENDARS: Final = Target("calendar", "calendars")
+TIME_BLOCKS: Final = Target("timeblocks", "timeBlocks")
 JOURNAL: Final = Target("journal", "journalEntries")
 HABITS: Final = Target("habits", "habits")
 HABIT_LOGS: Final = Target("habits", "habitLogs")
@@ -51,6 +64,7 @@ ENCRYPTED_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
     "tasks": ("title", "description", "subtasks", "metadata"),
     "notes": ("title", "content"),
     "events": ("title", "description", "location"),
+    "timeBlocks": ("title", "description"),
     "journalEntries": ("title", "content"),
     "drinkEntries": ("name", "note"),
     "moodEntries": ("withWhom", "notes"),
@@ -95,7 +109,7 @@ def task_record(record_id: str, params: Mapping[str, Any], now: dt.datetime) -> 
         "scheduledBlockId": None,
         "estimatedDuration": None,
         "order": 0,
-        "visibility": "private",
+        "visibility": "space",
         **_stamps(now),
     }
     if _opt(params, "description") is not None:
@@ -103,22 +117,83 @@ def task_record(record_id: str, params: Mapping[str, Any], now: dt.datetime) -> 
     return record
 
 
-def event_record(record_id: str, params: Mapping[str, Any], now: dt.datetime) -> dict[str, Any]:
-    """``calendar/events`` for ``create_event`` (times on the event; see the module docstring)."""
+def personal_space(user_id: str) -> str:
+    """The app's personal-space sentinel for ``user_id`` (``WEB/data/scope/bootstrap.ts``)."""
+    return "_personal:" + user_id
+
+
+def tenancy(record: Mapping[str, Any], user_id: str) -> dict[str, Any]:
+    """``record`` with the fields the app's ``creating`` hook stamps where the store left them unset."""
+    out = dict(record)
+    if out.get("spaceId") is None:
+        out["spaceId"] = personal_space(user_id)
+    if out.get("authorId") is None:
+        out["authorId"] = user_id
+    if out.get("visibility") is None:
+        out["visibility"] = "space"
+    return out
+
+
+def default_calendar(calendars: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """The calendar the app's ``create_event`` tool picks: the live default, else the first live one."""
+    live = [c for c in calendars if not c.get("deletedAt")]
+    return next((c for c in live if c.get("isDefault")), live[0] if live else None)
+
+
+def time_block_record(
+    record_id: str,
+    *,
+    start: str,
+    end: str | None,
+    all_day: bool,
+    kind: str,
+    block_type: str,
+    source_module: str,
+    source_id: str,
+    title: str,
+    description: Any = None,
+    color: Any = None,
+    icon: Any = None,
+    now: dt.datetime,
+) -> dict[str, Any]:
+    """``timeblocks/timeBlocks`` as ``createBlock`` (``WEB/data/time-blocks/service.ts``) writes it."""
     return {
         "id": record_id,
-        "calendarId": None,
-        "timeBlockId": None,
+        "startDate": start,
+        "endDate": end,
+        "allDay": all_day,
+        "isLive": False,
+        "timezone": None,
+        "recurrenceRule": None,
+        "kind": kind,
+        "type": block_type,
+        "sourceModule": source_module,
+        "sourceId": source_id,
+        "linkedBlockId": None,
+        "title": title,
+        "description": description,
+        "color": color,
+        "icon": icon,
+        "projectId": None,
+        "createdAt": to_js_iso(now),
+    }
+
+
+def event_record(
+    record_id: str, params: Mapping[str, Any], now: dt.datetime, *, calendar_id: str, time_block_id: str
+) -> dict[str, Any]:
+    """``calendar/events`` for ``create_event`` (``eventsStore.createEvent``: the time is on the block)."""
+    return {
+        "id": record_id,
+        "calendarId": calendar_id,
+        "timeBlockId": time_block_id,
         "title": str(params["title"]).strip(),
         "description": _opt(params, "description"),
         "location": _opt(params, "location"),
-        "startIso": params["startTime"],
-        "endIso": params["endTime"],
-        "isAllDay": bool(params.get("isAllDay") or False),
         "color": None,
         "reminders": None,
-        "visibility": "private",
-        **_stamps(now),
+        "visibility": "space",
+        "createdAt": to_js_iso(now),
     }
 
 
@@ -169,15 +244,13 @@ def habit_record(record_id: str, params: Mapping[str, Any], now: dt.datetime) ->
     }
 
 
-def habit_log_record(record_id: str, habit_id: str, note: Any, now: dt.datetime) -> dict[str, Any]:
-    """``habits/habitLogs`` for ``log_habit`` (a ``timestamp`` instead of a TimeBlock)."""
+def habit_log_record(record_id: str, habit_id: str, note: Any, time_block_id: str) -> dict[str, Any]:
+    """``habits/habitLogs`` for ``log_habit`` (``habitsStore.logHabit``: the time is on the block)."""
     return {
         "id": record_id,
         "habitId": habit_id,
-        "timeBlockId": None,
-        "timestamp": to_js_iso(now),
+        "timeBlockId": time_block_id,
         "note": note if note not in ("", None) else None,
-        **_stamps(now),
     }
 
 
@@ -215,7 +288,10 @@ def mood_record(record_id: str, params: Mapping[str, Any], now: dt.datetime, tz:
 
 def meal_record(record_id: str, params: Mapping[str, Any], now: dt.datetime, tz: str) -> dict[str, Any]:
     """``food/meals`` for ``log_meal`` (``mealMutations.create``)."""
-    nutrition = {k: params[k] for k in ("calories", "protein") if params.get(k) is not None}
+    nutrition: dict[str, Any] | None = None
+    if params.get("calories") or params.get("protein"):  # the app's tool: truthy calories or protein
+        nutrition = {"calories": 0, "protein": 0, "carbohydrates": 0, "fat": 0, "fiber": 0, "sugar": 0}
+        nutrition.update({k: params[k] for k in ("calories", "protein") if params.get(k) is not None})
     return {
         "id": record_id,
         "date": day_of(now, tz),
@@ -224,7 +300,7 @@ def meal_record(record_id: str, params: Mapping[str, Any], now: dt.datetime, tz:
         "description": str(params["description"]).strip(),
         "portionSize": None,
         "confidence": 0.8 if nutrition else 0,
-        "nutrition": nutrition or None,
+        "nutrition": nutrition,
         "photoMediaId": None,
         "photoUrl": None,
         "photoThumbnailUrl": None,

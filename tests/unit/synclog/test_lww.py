@@ -84,16 +84,45 @@ def test_missing_field_meta_falls_back_to_created_at():
     assert state is not None and state.record["a"] == 3
 
 
-def test_delete_row_is_final():
-    state = merge(
+def test_soft_delete_and_undo_follow_the_web_apps_replay():
+    # WEB/data/sync.ts: a delete carrying deletedAt soft-deletes (stamped with its own value); the app's undo
+    # is an update deletedAt: null, which restores the record.
+    deleted = merge(
         None,
         [
             row("insert", {"name": "A"}, {}),
-            row("delete", {"deletedAt": "x"}),
-            row("update", {"name": "B"}, {"name": "2099-01-01T00:00:00.000Z"}),
+            row("delete", {"deletedAt": "2026-04-15T01:00:00.000Z"}),
         ],
     )
-    assert state is not None and state.deleted and not state.is_live()
+    assert deleted is not None and not deleted.is_live() and not deleted.deleted
+    assert deleted.field_meta["deletedAt"] == "2026-04-15T01:00:00.000Z"
+    restored = merge(deleted, [row("update", {"deletedAt": None}, {"deletedAt": "2026-04-15T02:00:00.000Z"})])
+    assert (
+        restored is not None
+        and restored.is_live()
+        and restored.record == {"id": "r1", "name": "A", "deletedAt": None}
+    )
+    # An undo older than the delete loses, as in the app (serverTime >= local deletedAt time).
+    stale = merge(
+        None,
+        [
+            row("insert", {"name": "A"}, {}),
+            row("update", {"deletedAt": None}, {"deletedAt": "2026-04-15T00:30:00.000Z"}),
+            row("delete", {"deletedAt": "2026-04-15T01:00:00.000Z"}),
+        ],
+    )
+    assert stale is not None and not stale.is_live()
+
+
+def test_hard_delete_removes_and_a_later_write_starts_the_record_again():
+    # A delete without deletedAt is table.delete() in the app; a later update re-creates it from its fields.
+    gone = merge(None, [row("insert", {"name": "A", "x": 1}, {}), row("delete", None)])
+    assert gone is not None and gone.deleted and not gone.is_live()
+    again = merge(gone, [row("update", {"name": "B"}, {"name": "2099-01-01T00:00:00.000Z"})])
+    assert again is not None and again.is_live() and again.record == {"id": "r1", "name": "B"}
+    # A soft delete of a record never seen changes nothing (the app skips it).
+    never = merge(None, [row("delete", {"deletedAt": "2026-04-15T01:00:00.000Z"})])
+    assert never is not None and not never.is_live()
 
 
 def test_deleted_at_field_means_not_live():
@@ -123,10 +152,17 @@ rows_strategy = st.lists(
         op=st.sampled_from(["insert", "update", "update", "update", "delete"]),
         data=st.one_of(
             st.none(),
-            st.dictionaries(st.sampled_from(["a", "b", "c", "deletedAt"]), st.integers(0, 3), max_size=3),
+            st.dictionaries(
+                st.sampled_from(["a", "b", "c", "deletedAt"]),
+                st.one_of(st.integers(0, 3), st.sampled_from(STAMPS), st.none()),
+                max_size=3,
+            ),
         ),
         field_meta=st.one_of(
-            st.none(), st.dictionaries(st.sampled_from(["a", "b", "c"]), st.sampled_from(STAMPS), max_size=3)
+            st.none(),
+            st.dictionaries(
+                st.sampled_from(["a", "b", "c", "deletedAt"]), st.sampled_from(STAMPS), max_size=3
+            ),
         ),
         created_at=st.sampled_from(STAMPS),
     ),

@@ -110,9 +110,10 @@ ORDER BY c.created_at, c.id
 
 -- name: insert_change
 INSERT INTO public.sync_changes
-    (app_id, table_name, record_id, user_id, op, data, field_meta, client_id, schema_version, actor, origin)
+    (app_id, table_name, record_id, user_id, op, data, field_meta, client_id, schema_version, actor, origin,
+     space_id)
 VALUES (%(app_id)s, %(table)s, %(record_id)s, %(user_id)s, %(op)s, %(data)s, %(field_meta)s, %(client_id)s, 1,
-        %(actor)s, %(origin)s)
+        %(actor)s, %(origin)s, %(space_id)s)
 RETURNING id
 
 -- name: lock_record
