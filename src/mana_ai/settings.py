@@ -39,6 +39,10 @@ def _env(*names: str) -> Any:
     return AliasChoices(*names)
 
 
+WEAK_SERVICE_KEYS = frozenset({"", "dev-service-key", "change-me", "changeme", "secret", "password"})
+MIN_SERVICE_KEY_LENGTH = 24
+
+
 class Settings(BaseSettings):
     """mana-ai settings. Every field is read from the environment variable named in its alias."""
 
@@ -49,6 +53,10 @@ class Settings(BaseSettings):
     """HTTP port."""
     host: str = Field("127.0.0.1", validation_alias=_env("MANA_AI_HOST"))
     """Address to bind. Use 0.0.0.0 in a container."""
+    http_header_timeout_s: float = Field(10.0, validation_alias=_env("MANA_AI_HTTP_HEADER_TIMEOUT_S"), gt=0)
+    """A connection whose request head is not complete this long after it started is closed (slowloris)."""
+    secure_cookies: bool = Field(False, validation_alias=_env("MANA_AI_SECURE_COOKIES"))
+    """Always mark the workbench's cookies Secure (behind a TLS proxy that sends no X-Forwarded-Proto)."""
 
     # --- database -------------------------------------------------------------------------------
     database_url: SecretStr | None = Field(None, validation_alias=_env("SYNC_DATABASE_URL"))
@@ -66,7 +74,8 @@ class Settings(BaseSettings):
     llm_model: str = Field("mana/reasoning", validation_alias=_env("MANA_LLM_MODEL"))
     """Model id sent to the LLM server."""
     llm_api_key: SecretStr | None = Field(None, validation_alias=_env("MANA_LLM_API_KEY"))
-    """Credential for the LLM server (default: MANA_SERVICE_KEY, as the original sent)."""
+    """Credential for the LLM server; none is sent without it (set it to MANA_SERVICE_KEY's value to send
+    that, as the original did)."""
     llm_auth_header: Literal["authorization", "x-api-key"] = Field(
         "authorization", validation_alias=_env("MANA_LLM_AUTH_HEADER")
     )
@@ -92,7 +101,8 @@ class Settings(BaseSettings):
 
     # --- tick and runner ------------------------------------------------------------------------
     service_key: SecretStr = Field(SecretStr("dev-service-key"), validation_alias=_env("MANA_SERVICE_KEY"))
-    """Key for POST /internal/tick (header X-Service-Key) and the research backend."""
+    """Key for POST /internal/tick (header X-Service-Key) and the research backend. Off loopback it must be
+    at least 24 characters and not a known default, or `serve` refuses to start."""
     tick_interval_ms: int = Field(60_000, validation_alias=_env("TICK_INTERVAL_MS"), ge=1000)
     """How often the cluster-wide tick runs."""
     tick_enabled: bool = Field(True, validation_alias=_env("TICK_ENABLED"))
@@ -152,7 +162,7 @@ class Settings(BaseSettings):
     auth_url: str | None = Field(None, validation_alias=_env("MANA_AUTH_URL"))
     """mana-auth base URL; JWKS at {url}/api/v1/auth/jwks."""
     jwt_issuer: str | None = Field(None, validation_alias=_env("JWT_ISSUER"))
-    """An extra accepted token issuer (MANA_AUTH_URL, https://auth.mana.how and localhost:3001 always are)."""
+    """An extra accepted token issuer, besides MANA_AUTH_URL (http://localhost:3001 when that is unset)."""
     jwt_audience: str = Field("mana", validation_alias=_env("JWT_AUDIENCE"))
     """Required token audience."""
     node_env: str | None = Field(None, validation_alias=_env("NODE_ENV"))
@@ -270,14 +280,24 @@ class Settings(BaseSettings):
     def _http_url(cls, value: str) -> str:
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError(f"must be an http(s) URL, got {value[:60]!r}")
+            # Never echo the value: a URL may carry credentials (http://user:token@host).
+            raise ValueError("must be an http(s) URL (the value is not shown: it may hold credentials)")
         return value.rstrip("/")
 
     # --- derived --------------------------------------------------------------------------------
     @property
     def llm_credential(self) -> str | None:
-        key = self.llm_api_key or self.service_key
-        return key.get_secret_value() if key else None
+        """MANA_LLM_API_KEY only: the service key opens /internal/tick and never goes to a third party."""
+        return self.llm_api_key.get_secret_value() if self.llm_api_key else None
+
+    def service_key_problem(self) -> str | None:
+        """Why MANA_SERVICE_KEY is too weak for a non-loopback bind, or ``None``."""
+        key = self.service_key.get_secret_value()
+        if key.strip().lower() in WEAK_SERVICE_KEYS:
+            return "MANA_SERVICE_KEY is a well-known default"
+        if len(key) < MIN_SERVICE_KEY_LENGTH:
+            return f"MANA_SERVICE_KEY is shorter than {MIN_SERVICE_KEY_LENGTH} characters"
+        return None
 
     @property
     def compaction_ceiling(self) -> int:

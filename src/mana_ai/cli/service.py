@@ -36,24 +36,17 @@ async def serve() -> None:
     import uvicorn
 
     from mana_ai.http.app import create_http_app
+    from mana_ai.http.hardening import refuse_weak_service_key, server_config
     from mana_ai.web.security import refuse_master_key
 
     settings = settings_from_env()
     configure_logging(settings)
     refuse_master_key(settings)  # before anything starts: the service never holds a master key
+    refuse_weak_service_key(settings)  # nor a default key on a network address
     check_port_free(settings.host, settings.port)
     async with App(settings) as app:
         print_banner(app, http=True)
-        server = uvicorn.Server(
-            uvicorn.Config(
-                create_http_app(app),
-                host=settings.host,
-                port=settings.port,
-                log_config=None,
-                access_log=False,
-                lifespan="on",
-            )
-        )
+        server = uvicorn.Server(server_config(create_http_app(app), settings))
         await _run_with_worker(app, server)
         logger.info("stopped", extra={"action": "service.stopped"})
 
@@ -117,6 +110,7 @@ def print_banner(app: App, *, http: bool) -> None:
 async def _run_with_worker(app: App, server: Any, *, concurrency: int | None = None) -> None:
     """Run the procrastinate worker (and the HTTP server, when given) until SIGTERM/SIGINT, then drain."""
     from mana_ai.runner.queue import BATCH_SIZE, build_queue
+    from mana_ai.runner.supervise import UnexpectedStop, supervise
 
     settings = app.settings
     queue = build_queue(
@@ -129,14 +123,25 @@ async def _run_with_worker(app: App, server: Any, *, concurrency: int | None = N
     jobs = concurrency or max(2, (settings.max_concurrency + BATCH_SIZE - 1) // BATCH_SIZE * 2)
     async with queue.open_async():
         app.extra["worker_state"] = {"state": "running", "concurrency": jobs, "name": app.owner}
+
+        def worker_state(state: str) -> None:
+            app.extra["worker_state"] = {"state": state, "concurrency": jobs, "name": app.owner}
+
+        # The worker stops whenever the database restarts (its listener fails): run it again with
+        # backoff instead of letting the process end (see mana_ai.runner.supervise).
         worker_task = asyncio.create_task(
-            queue.run_worker_async(
-                concurrency=jobs,
-                name=app.owner,
-                install_signal_handlers=False,
-                additional_context={"runtime": app},
-                shutdown_graceful_timeout=settings.shutdown_grace_s,
-                delete_jobs="successful",
+            supervise(
+                lambda: queue.run_worker_async(
+                    concurrency=jobs,
+                    name=app.owner,
+                    install_signal_handlers=False,
+                    additional_context={"runtime": app},
+                    shutdown_graceful_timeout=settings.shutdown_grace_s,
+                    delete_jobs="successful",
+                ),
+                stop,
+                name="procrastinate-worker",
+                on_state=worker_state,
             ),
             name="procrastinate-worker",
         )
@@ -146,6 +151,9 @@ async def _run_with_worker(app: App, server: Any, *, concurrency: int | None = N
             tasks.append(http_task)
         stopper = asyncio.create_task(stop.wait(), name="stop-signal")
         done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+        # uvicorn captures SIGTERM/SIGINT itself while it serves (and re-raises them once it has ended), so
+        # a signal can end the HTTP task before the stop event is set: its should_exit says it was asked.
+        asked = stop.is_set() or (server is not None and bool(server.should_exit))
         logger.info("stopping", extra={"action": "service.stopping", "grace_s": settings.shutdown_grace_s})
         app.extra["worker_state"] = {"state": "draining", "name": app.owner}
         # Stop taking work; in-flight plans get the grace period; unfinished ones are left to another worker.
@@ -161,6 +169,10 @@ async def _run_with_worker(app: App, server: Any, *, concurrency: int | None = N
         for task in done:
             if task is not stopper and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]
+        if not asked:
+            # Exit non-zero so the service manager restarts the process (exit 0 means "stopped on purpose").
+            ended = ", ".join(sorted(t.get_name() for t in done))
+            raise UnexpectedStop(f"{ended} stopped although no stop was requested")
 
 
 @click.command()
