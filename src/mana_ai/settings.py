@@ -88,8 +88,16 @@ class Settings(BaseSettings):
     """Requests per minute to the LLM, for all processes together (unset: unlimited)."""
     llm_max_tpm: int | None = Field(None, validation_alias=_env("MANA_LLM_MAX_TPM"), ge=1)
     """Tokens per minute to the LLM, for all processes together (unset: unlimited)."""
-    compact_max_ctx: int = Field(1_000_000, validation_alias=_env("MANA_AI_COMPACT_MAX_CTX"), ge=0)
-    """Context-compaction ceiling in tokens; 0 disables compaction."""
+    llm_temperature: float = Field(0.3, validation_alias=_env("MANA_LLM_TEMPERATURE"), ge=0, le=2)
+    """Sampling temperature of planning requests (0 for the most repeatable plans)."""
+    llm_max_tokens: int = Field(1024, validation_alias=_env("MANA_LLM_MAX_TOKENS"), ge=0)
+    """Sent as max_tokens with every request (caps a runaway answer); 0 sends none."""
+    llm_context_tokens: int = Field(32768, validation_alias=_env("MANA_LLM_CONTEXT_TOKENS"), ge=1024)
+    """The model's context window. The offered tools are cut to fit it, compaction scales with it."""
+    llm_max_tools: int = Field(0, validation_alias=_env("MANA_LLM_MAX_TOOLS"), ge=0)
+    """At most this many tools offered per run, the best-ranked for the mission; 0: as many as fit."""
+    compact_max_ctx: int | None = Field(None, validation_alias=_env("MANA_AI_COMPACT_MAX_CTX"), ge=0)
+    """Context-compaction ceiling in tokens (default: MANA_LLM_CONTEXT_TOKENS); 0 disables compaction."""
     policy_mode: Literal["off", "log-only", "enforce"] = Field(
         "log-only", validation_alias=_env("POLICY_MODE")
     )
@@ -323,6 +331,11 @@ class Settings(BaseSettings):
         if len(key) < MIN_SERVICE_KEY_LENGTH:
             return f"MANA_SERVICE_KEY is shorter than {MIN_SERVICE_KEY_LENGTH} characters"
         return None
+
+    @property
+    def compaction_ceiling(self) -> int:
+        """Tokens at which the planner compacts its history; 0 means never."""
+        return self.llm_context_tokens if self.compact_max_ctx is None else self.compact_max_ctx
 
     @property
     def tick_interval_s(self) -> float:

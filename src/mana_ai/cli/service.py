@@ -10,11 +10,14 @@ from typing import Any
 import click
 from rich.table import Table
 
+from mana_ai import __version__
 from mana_ai.app import App
 from mana_ai.cli.common import async_command, console, err_console, open_app, settings_from_env
 from mana_ai.logs import configure_logging
 
 logger = logging.getLogger(__name__)
+
+_PLAIN: dict[str, Any] = {"markup": False, "highlight": False, "soft_wrap": True}
 
 
 @click.command()
@@ -26,6 +29,7 @@ async def serve() -> None:
 
     Example usage:
 
+        \b
         mana-ai serve
         PORT=8080 SYNC_DATABASE_URL=postgresql://… mana-ai serve
     """
@@ -39,7 +43,9 @@ async def serve() -> None:
     configure_logging(settings)
     refuse_master_key(settings)  # before anything starts: the service never holds a master key
     refuse_weak_service_key(settings)  # nor a default key on a network address
+    check_port_free(settings.host, settings.port)
     async with App(settings) as app:
+        print_banner(app, http=True)
         server = uvicorn.Server(server_config(create_http_app(app), settings))
         await _run_with_worker(app, server)
         logger.info("stopped", extra={"action": "service.stopped"})
@@ -55,12 +61,50 @@ async def worker(concurrency: int | None) -> None:
 
     Example usage:
 
+        \b
         SYNC_DATABASE_URL=postgresql://… mana-ai worker
     """
     settings = settings_from_env()
     configure_logging(settings)
     async with App(settings) as app:
+        print_banner(app, http=False)
         await _run_with_worker(app, None, concurrency=concurrency)
+
+
+def check_port_free(host: str, port: int) -> None:
+    """One line and exit 1 when the HTTP port is taken (instead of uvicorn's traceback after start-up)."""
+    import errno
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise click.ClickException(
+                    f"port {port} in use on {host}: is mana-ai already running? (set PORT for another port)"
+                ) from None
+            raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+def print_banner(app: App, *, http: bool) -> None:
+    """What this process uses, on stderr (never a credential)."""
+    from mana_ai.banner import banner_lines
+    from mana_ai.envfile import loaded_env_file
+
+    settings = app.settings
+    lines = banner_lines(
+        settings,
+        database_url=None if app.embedded is not None else app.database_url,
+        data_dir=app.embedded.data_dir if app.embedded is not None else settings.data_dir,
+        env_file=loaded_env_file(),
+        http=http,
+    )
+    click.echo("mana-ai " + __version__, err=True)
+    for line in lines:
+        click.echo("  " + line, err=True)
 
 
 async def _run_with_worker(app: App, server: Any, *, concurrency: int | None = None) -> None:
@@ -175,6 +219,7 @@ async def migrate() -> None:
 
     Example usage:
 
+        \b
         mana-ai migrate
     """
     from mana_ai.db.embedded import start_embedded
@@ -201,16 +246,37 @@ async def migrate() -> None:
 async def tick(as_json: bool) -> None:
     """Run one tick now in this process and show what happened to each due mission.
 
+    Every LLM request and every finished mission is reported on stderr while the tick runs. The exit code
+    is 1 when every due mission failed (or the tick itself failed), else 0.
+
     Example usage:
 
+    \b
         mana-ai tick
+        mana-ai tick --json
     """
+    from mana_ai.cli.progress import ProgressLlm, describe_result, describe_round, every_mission_failed
+
     async with open_app() as app:
+        ctx = app.ticker.ctx
+        ctx.llm = ProgressLlm(
+            ctx.llm, lambda event: err_console.print("  " + describe_round(event), **_PLAIN)
+        )
+        done: list[Any] = []
+
+        def finished(result: Any) -> None:
+            done.append(result)
+            err_console.print(describe_result(result, len(done)), **_PLAIN)
+
+        app.ticker.dispatcher.on_result = finished
         stats = await app.ticker.tick()
+    failed = bool(stats.errors and not stats.results) or every_mission_failed(stats.results)
     if as_json:
         import json
 
         click.echo(json.dumps(stats.to_json(), indent=2))
+        if failed:
+            raise SystemExit(1)
         return
     table = Table(title=f"tick at {stats.scanned_at}: {stats.due_mission_count} due")
     for column in ("mission", "user", "decision", "steps", "tokens", "detail"):
@@ -220,6 +286,12 @@ async def tick(as_json: bool) -> None:
     console.print(table)
     for error in stats.errors:
         err_console.print(f"[red]error:[/red] {error}")
+    if failed:
+        err_console.print(
+            "every due mission failed: see the detail column, `mana-ai missions show ID` and `mana-ai llm check`",
+            **_PLAIN,
+        )
+        raise SystemExit(1)
 
 
 @click.group()
@@ -233,6 +305,7 @@ def db_url() -> None:
 
     Example usage:
 
+        \b
         psql "$(mana-ai db url)"
     """
     settings = settings_from_env()

@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Header, HTTPException, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 
 from mana_ai import __version__, tracing
 from mana_ai.app import App
@@ -50,6 +50,9 @@ def create_http_app(app: App, *, owns_app: bool = False) -> FastAPI:
         description="Background mission runner for mana.",
         lifespan=lifespan,
         redirect_slashes=False,  # Starlette's redirect trusts Host; ours is relative (http/hardening.py)
+        # Swagger UI and ReDoc load their scripts from a CDN; the schema itself stays at /openapi.json.
+        docs_url=None,
+        redoc_url=None,
     )
     hardening.wrap(api)
     tracing.instrument_fastapi(api)  # no-op unless OTEL_EXPORTER_OTLP_ENDPOINT is set
@@ -69,6 +72,10 @@ def create_http_app(app: App, *, owns_app: bool = False) -> FastAPI:
             labels = (method_label(request.method), path, str(status))
             metrics.http_requests.labels(*labels).inc()
             metrics.http_duration.labels(*labels).observe(time.perf_counter() - start)
+
+    @api.get("/", include_in_schema=False)
+    async def root() -> RedirectResponse:
+        return RedirectResponse("/workbench", status_code=307)
 
     @api.get("/health", summary="Liveness and dependencies")
     async def health() -> JSONResponse:

@@ -81,6 +81,8 @@ class Dispatcher:
         self._agent_slots: dict[tuple[str, str], asyncio.Semaphore] = {}
         self._in_flight: set[asyncio.Task[MissionResult]] = set()
         self.accepting = True
+        self.on_result: Callable[[MissionResult], None] | None = None
+        """Called with each mission's outcome as soon as it is known (the CLI's live progress)."""
 
     def _agent_slot(self, agent: ServerAgent) -> asyncio.Semaphore:
         key = (agent.user_id, agent.id)
@@ -106,7 +108,10 @@ class Dispatcher:
             return MissionResult(
                 mission.id, mission.user_id, "skipped-shutdown", detail="the worker is stopping"
             )
-        return await process_mission(self.ctx, self.store, mission, agents)
+        result = await process_mission(self.ctx, self.store, mission, agents)
+        if self.on_result is not None:
+            self.on_result(result)
+        return result
 
     async def run_all(
         self, missions: Iterable[ServerMission], agents: dict[tuple[str, str], ServerAgent]
