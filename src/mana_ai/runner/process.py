@@ -22,6 +22,7 @@ from mana_ai.scheduler.cadence import InvalidCadence, next_run, parse_cadence
 from mana_ai.synclog.actor import ai_actor
 from mana_ai.synclog.records import ServerAgent, ServerMission
 from mana_ai.timefmt import parse_iso, to_js_iso, utcnow
+from mana_ai.workbench.context import user_zone_of
 from mana_ai.workbench.gate import step_status
 
 logger = logging.getLogger(__name__)
@@ -157,7 +158,8 @@ async def _process(
     try:
         if isinstance(outcome, Planned):
             metrics.plans_produced.inc()
-            nxt = next_run(cadence, after=max(now, parse_iso(due_at)), default_tz=settings.default_tz)
+            tz = await _zone_for(ctx, mission.user_id, cadence)
+            nxt = next_run(cadence, after=max(now, parse_iso(due_at)), default_tz=tz)
             policy = agent.policy if agent is not None else None
             iteration = plan_to_iteration(
                 outcome.plan, iteration_id, now_iso, lambda tool: step_status(tool, policy)
@@ -254,6 +256,16 @@ async def _process(
     except LostClaim as exc:
         logger.warning("lost claim", extra={"action": "runner.lost_claim", "mission_id": mission.id})
         return MissionResult(mission.id, mission.user_id, "lost-claim", detail=str(exc))
+
+
+async def _zone_for(ctx: RunnerContext, user_id: str, cadence: object) -> str:
+    """The zone of a wall-clock cadence without its own: the user's (their default calendar's, as the app
+    stores it), else the deployment's (:mod:`mana_ai.scheduler.zones`). Interval cadences need none."""
+    default = ctx.settings.default_tz
+    if getattr(cadence, "kind", "") not in ("daily", "weekly", "cron") or getattr(cadence, "timezone", None):
+        return default
+    async with ctx.db.with_user(user_id) as conn:
+        return await user_zone_of(conn, user_id) or default
 
 
 def _backoff(base: timedelta, failures: int) -> timedelta:

@@ -43,7 +43,7 @@ from mana_ai.timefmt import to_js_iso, utcnow
 from mana_ai.tools.catalog import CATALOG_BY_NAME
 from mana_ai.tools.policy import resolve_decision
 from mana_ai.tools.validate import validate_arguments
-from mana_ai.workbench.context import WORKBENCH_CLIENT_ID, ExecContext, StepFailed
+from mana_ai.workbench.context import WORKBENCH_CLIENT_ID, ExecContext, StepFailed, user_zone_of
 from mana_ai.workbench.executors import EXECUTORS
 from mana_ai.workbench.gate import Executor, handoff_iteration, runs_here
 from mana_ai.workbench.proposals import (
@@ -333,7 +333,7 @@ class Decider:
             conn,
             user_id=user_id,
             now=now,
-            tz=self.tz,
+            tz=await user_zone_of(conn, user_id) or self.tz,
             master_key=self.master_key,
             actor=ai_actor(
                 agent_id=agent.id if agent else None,
