@@ -73,6 +73,12 @@ class Metrics:
         self.snapshots_new = counter("mana_ai_snapshots_new_total", "New mission snapshots")
         self.snapshots_updated = counter("mana_ai_snapshots_updated_total", "Updated mission snapshots")
         self.snapshot_rows_applied = counter("mana_ai_snapshot_rows_applied_total", "Mission rows applied")
+        self.iterations_restored = counter(
+            "mana_ai_iterations_restored_total",
+            "Server iterations (kind=iteration) and workbench decisions (kind=decision) a device edit had dropped,"
+            " restored after a refresh",
+            ("kind",),
+        )
         self.snapshot_rows_skipped = counter(
             "mana_ai_snapshot_rows_skipped_total", "Malformed sync rows skipped by the refresh", ("table",)
         )

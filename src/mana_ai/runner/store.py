@@ -170,6 +170,17 @@ class RunnerStore:
                     client_id=RUNNER_CLIENT_ID,
                     actor=actor,
                 )
+                # Marked so a device edit that drops it is noticed and undone (mana_ai.synclog.restore).
+                await conn.execute(
+                    q("mark_iteration"),
+                    {
+                        "user_id": mission.user_id,
+                        "mission_id": mission.id,
+                        "iteration_id": iteration["id"],
+                        "step_id": "",
+                        "status": "",
+                    },
+                )
             if tokens > 0 and agent_id:
                 await conn.execute(
                     q("insert_token_usage"),

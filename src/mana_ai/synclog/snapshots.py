@@ -27,6 +27,7 @@ from psycopg.rows import tuple_row
 from mana_ai.db.connector import Database
 from mana_ai.db.queries import q
 from mana_ai.synclog.lww import RecordState, apply_change
+from mana_ai.synclog.restore import restore_lost
 from mana_ai.synclog.validate import prepare_row
 
 logger = logging.getLogger(__name__)
@@ -52,6 +53,10 @@ class RefreshStats:
     missions: TableStats = field(default_factory=TableStats)
     agents: TableStats = field(default_factory=TableStats)
     users_processed: int = 0
+    restored_iterations: int = 0
+    """Server iterations a device edit had dropped, written back after the refresh (issue 12)."""
+    restored_decisions: int = 0
+    """Workbench decisions a device edit had reopened, written back after the refresh."""
 
     @property
     def rows_applied(self) -> int:
@@ -74,6 +79,7 @@ Key = tuple[str, str]
 async def refresh_snapshots(db: Database) -> RefreshStats:
     """Fold every committed feed row not yet applied into the snapshot tables."""
     stats = RefreshStats()
+    changed: dict[Key, RecordState] = {}
     async with db.transaction() as conn:
         await conn.execute(q("refresh_lock"))
         cur = await conn.execute(q("refresh_window"))
@@ -97,12 +103,28 @@ async def refresh_snapshots(db: Database) -> RefreshStats:
             for table, table_rows in by_table.items():
                 if table_rows:
                     table_stats = stats.missions if table == "aiMissions" else stats.agents
-                    await _refresh_table(conn, table, table_rows, table_stats, users)
+                    states = await _refresh_table(conn, table, table_rows, table_stats, users)
+                    if table == "aiMissions":
+                        changed = states
             stats.users_processed = len(users)
         await conn.execute(q("advance_refresh_cursor"), {"horizon": new})
+    if changed:
+        await _restore(db, changed, stats)
     if stats.rows_applied or stats.missions.rows_skipped or stats.agents.rows_skipped:
         logger.info("snapshots refreshed", extra={"action": "snapshots.refresh", **stats.as_dict()})
     return stats
+
+
+async def _restore(db: Database, changed: dict[Key, RecordState], stats: RefreshStats) -> None:
+    # Never lets a restore problem fail the refresh: the next refresh of the mission tries again.
+    try:
+        restored = await restore_lost(db, changed)
+    except Exception:
+        logger.warning(
+            "restoring lost iterations failed", exc_info=True, extra={"action": "snapshots.restore_failed"}
+        )
+        return
+    stats.restored_iterations, stats.restored_decisions = restored.iterations, restored.decisions
 
 
 FeedRow = tuple[Any, ...]
@@ -111,7 +133,8 @@ FeedRow = tuple[Any, ...]
 
 async def _refresh_table(
     conn: Any, table: str, rows: list[FeedRow], stats: TableStats, users: set[str]
-) -> None:
+) -> dict[Key, RecordState]:
+    """Fold ``rows`` into the table's snapshots; returns the states of the records that changed."""
     load_query, upsert_query = TABLES[table]
     keys: dict[Key, None] = dict.fromkeys((row[1], row[2]) for row in rows)
     cur = await conn.execute(q(load_query), {"users": [k[0] for k in keys], "ids": [k[1] for k in keys]})
@@ -124,7 +147,7 @@ async def _refresh_table(
     with _gc_paused():
         _fold(table, rows, states, last_applied, stats)
     if not last_applied:
-        return
+        return {}
     payload = []
     for key, applied_at in last_applied.items():
         state = states[key]
@@ -143,6 +166,7 @@ async def _refresh_table(
         else:
             stats.new_snapshots += 1
     await conn.execute(q(upsert_query), {"rows": orjson.dumps(payload).decode()})
+    return {key: states[key] for key in last_applied}
 
 
 @contextmanager

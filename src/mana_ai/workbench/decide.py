@@ -97,6 +97,22 @@ class DecisionResult:
     events: tuple[str, ...] = field(default=())
 
 
+async def _mark(
+    conn: AsyncConn, user_id: str, mission_id: str, iteration_id: str, step_id: str, status: str
+) -> None:
+    """Remember what we wrote, so a device edit that drops it is undone (:mod:`mana_ai.synclog.restore`)."""
+    await conn.execute(
+        q("mark_iteration"),
+        {
+            "user_id": user_id,
+            "mission_id": mission_id,
+            "iteration_id": iteration_id,
+            "step_id": step_id,
+            "status": status,
+        },
+    )
+
+
 def _module(tool_name: str) -> str:
     tool = CATALOG_BY_NAME.get(tool_name)
     return tool.module if tool is not None else "unknown"
@@ -181,6 +197,7 @@ class Decider:
                         ref,
                         Decision("skipped", to_js_iso(now), "auto-expire", execution={"state": "expired"}),
                     )
+                    await _mark(conn, user_id, mission_id, ref.iteration_id, ref.step_id, "skipped")
                     changed = True
                     expired += 1
                 if changed:
@@ -278,7 +295,9 @@ class Decider:
             iterations = apply_decision(iterations, ref, decision)
             if handoff is not None:
                 iterations = [*iterations, handoff]
+                await _mark(conn, user_id, ref.mission_id, handoff["id"], "", "")
             await self._write_iterations(conn, user_id, ref.mission_id, state, iterations, now)
+            await _mark(conn, user_id, ref.mission_id, ref.iteration_id, ref.step_id, decision.status)
             await conn.execute(
                 q("workbench_finish_decision"),
                 {
