@@ -25,7 +25,7 @@ from mana_ai.db.connector import Database
 from mana_ai.db.queries import q
 from mana_ai.synclog.actor import system_actor
 from mana_ai.synclog.lww import RecordState, apply_change, next_stamp
-from mana_ai.synclog.store import RUNNER_CLIENT_ID, update_fields
+from mana_ai.synclog.store import update_fields
 from mana_ai.synclog.validate import prepare_row
 from mana_ai.timefmt import to_js_iso, utcnow
 from mana_ai.workbench.proposals import overall_status
@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 OPEN: Final = ("staged", "planned")
 RESTORE_ACTOR: Final = "system:mana-ai-restore"
+RESTORE_CLIENT_ID: Final = "mana-ai-restore"
 
 Key = tuple[str, str]
 
@@ -195,7 +196,7 @@ async def _restore_one(db: Database, key: Key, marks: list[Mark]) -> RestoreStat
             record_id=mission_id,
             fields={"iterations": iterations},
             at=next_stamp(state.field_meta, ("iterations",), to_js_iso(utcnow())),
-            client_id=RUNNER_CLIENT_ID,
+            client_id=RESTORE_CLIENT_ID,
             actor=system_actor(RESTORE_ACTOR),
         )
     logger.info(
