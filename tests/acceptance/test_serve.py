@@ -120,3 +120,23 @@ def test_bad_configuration_is_one_clear_line(tmp_path: Path):
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "secretpw" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_serve_refuses_a_master_key_in_jwt_mode(tmp_path: Path):
+    import subprocess
+
+    key_file = tmp_path / "master.key"
+    key_file.write_text("00" * 32)
+    key_file.chmod(0o000)  # never read: the refusal comes first
+    env = {
+        **os.environ,
+        "MANA_AUTH_URL": "http://127.0.0.1:1",
+        "MANA_AI_MASTER_KEY_FILE": str(key_file),
+        "SYNC_DATABASE_URL": "postgresql://u:pw@127.0.0.1:1/db",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "mana_ai", "serve"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "MANA_AI_MASTER_KEY_FILE is set, but the service never reads a master key" in result.stderr
+    assert "127.0.0.1:1/db" not in result.stderr  # refused before any database connection

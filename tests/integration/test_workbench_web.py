@@ -345,6 +345,20 @@ async def test_grant_dialog_shows_the_cli_command_and_revokes(
         )
         status, html, token = await page(client, "/workbench/missions/m1/grant")
         assert "grant-current" in html and "<code>notes:n1</code>" in html and "Revoke" in html
+        # The data-access tab offers the audit for download, with the grant's scope.
+        _, html, _ = await page(client, "/workbench/audit?mission=m1")
+        assert 'href="/workbench/audit/export?format=csv&amp;mission=m1"' in html
+        async with client.get("/workbench/audit/export?format=csv") as response:
+            assert response.status == 200 and response.content_type == "text/csv"
+            assert "attachment" in response.headers["Content-Disposition"]
+            lines = (await response.text()).splitlines()
+        assert (
+            lines[0].startswith("kind,ts,missionId")
+            and lines[1].startswith("grant,")
+            and ",m1,,notes,n1," in lines[1]
+        )
+        async with client.get("/workbench/audit/export?format=json") as response:
+            assert (await response.json(content_type=None))["grants"][0]["recordIds"] == ["notes:n1"]
         async with client.post("/workbench/missions/m1/grant/revoke", data={"csrf_token": token}) as response:
             assert response.status == 200 and "grant-current" not in await response.text()
         async with db.with_user("local") as conn:

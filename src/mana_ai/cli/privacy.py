@@ -1,8 +1,10 @@
 """``mana-ai grants create|revoke|refresh``, ``mana-ai keys generate`` and ``mana-ai audit``.
 
-The grant commands act as the *user's client*: they read the user's master key (``--master-key-file`` or a
-hidden prompt) and write through the sync log as the user. Run them where the master key is; the runner
-process never needs it. See ``docs/privacy.md``.
+The grant commands act as the *user's client* and run the same protocol (v2) as the browser module
+``/client/mana-ai-grants.js``: they read the user's master key (``--master-key-file`` or a hidden prompt), seal
+the granted records under a fresh random grant data key, store grant and copies in mana-ai's own tables and set
+``mission.grant`` through the sync log as the user. Run them where the master key is; the runner process never
+needs it. See ``docs/privacy.md``.
 """
 
 from __future__ import annotations
@@ -109,7 +111,7 @@ async def grants_create(
     public_key_file: Path | None,
     runner_url: str,
 ) -> None:
-    """Issue a grant, re-seal the granted records for the runner and store the grant on the mission."""
+    """Issue a grant, seal the granted records for the runner and store the grant on the mission."""
     user_id = _user(user)
     try:
         lifetime = parse_duration(ttl)
@@ -155,12 +157,12 @@ async def grants_create(
 @click.option("--mission", "mission_id", required=True, help="The mission whose grant to revoke.")
 @async_command
 async def grants_revoke(user: str | None, mission_id: str) -> None:
-    """Remove the mission's grant and delete every re-sealed copy."""
+    """Remove the mission's grant and delete every sealed copy."""
     user_id = _user(user)
     async with open_app() as app:
         revoked = await revoke_grant(app.db, user_id=user_id, mission_id=mission_id, now=utcnow())
     what = "Grant revoked" if revoked.had_grant else "The mission had no grant"
-    console.print(what + "; " + str(revoked.removed_copies) + " re-sealed cop(ies) deleted.")
+    console.print(what + "; " + str(revoked.removed_copies) + " sealed cop(ies) deleted.")
 
 
 @grants.command("refresh")

@@ -21,6 +21,7 @@ from __future__ import annotations
 from importlib import resources
 from typing import Any, Final
 
+import orjson
 from fastapi import FastAPI, Header, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.middleware.cors import CORSMiddleware
@@ -45,7 +46,7 @@ from mana_ai.timefmt import utcnow
 
 CORS_PREFIXES: Final = ("/api/v1/", "/client/")
 CLIENT_MODULE: Final = "mana-ai-grants.js"
-MAX_BODY_BYTES: Final = 64 * 1024 * 1024
+MAX_BODY_BYTES: Final = 32 * 1024 * 1024
 
 
 class ApiCors:
@@ -85,12 +86,13 @@ def register_grant_api(api: FastAPI, app: App, verifier: JwtVerifier) -> None:
             return JSONResponse({"error": str(exc)}, status_code=401)
 
     async def json_body(request: Request) -> Any:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            raise UploadRefused("TOO_LARGE", "the body is too large")  # refused before reading it
         raw = await request.body()
         if len(raw) > MAX_BODY_BYTES:
             raise UploadRefused("TOO_LARGE", "the body is too large")
         try:
-            import orjson
-
             return orjson.loads(raw)
         except ValueError:
             raise UploadRefused("BAD_REQUEST", "the body is not JSON") from None

@@ -15,7 +15,8 @@ that set it. Rows are applied in the order given:
   with its own value (when that is ``>=`` the field's stamp), so a later update ``deletedAt: null`` (the app's
   undo) restores the record; a delete row without ``deletedAt`` removes the record (``deleted``), and a later
   insert or update starts it again from that row's fields, as the app re-creates a record from an update;
-  a soft delete of a record never seen changes nothing;
+  a soft delete of a record never seen leaves it soft-deleted (not live, as when the app skips it), so that
+  re-delivering the rows that follow, e.g. its re-creation, gives the same state as the first delivery;
 * rows without data change nothing.
 
 Timestamps are compared as strings, which is correct for JS ``toISOString()`` output.
@@ -118,10 +119,12 @@ def apply_change(
 
 def _delete(state: RecordState | None, record_id: str, data: Mapping[str, Any] | None) -> RecordState:
     deleted_at = data.get("deletedAt") if isinstance(data, Mapping) else None
-    if state is None or state.deleted:
+    if not isinstance(deleted_at, str) or not deleted_at or (state is not None and state.deleted):
         return RecordState({"id": record_id}, {}, deleted=True)
-    if not isinstance(deleted_at, str) or not deleted_at:
-        return RecordState({"id": record_id}, {}, deleted=True)
+    if state is None:
+        # Not a hard tombstone: a record that exists by the time these rows are re-read would take the soft
+        # delete, so the first delivery must end in that same state.
+        state = RecordState({"id": record_id}, {})
     try:
         stamp = normalize_iso(deleted_at)
     except ValueError:

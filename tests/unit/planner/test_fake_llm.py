@@ -38,7 +38,9 @@ async def test_request_with_nothing_scripted_fails_the_test() -> None:
             with pytest.raises(ProviderError) as info:
                 await llm.complete(MESSAGES, tools_json=b"[]", model="m")
         assert info.value.status == 500
-        assert "no scripted response" in str(info.value)
+        assert "body is not kept" in str(
+            info.value
+        )  # the fake says "no scripted response"; bodies are never kept
         with pytest.raises(AssertionError, match="unexpected"):
             server.assert_complete()
 
