@@ -104,6 +104,8 @@ class App:
         return self
 
     async def close(self) -> None:
+        if self._ticker is not None:
+            await self._ticker.close()
         if self._research is not None:
             await self._research.close()
         if self._llm is not None:

@@ -21,6 +21,10 @@ class StorageError(ManaAiError):
     """The database failed or is unreachable."""
 
 
+class ConnectionLostError(StorageError):
+    """The database connection was lost or could not be used (its transaction did not commit)."""
+
+
 class SchemaTooNewError(StorageError):
     """The database schema is newer than this version of mana-ai understands."""
 

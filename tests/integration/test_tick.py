@@ -203,3 +203,23 @@ async def test_next_run_at_advances_by_the_cadence(db, app_db_url, admin_db, cad
         # Wall-clock cadences land on the same instant whenever in the tick it was computed.
         (only,) = expected
         assert only is not None and parse_iso(written) == only and only > after
+
+
+async def test_a_batch_holding_a_mission_planned_meanwhile_does_not_plan_its_next_run(
+    db, app_db_url, admin_db
+):
+    # A planning batch deferred while the mission was due can start after another worker planned it: the
+    # fresh snapshot then carries the next, future nextRunAt, which is not due and must not be claimed.
+    await put_row(db, "u1", "agents", "a1", "insert", agent_record("a1"))
+    await put_row(db, "u1", "aiMissions", "m1", "insert", mission("m1", agentId="a1"))
+    async with FakeLlmServer(default=conversation_responder()) as llm, running_app(app_db_url, llm) as app:
+        first = await app.ticker.tick()
+        assert first.plans_written_back == 1, first.to_json()
+        again = await app.ticker.tick()  # folds the write-back: nextRunAt is an hour ahead now
+        assert again.due_mission_count == 0, again.to_json()
+        stale_batch = await app.ticker.store.missions_by_key([("u1", "m1")])
+        assert stale_batch and stale_batch[0].next_run_at > first.scanned_at
+        agents = await app.ticker.store.agents_for_users(["u1"])
+        results = await app.ticker.dispatcher.run_all(stale_batch, agents)
+        assert [r.decision for r in results] == ["not-due"]
+    assert len(await latest_rows(admin_db, "m1")) == 1

@@ -7,7 +7,9 @@ Nothing above this layer imports psycopg's exceptions: :func:`wrap_exceptions` t
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterator
+import time
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, LiteralString
 
@@ -17,7 +19,7 @@ import psycopg_pool
 from psycopg.rows import dict_row
 from psycopg.types.json import set_json_dumps, set_json_loads
 
-from mana_ai.errors import StorageError
+from mana_ai.errors import ConnectionLostError, StorageError
 
 logger = logging.getLogger(__name__)
 
@@ -35,14 +37,19 @@ def configure_json() -> None:
 
 
 @contextmanager
-def wrap_exceptions() -> Iterator[None]:
-    """Translate driver errors into StorageError, without the connection string (it may hold a password)."""
+def wrap_exceptions(on_lost: Callable[[], None] | None = None) -> Iterator[None]:
+    """Translate driver errors into StorageError, without the connection string (it may hold a password).
+
+    ``on_lost`` is called when the error says the connection was lost.
+    """
     try:
         yield
     except psycopg_pool.PoolTimeout as exc:
         raise StorageError(f"no database connection available: {exc}") from exc
     except psycopg.OperationalError as exc:
-        raise StorageError(f"database unreachable or connection lost: {_first_line(exc)}") from exc
+        if on_lost is not None:
+            on_lost()
+        raise ConnectionLostError(f"database unreachable or connection lost: {_first_line(exc)}") from exc
     except psycopg.Error as exc:
         raise StorageError(f"database error: {_first_line(exc)}") from exc
 
@@ -50,6 +57,36 @@ def wrap_exceptions() -> Iterator[None]:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else exc.__class__.__name__
+
+
+CHECK_AFTER_IDLE_S = 1.0
+"""A pooled connection idle at least this long is checked (one round trip) before it is handed out."""
+
+
+class _IdleCheck:
+    """The pool's ``check`` and ``reset`` hooks: check a connection only when it sat idle for a while.
+
+    Checking on every checkout costs a round trip per checkout, more than many of our statements; a
+    connection that was in use less than :data:`CHECK_AFTER_IDLE_S` ago was working then. When one turns
+    out to be lost anyway, every connection is checked again at its next checkout (:meth:`forget`), so a
+    server restart costs one failed statement, not one per pooled connection.
+    """
+
+    def __init__(self) -> None:
+        self._returned: weakref.WeakKeyDictionary[AsyncConn, float] = weakref.WeakKeyDictionary()
+
+    def forget(self) -> None:
+        """A connection was lost (a server restart loses them all): check every one at its next checkout."""
+        self._returned.clear()
+
+    async def reset(self, conn: AsyncConn) -> None:
+        self._returned[conn] = time.monotonic()
+
+    async def check(self, conn: AsyncConn) -> None:
+        returned = self._returned.get(conn)
+        if returned is not None and time.monotonic() - returned < CHECK_AFTER_IDLE_S:
+            return
+        await psycopg_pool.AsyncConnectionPool.check_connection(conn)
 
 
 class Database:
@@ -66,6 +103,7 @@ class Database:
     ) -> None:
         configure_json()
         self.url = url
+        idle_check = self._idle_check = _IdleCheck()
         self._pool = psycopg_pool.AsyncConnectionPool(
             url,
             min_size=min_size,
@@ -73,7 +111,8 @@ class Database:
             open=False,
             name=name,
             kwargs={"row_factory": dict_row, "autocommit": True},
-            check=psycopg_pool.AsyncConnectionPool.check_connection,
+            check=idle_check.check,
+            reset=idle_check.reset,
             reconnect_timeout=300,
             timeout=timeout_s,
         )
@@ -99,14 +138,14 @@ class Database:
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[AsyncConn]:
         """A pooled connection in autocommit mode."""
-        with wrap_exceptions():
+        with wrap_exceptions(self._idle_check.forget):
             async with self._pool.connection() as conn:
                 yield conn
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConn]:
         """A pooled connection inside one transaction (committed on success, rolled back on error)."""
-        with wrap_exceptions():
+        with wrap_exceptions(self._idle_check.forget):
             async with self._pool.connection() as conn, conn.transaction():
                 yield conn
 
@@ -124,7 +163,7 @@ class Database:
         """
         if not user_id or not user_id.strip():
             raise ValueError("with_user: empty user id")
-        with wrap_exceptions():
+        with wrap_exceptions(self._idle_check.forget):
             async with self._pool.connection() as conn:
                 if pipeline:
                     async with conn.pipeline(), conn.transaction():

@@ -33,7 +33,7 @@ class MissionResult:
     mission_id: str
     user_id: str
     decision: str
-    """ran | failed | paused-after-failures | skipped-<why> | stale | error"""
+    """ran | failed | paused-after-failures | skipped-<why> | stale | not-due | error"""
     steps: int = 0
     tokens: int = 0
     detail: str = ""
@@ -92,6 +92,10 @@ async def _process(
     due_at = mission.next_run_at
     if due_at is None:
         return MissionResult(mission.id, mission.user_id, "stale")
+    if due_at > to_js_iso(utcnow()):
+        # A planning batch may start after another worker planned this run; its fresh snapshot then holds
+        # the next run, which is not due yet. Claiming it would plan that run early, and a second time.
+        return MissionResult(mission.id, mission.user_id, "not-due", detail=f"next run at {due_at}")
 
     claim = await store.claim(mission, due_at, agent, settings.claim_lease)
     if claim.decision != "claimed":

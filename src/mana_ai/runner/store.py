@@ -1,6 +1,6 @@
 """The runner's SQL: due missions, agents, claims, write-back and token usage.
 
-Write-back is the one place that appends to a mission's iterations. It runs inside ``with_user`` (row-level
+Write-back (:mod:`mana_ai.runner.writeback`) is the one place that appends to a mission's iterations. It runs inside ``with_user`` (row-level
 security applies), holds a per-record advisory lock so none of our writers appends from a stale base (W11),
 rebuilds the iterations array from the log itself (not from a snapshot that may be a tick old), refuses to
 write when the mission changed under it (paused, deleted, rescheduled), and finishes the claim in the same
@@ -9,23 +9,31 @@ transaction: a plan is written once per due run or not at all.
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from mana_ai.db.connector import Database
 from mana_ai.db.queries import q
-from mana_ai.runner.iteration import append_iteration
-from mana_ai.synclog.lww import next_stamp
+from mana_ai.errors import ConnectionLostError, StorageError
+from mana_ai.runner.batching import Coalescer
+from mana_ai.runner.writeback import (
+    KEEP as KEEP,
+)
+from mana_ai.runner.writeback import (
+    BatchNotWritten,
+    WriteBack,
+    fields_to_write,
+    update_params,
+    write_back_many,
+)
 from mana_ai.synclog.records import ServerAgent, ServerMission
-from mana_ai.synclog.store import RUNNER_CLIENT_ID, replay_record, update_fields
+from mana_ai.synclog.store import replay_record
 
 logger = logging.getLogger(__name__)
-
-KEEP = object()
-"""Sentinel: leave a field as it is."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +44,34 @@ class Claim:
     consecutive_failures: int
 
 
+X = TypeVar("X")
+
+
+async def _once_more_if_lost(action: Callable[[], Awaitable[X]]) -> X:
+    """Run ``action``; once more if the database connection was lost under it.
+
+    Pooled connections are not checked before every use (see :mod:`mana_ai.db.connector`), so the first
+    statement after a server restart can meet a dead one; its transaction did not commit, and every
+    connection is checked at its next checkout, so the second attempt meets a live one. Safe for claims
+    and write-backs: both are decided under the claim, so a repeat never plans or writes twice.
+    """
+    try:
+        return await action()
+    except ConnectionLostError:
+        logger.info("database connection lost; trying once more", extra={"action": "runner.retry_lost"})
+        return await action()
+
+
+def _claim_of(row: Mapping[str, Any]) -> Claim:
+    """The one place a row of ``claim_mission_run`` (``claim_run`` or ``claim_runs``) becomes a Claim."""
+    return Claim(
+        row["decision"],
+        int(row["tokens_used_24h"]),
+        int(row["attempt"]),
+        int(row["consecutive_failures"]),
+    )
+
+
 class LostClaim(Exception):
     """Our lease on the run expired and another worker may own it now; nothing was written."""
 
@@ -43,10 +79,20 @@ class LostClaim(Exception):
 WriteResult = Literal["written", "stale"]
 
 
+@dataclass(frozen=True, slots=True)
+class _ClaimRequest:
+    mission: ServerMission
+    due_at: str
+    agent: ServerAgent | None
+    lease: timedelta
+
+
 class RunnerStore:
-    def __init__(self, db: Database, owner: str) -> None:
+    def __init__(self, db: Database, owner: str, *, batch_size: int = 64) -> None:
         self.db = db
         self.owner = owner
+        self._claims: Coalescer[_ClaimRequest, Claim] = Coalescer(self._claim_batch, max_batch=batch_size)
+        self._write_backs: Coalescer[WriteBack, str] = Coalescer(self._write_back_batch, max_batch=batch_size)
 
     async def due_missions(self, now_iso: str, limit: int) -> list[ServerMission]:
         rows = await self.db.fetch(q("due_missions"), {"now": now_iso, "limit": limit})
@@ -87,6 +133,59 @@ class RunnerStore:
     async def claim(
         self, mission: ServerMission, due_at: str, agent: ServerAgent | None, lease: timedelta
     ) -> Claim:
+        """Claim one due run; claims asked for at the same time go out together (:meth:`_claim_batch`)."""
+        return await self._claims.submit(_ClaimRequest(mission, due_at, agent, lease))
+
+    async def _claim_batch(self, requests: list[_ClaimRequest]) -> list[Claim | BaseException]:
+        """One statement for the batch; one claim at a time if it fails (a deadlock between two processes'
+        batches, or one mission's bad data), so every mission gets its own outcome."""
+        if len(requests) > 1 and len({r.lease for r in requests}) == 1:
+            try:
+                return list(await self._claim_many(requests))
+            except StorageError:
+                logger.warning(
+                    "batched claim failed; claiming one at a time",
+                    extra={"action": "runner.claim_batch_failed", "missions": len(requests)},
+                    exc_info=True,
+                )
+        results: list[Claim | BaseException] = []
+        for r in requests:
+            try:
+                results.append(await _once_more_if_lost(functools.partial(self._claim_request, r)))
+            except Exception as exc:
+                results.append(exc)
+        return results
+
+    async def _claim_many(self, batch: list[_ClaimRequest]) -> list[Claim]:
+        # Locks are taken in (user, mission) order: two processes' batches cannot take them crosswise.
+        order = sorted(range(len(batch)), key=lambda i: (batch[i].mission.user_id, batch[i].mission.id))
+        requests = [batch[i] for i in order]
+        rows = await self.db.fetch(
+            q("claim_runs"),
+            {
+                "user_ids": [r.mission.user_id for r in requests],
+                "mission_ids": [r.mission.id for r in requests],
+                "due_ats": [r.due_at for r in requests],
+                "agent_ids": [r.agent.id if r.agent else None for r in requests],
+                "max_concurrent": [r.agent.max_concurrent_missions if r.agent else None for r in requests],
+                "max_tokens": [r.agent.max_tokens_per_day if r.agent else None for r in requests],
+                "owner": self.owner,
+                "lease": requests[0].lease,
+            },
+        )
+        if len(rows) != len(requests):
+            raise StorageError(f"batched claim returned {len(rows)} rows for {len(requests)} missions")
+        claims: list[Claim | None] = [None] * len(batch)
+        for i, row in zip(order, rows, strict=True):
+            claims[i] = _claim_of(row)
+        return [c for c in claims if c is not None]
+
+    async def _claim_request(self, r: _ClaimRequest) -> Claim:
+        return await self._claim_one(r.mission, r.due_at, r.agent, r.lease)
+
+    async def _claim_one(
+        self, mission: ServerMission, due_at: str, agent: ServerAgent | None, lease: timedelta
+    ) -> Claim:
         row = await self.db.fetchrow(
             q("claim_run"),
             {
@@ -103,12 +202,7 @@ class RunnerStore:
             },
         )
         assert row is not None
-        return Claim(
-            row["decision"],
-            int(row["tokens_used_24h"]),
-            int(row["attempt"]),
-            int(row["consecutive_failures"]),
-        )
+        return _claim_of(row)
 
     async def release(self, mission: ServerMission) -> None:
         await self.db.execute(
@@ -134,82 +228,69 @@ class RunnerStore:
         """Append ``iteration`` (and move nextRunAt / state) in one transaction with the claim's outcome.
 
         Returns ``"stale"`` (and writes nothing) when the mission is gone, no longer active or was
-        rescheduled since it was found due. Raises :class:`LostClaim` when our lease is gone.
+        rescheduled since it was found due. Raises :class:`LostClaim` when our lease is gone. Write-backs
+        asked for at the same time share one transaction (:mod:`mana_ai.runner.writeback`).
         """
+        item = WriteBack(
+            mission,
+            due_at,
+            iteration,
+            next_run_at,
+            now_iso,
+            actor,
+            outcome,
+            error,
+            backoff,
+            new_state,
+            tokens,
+            agent_id,
+        )
+        result = await self._write_backs.submit(item)
+        return "stale" if result == "stale" else "written"
+
+    async def _write_back_batch(self, items: list[WriteBack]) -> list[str | BaseException]:
+        """Two round trips and a COMMIT for the batch (one mission or many); one at a time if it fails."""
+        try:
+            return list(await write_back_many(self.db, self.owner, items))
+        except (BatchNotWritten, StorageError) as exc:
+            if len(items) > 1:
+                logger.info(
+                    "batched write-back not written; writing one at a time",
+                    extra={
+                        "action": "runner.write_back_batch_retry",
+                        "missions": len(items),
+                        "why": str(exc),
+                    },
+                )
+        results: list[str | BaseException] = []
+        for item in items:
+            try:
+                results.append(await _once_more_if_lost(functools.partial(self._write_back_one, item)))
+            except Exception as exc:
+                results.append(exc)
+        return results
+
+    async def _write_back_one(self, item: WriteBack) -> WriteResult:
+        mission = item.mission
         async with self.db.with_user(mission.user_id, pipeline=True) as conn:
             await conn.execute(q("lock_record"), {"user_id": mission.user_id, "record_id": mission.id})
             latest = await replay_record(
                 conn, user_id=mission.user_id, app_id="ai", table="aiMissions", record_id=mission.id
             )
-            if (
-                latest is None
-                or not latest.is_live()
-                or latest.record.get("state", "active") != "active"
-                or latest.record.get("nextRunAt") != due_at
-            ):
-                stale = True
-            else:
-                stale = False
-                fields: dict[str, Any] = {
-                    "iterations": append_iteration(latest.record.get("iterations"), iteration)
-                }
-                if next_run_at is not KEEP:
-                    fields["nextRunAt"] = next_run_at
-                if new_state is not None:
-                    fields["state"] = new_state
-                # Strictly after what we read: an approval written in the same millisecond must not win.
-                now_iso = next_stamp(latest.field_meta, fields, now_iso)
-                await update_fields(
-                    conn,
-                    user_id=mission.user_id,
-                    app_id="ai",
-                    table="aiMissions",
-                    record_id=mission.id,
-                    fields=fields,
-                    at=now_iso,
-                    client_id=RUNNER_CLIENT_ID,
-                    actor=actor,
-                )
-                # Marked so a device edit that drops it is noticed and undone (mana_ai.synclog.restore).
-                await conn.execute(
-                    q("mark_iteration"),
-                    {
-                        "user_id": mission.user_id,
-                        "mission_id": mission.id,
-                        "iteration_id": iteration["id"],
-                        "step_id": "",
-                        "status": "",
-                    },
-                )
-            if tokens > 0 and agent_id:
-                await conn.execute(
-                    q("insert_token_usage"),
-                    {
-                        "user_id": mission.user_id,
-                        "agent_id": agent_id,
-                        "mission_id": mission.id,
-                        "tokens": tokens,
-                    },
-                )
-            if stale:
+            decided = fields_to_write(item, latest)
+            if decided is not None:
+                await conn.execute(q("insert_change"), update_params(item, *decided))
+                await conn.execute(q("mark_iteration"), item.mark_params())
+            tokens = item.token_params()
+            if tokens is not None:
+                await conn.execute(q("insert_token_usage"), tokens)
+            if decided is None:
                 await conn.execute(
                     q("release_run"),
                     {"user_id": mission.user_id, "mission_id": mission.id, "owner": self.owner},
                 )
                 return "stale"
-            params = {
-                "user_id": mission.user_id,
-                "mission_id": mission.id,
-                "owner": self.owner,
-                "due_at": due_at,
-                "iteration_id": iteration["id"],
-            }
-            if outcome == "done":
-                cur = await conn.execute(q("finish_run_done"), params)
-            else:
-                cur = await conn.execute(
-                    q("finish_run_failed"), {**params, "error": error, "backoff": backoff}
-                )
+            cur = await conn.execute(item.finish_query(), item.finish_params(self.owner))
             if await cur.fetchone() is None:
                 raise LostClaim(f"lease on mission {mission.id} expired before the write-back")
         return "written"

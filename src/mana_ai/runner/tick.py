@@ -61,6 +61,10 @@ class TickStats:
             self.errors.append(f"mission={result.mission_id}: {result.detail}")
 
 
+def _ms_since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000.0
+
+
 class Dispatcher:
     """Runs missions with a process-wide concurrency bound and per-agent in-process slots."""
 
@@ -129,6 +133,7 @@ class Ticker:
         self.store = store
         self.dispatcher = dispatcher
         self._running = asyncio.Lock()
+        self._maintenance: asyncio.Task[None] | None = None
         self.last_tick: TickStats | None = None
 
     @property
@@ -167,16 +172,19 @@ class Ticker:
             metrics = self.ctx.metrics
             metrics.ticks.inc()
             started = time.perf_counter()
+            phases: dict[str, float] = {}
             try:
                 if await self.refresh(stats) is None and not await self.ctx.db.ping():
                     raise StorageError("database unreachable; tick skipped")
+                phases["refresh_ms"] = _ms_since(started)
                 due = await self.store.due_missions(stats.scanned_at, self.ctx.settings.due_batch_limit)
                 stats.due_mission_count = len(due)
+                phases["due_ms"] = _ms_since(started) - phases["refresh_ms"]
                 if due:
                     agents = await self.store.agents_for_users(m.user_id for m in due)
                     for result in await self.dispatcher.run_all(due, agents):
                         stats.add(result)
-                await self.maintenance()
+                self.start_maintenance()
             except Exception as exc:
                 stats.errors.append(str(exc))
                 tracing.mark_error(tick_span, exc)
@@ -200,6 +208,8 @@ class Ticker:
                     "written": stats.plans_written_back,
                     "failed": stats.parse_failures,
                     "errors": len(stats.errors),
+                    "duration_ms": round(_ms_since(started), 1),
+                    **{k: round(v, 1) for k, v in phases.items()},
                 },
             )
             return stats
@@ -239,6 +249,17 @@ class Ticker:
             )
         self.last_tick = stats
         return {**stats.to_json(), "batchesDeferred": deferred, "backlog": pending}
+
+    def start_maintenance(self) -> None:
+        """Run :meth:`maintenance` in the background: the tick's answer does not wait for housekeeping (after
+        a bootstrap, pruning the feed deletes every row just folded). One runs at a time."""
+        if self._maintenance is None or self._maintenance.done():
+            self._maintenance = asyncio.create_task(self.maintenance(), name="tick-maintenance")
+
+    async def close(self) -> None:
+        """Wait for background maintenance (shutdown)."""
+        if self._maintenance is not None and not self._maintenance.done():
+            await asyncio.wait([self._maintenance], timeout=30)
 
     async def maintenance(self) -> None:
         """Housekeeping that keeps tables bounded (W13): applied feed rows, old token usage."""

@@ -6,7 +6,7 @@ security applies, so a caller can only ever see and write its own user's rows.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
@@ -38,24 +38,50 @@ async def append_change(
     """Append one row; returns its id (``eventId`` on the wire)."""
     cur = await conn.execute(
         q("insert_change"),
-        {
-            "app_id": app_id,
-            "table": table,
-            "record_id": record_id,
-            "user_id": user_id,
-            "op": op,
-            "data": Jsonb(dict(data)) if data is not None else None,
-            "field_meta": Jsonb(dict(field_meta or {})),
-            "client_id": client_id,
-            "actor": Jsonb(dict(actor)),
-            "origin": origin_of(dict(actor)),
-            # mana-sync fills the space_id column from the change's spaceId (data.spaceId for an insert).
-            "space_id": _space_of(data),
-        },
+        change_params(
+            user_id=user_id,
+            app_id=app_id,
+            table=table,
+            record_id=record_id,
+            op=op,
+            data=data,
+            field_meta=field_meta,
+            client_id=client_id,
+            actor=actor,
+        ),
     )
     row = await cur.fetchone()
     assert row is not None
     return str(row["id"])
+
+
+def change_params(
+    *,
+    user_id: str,
+    app_id: str,
+    table: str,
+    record_id: str,
+    op: str,
+    data: Mapping[str, Any] | None,
+    field_meta: Mapping[str, str] | None,
+    client_id: str,
+    actor: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The parameters of ``insert_change`` for one row (also for writers that batch their statements)."""
+    return {
+        "app_id": app_id,
+        "table": table,
+        "record_id": record_id,
+        "user_id": user_id,
+        "op": op,
+        "data": Jsonb(dict(data)) if data is not None else None,
+        "field_meta": Jsonb(dict(field_meta or {})),
+        "client_id": client_id,
+        "actor": Jsonb(dict(actor)),
+        "origin": origin_of(dict(actor)),
+        # mana-sync fills the space_id column from the change's spaceId (data.spaceId for an insert).
+        "space_id": _space_of(data),
+    }
 
 
 def _space_of(data: Mapping[str, Any] | None) -> str | None:
@@ -123,22 +149,35 @@ async def replay_record(
     Malformed rows are skipped as the snapshot refresh skips them, so both agree.
     """
     cur = conn.cursor()
-    set_json_loads(_loads_or_unreadable, cur)
+    set_json_loads(loads_or_unreadable, cur)
     await cur.execute(
         q("record_rows"), {"table": table, "record_id": record_id, "app_id": app_id, "user_id": user_id}
     )
+    rows = await cur.fetchall()
+    return fold_record_rows(
+        table, record_id, ((r["op"], r["data"], r["field_meta"], r["created_iso"]) for r in rows)
+    )
+
+
+def fold_record_rows(
+    table: str, record_id: str, rows: Iterable[tuple[Any, Any, Any, str]]
+) -> RecordState | None:
+    """Merge one record's rows ``(op, data, field_meta, created_iso)``, in log order, with the LWW function.
+
+    Malformed rows are skipped as the snapshot refresh skips them, so both agree.
+    """
     state: RecordState | None = None
-    for row in await cur.fetchall():
-        if check_row(table, row["op"], row["data"], row["field_meta"]) is not None:
+    for op, data, field_meta, created_iso in rows:
+        if check_row(table, op, data, field_meta) is not None:
             continue
         state = apply_row(
             state,
             ChangeRow(
                 record_id=record_id,
-                op=row["op"],
-                data=clean_data(row["data"]),
-                field_meta=clean_field_meta(row["field_meta"]),
-                created_at=row["created_iso"],
+                op=op,
+                data=clean_data(data),
+                field_meta=clean_field_meta(field_meta),
+                created_at=created_iso,
             ),
         )
     return state
@@ -151,7 +190,7 @@ class _Unreadable:
 _UNREADABLE = _Unreadable()
 
 
-def _loads_or_unreadable(data: bytes | str) -> Any:
+def loads_or_unreadable(data: bytes | str) -> Any:
     # Postgres accepts such values, so one of them in a record's log must not fail every replay of it:
     # not being a JSON object, it makes check_row skip its row, as the refresh skips it.
     try:

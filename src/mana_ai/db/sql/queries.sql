@@ -385,6 +385,38 @@ FROM mana_ai.token_usage
 WHERE user_id = %(user_id)s AND ts > %(since)s
 GROUP BY agent_id, date_trunc('hour', ts)
 
+-- name: claim_runs
+-- Many claims in one statement (one round trip, one transaction): mana_ai.claim_mission_run for each
+-- (user, mission) in the order given. Every call sees the runs the earlier ones inserted, so an agent's
+-- concurrency limit holds inside the batch as across batches. Its columns are the function's, as claim_run's.
+SELECT c.*
+FROM unnest(%(user_ids)s::text[], %(mission_ids)s::text[], %(due_ats)s::text[], %(agent_ids)s::text[],
+            %(max_concurrent)s::int[], %(max_tokens)s::bigint[])
+     WITH ORDINALITY AS k(user_id, mission_id, due_at, agent_id, max_concurrent, max_tokens, ord)
+CROSS JOIN LATERAL mana_ai.claim_mission_run(k.user_id, k.mission_id, k.due_at, k.agent_id, k.max_concurrent,
+                                             k.max_tokens, %(owner)s, %(lease)s) AS c
+ORDER BY k.ord
+
+-- Batched write-back (runner/writeback.py): several missions of several users in one transaction, sent
+-- as one multi-statement round trip per phase. Per user: set_current_user, then that user's statements.
+
+-- name: set_current_user
+SELECT set_config('app.current_user_id', %(user_id)s, true)
+
+-- name: lock_records
+-- lock_record for several records of one user, taken in id order.
+SELECT pg_advisory_xact_lock(hashtextextended('mana_ai.record:' || %(user_id)s || ':' || r.id, 0))
+FROM (SELECT DISTINCT unnest(%(record_ids)s::text[]) AS id ORDER BY 1) r
+
+-- name: records_rows
+-- record_rows for several records of one user, record by record in log order.
+SELECT c.record_id, c.op, c.data, c.field_meta,
+       to_char(c.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS created_iso
+FROM public.sync_changes c
+WHERE c.table_name = %(table)s AND c.record_id = ANY(%(record_ids)s::text[]) AND c.app_id = %(app_id)s
+  AND c.user_id = %(user_id)s
+ORDER BY c.record_id, c.created_at, c.id
+
 -- name: mark_iteration
 -- A server iteration we wrote (step_id '') or a step decision we made (issue 12: restoring lost ones).
 INSERT INTO mana_ai.iteration_marks (user_id, mission_id, iteration_id, step_id, status)
