@@ -123,3 +123,22 @@ def test_the_latest_decision_wins_and_decided_beats_open() -> None:
     out, stats = restored_iterations(current, history, [Mark("i", "s", "rejected")])
     assert out[0]["plan"][0]["status"] == "rejected" and out[0]["overallStatus"] == "rejected"
     assert (stats.iterations, stats.decisions) == (0, 1)
+
+
+async def test_every_written_iteration_is_marked_also_in_batched_write_backs(
+    db: Database, app_db_url: str, admin_db: Database
+) -> None:
+    for i in range(4):
+        await put_row(db, f"u{i}", "aiMissions", f"m{i}", "insert", mission(f"m{i}"))
+    async with FakeLlmServer() as llm, running_app(app_db_url, llm) as app:
+        for _ in range(4):
+            llm.reply_tool_calls([("create_task", {"title": "A"})])
+        for _ in range(4):
+            llm.reply_text("ok")
+        assert (await app.ticker.tick()).decisions == {"ran": 4}
+    marks = await admin_db.fetch(
+        "SELECT user_id, mission_id, step_id FROM mana_ai.iteration_marks ORDER BY 1"
+    )
+    assert [(m["user_id"], m["mission_id"], m["step_id"]) for m in marks] == [
+        (f"u{i}", f"m{i}", "") for i in range(4)
+    ]
