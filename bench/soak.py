@@ -10,6 +10,8 @@
 * runs two ``mana-ai worker`` processes (tick every 5 s) as the plain database role. Worker 0 runs the whole
   soak: its RSS, sampled every 10 s, is the memory-flatness measure. Worker 1 is restarted once a minute,
   SIGTERM and SIGKILL in turn (a killed worker's claims are taken over when their lease expires);
+* restarts PostgreSQL itself (``pg_ctl restart -m immediate``, every connection cut) every three minutes,
+  starting at 1:45: the workers must ride it out (a worker that exits by itself is a failed check);
 * stops both workers and checks, from the sync log and ``mana_ai.mission_runs``:
 
   - **memory flat**: worker 0's median RSS in the last quarter is within 15 % of the second quarter's;
@@ -19,7 +21,8 @@
   - **no lost mission**: every active mission whose ``nextRunAt`` was due more than one tick interval plus
     one claim lease before the end was planned since, or is in a retry backoff after a failed iteration
     with a reason that has not yet run out by that margin;
-  - **clean SIGTERM**: every worker stopped with SIGTERM exited with status 0.
+  - **clean SIGTERM**: every worker stopped with SIGTERM exited with status 0, and none exited by itself
+    (through the database restarts).
 
 It prints the totals (plans written, failed iterations by reason, restarts, RSS per quarter) and a
 ``SOAK_RESULT=<json>`` line, and exits with status 1 when a check fails.
@@ -186,6 +189,7 @@ class RunLog:
     """(seconds since start, worker slot, pid, RSS bytes)"""
     sigterms: int = 0
     sigkills: int = 0
+    db_restarts: int = 0
     unclean_exits: list[str] = field(default_factory=list)
 
 
@@ -206,9 +210,19 @@ def stop_worker(worker: Worker, how: signal.Signals, log: RunLog) -> None:
         log.sigkills += 1
 
 
-def run(minutes: float, db_url: str, llm_url: str, log_dir: Path) -> tuple[RunLog, datetime]:
-    """Run the workers for ``minutes``; returns the samples and the wall-clock end (before shutdown)."""
+def run(
+    minutes: float, db_url: str, llm_url: str, log_dir: Path, cluster: Cluster | None = None
+) -> tuple[RunLog, datetime]:
+    """Run the workers for ``minutes``; returns the samples and the wall-clock end (before shutdown).
+
+    With ``cluster``, PostgreSQL is restarted (immediate mode) every three minutes from 1:45 on.
+    """
     log = RunLog()
+    db_restarts_due = [
+        60 * (1.75 + 3 * k) for k in range(int(minutes / 3) + 1) if 60 * (1.75 + 3 * k) < minutes * 60
+    ]
+    if cluster is None:
+        db_restarts_due = []
     workers = [start_worker(slot, db_url, llm_url, log_dir) for slot in (0, 1)]
     begin = time.monotonic()
     duration = minutes * 60
@@ -232,6 +246,12 @@ def run(minutes: float, db_url: str, llm_url: str, log_dir: Path) -> tuple[RunLo
                     if rss is not None:
                         log.samples.append((elapsed, worker.slot, worker.pid, rss))
                 next_sample = max(next_sample + SAMPLE_EVERY_S, now)  # no burst after a slow restart
+            if db_restarts_due and elapsed >= db_restarts_due[0]:
+                db_restarts_due.pop(0)
+                print(f"  {elapsed:6.0f} s  restarting PostgreSQL (pg_ctl restart -m immediate)", flush=True)
+                assert cluster is not None
+                cluster.embedded.restart("immediate")
+                log.db_restarts += 1
             if restarts_due and elapsed >= restarts_due[0]:
                 restarts_due.pop(0)
                 how = signal.SIGTERM if (log.sigterms + log.sigkills) % 2 == 0 else signal.SIGKILL
@@ -377,6 +397,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--faults", type=float, default=0.1, help="share of LLM requests that fail")
     parser.add_argument("--latency-ms", type=float, default=20.0, help="fake LLM latency")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--no-db-restarts", dest="db_restarts", action="store_false", help="do not restart PostgreSQL"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, database)")
     args = parser.parse_args(argv)
 
@@ -395,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
         llm_proc, llm_url = start_fake_llm(args.faults, args.latency_ms, args.seed)
         seed(db.admin, users=args.users, missions=args.missions, start=datetime.now(UTC))
         started = time.monotonic()
-        log, end = run(args.minutes, db.app, llm_url, work)
+        log, end = run(args.minutes, db.app, llm_url, work, cluster if args.db_restarts else None)
         wall = time.monotonic() - started
         verdict = check_log(db.admin, end)
         ok = report(args, log, verdict, wall)
@@ -422,7 +445,7 @@ def report(args: argparse.Namespace, log: RunLog, verdict: Verdict, wall: float)
         "no duplicate plan": not verdict.duplicates,
         "no lost iteration": not verdict.iteration_gaps,
         "no lost mission": not verdict.lost,
-        "clean SIGTERM exits": not log.unclean_exits,
+        "clean SIGTERM exits, none by itself": not log.unclean_exits,
     }
     all_rss = [rss for _t, _slot, _pid, rss in log.samples]
     slope = rss_slope(log.samples, 0, duration)
@@ -434,7 +457,8 @@ def report(args: argparse.Namespace, log: RunLog, verdict: Verdict, wall: float)
     print(f"overdue in backoff:   {verdict.in_backoff}")
     print(f"due runs checked:     {verdict.runs_checked:,} (due before end - tick - lease)")
     print(
-        f"restarts:             {log.sigterms} SIGTERM, {log.sigkills} SIGKILL (worker 1; final stops included)"
+        f"restarts:             {log.sigterms} SIGTERM, {log.sigkills} SIGKILL (worker 1; final stops included),"
+        f" {log.db_restarts} PostgreSQL"
     )
     print(
         "RSS worker 0 (MB):    quarter medians "
@@ -449,7 +473,7 @@ def report(args: argparse.Namespace, log: RunLog, verdict: Verdict, wall: float)
         )
     for name, passed in checks.items():
         print(f"  [{'ok' if passed else 'FAIL'}] {name}")
-    for problem in [*verdict.duplicates, *verdict.iteration_gaps, *verdict.lost, *log.unclean_exits][:20]:
+    for problem in [*log.unclean_exits, *verdict.duplicates, *verdict.iteration_gaps, *verdict.lost][:20]:
         print("      " + problem)
     summary = {
         "minutes": args.minutes,
@@ -463,6 +487,7 @@ def report(args: argparse.Namespace, log: RunLog, verdict: Verdict, wall: float)
         "runs_checked": verdict.runs_checked,
         "sigterm": log.sigterms,
         "sigkill": log.sigkills,
+        "db_restarts": log.db_restarts,
         "rss_mb_worker0_quarters": long_lived,
         "rss_mb_worker1_quarters": restarted,
         "rss_growth": growth,

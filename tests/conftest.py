@@ -28,6 +28,8 @@ for _info in Settings.model_fields.values():
     for _name in getattr(_alias, "choices", [_alias]):
         if isinstance(_name, str):
             os.environ.pop(_name, None)
+# A developer's .env must not reach the CLI processes the tests start (MANA_AI_ENV_FILE= reads no file).
+os.environ["MANA_AI_ENV_FILE"] = ""
 
 APP_ROLE = "mana_ai_app"
 APP_ROLE_PASSWORD = "app-role-test-password"

@@ -82,6 +82,7 @@ class App:
             timeout_s=settings.llm_timeout_s,
             max_retries=settings.llm_max_retries,
             pool_size=max(settings.max_concurrency * 2, 16),
+            max_tokens=settings.llm_max_tokens or None,
         )
         await self._llm.open()
         self._research = ResearchStep.from_settings(settings, self._db, self.metrics)

@@ -39,6 +39,10 @@ def _env(*names: str) -> Any:
     return AliasChoices(*names)
 
 
+WEAK_SERVICE_KEYS = frozenset({"", "dev-service-key", "change-me", "changeme", "secret", "password"})
+MIN_SERVICE_KEY_LENGTH = 24
+
+
 class Settings(BaseSettings):
     """mana-ai settings. Every field is read from the environment variable named in its alias."""
 
@@ -49,6 +53,10 @@ class Settings(BaseSettings):
     """HTTP port."""
     host: str = Field("127.0.0.1", validation_alias=_env("MANA_AI_HOST"))
     """Address to bind. Use 0.0.0.0 in a container."""
+    http_header_timeout_s: float = Field(10.0, validation_alias=_env("MANA_AI_HTTP_HEADER_TIMEOUT_S"), gt=0)
+    """A connection whose request head is not complete this long after it started is closed (slowloris)."""
+    secure_cookies: bool = Field(False, validation_alias=_env("MANA_AI_SECURE_COOKIES"))
+    """Always mark the workbench's cookies Secure (behind a TLS proxy that sends no X-Forwarded-Proto)."""
 
     # --- database -------------------------------------------------------------------------------
     database_url: SecretStr | None = Field(None, validation_alias=_env("SYNC_DATABASE_URL"))
@@ -66,7 +74,8 @@ class Settings(BaseSettings):
     llm_model: str = Field("mana/reasoning", validation_alias=_env("MANA_LLM_MODEL"))
     """Model id sent to the LLM server."""
     llm_api_key: SecretStr | None = Field(None, validation_alias=_env("MANA_LLM_API_KEY"))
-    """Credential for the LLM server (default: MANA_SERVICE_KEY, as the original sent)."""
+    """Credential for the LLM server; none is sent without it (set it to MANA_SERVICE_KEY's value to send
+    that, as the original did)."""
     llm_auth_header: Literal["authorization", "x-api-key"] = Field(
         "authorization", validation_alias=_env("MANA_LLM_AUTH_HEADER")
     )
@@ -75,8 +84,16 @@ class Settings(BaseSettings):
     """Timeout of one LLM request."""
     llm_max_retries: int = Field(3, validation_alias=_env("MANA_LLM_MAX_RETRIES"), ge=0, le=10)
     """Retries on connection errors, 429 and 5xx."""
-    compact_max_ctx: int = Field(1_000_000, validation_alias=_env("MANA_AI_COMPACT_MAX_CTX"), ge=0)
-    """Context-compaction ceiling in tokens; 0 disables compaction."""
+    llm_temperature: float = Field(0.3, validation_alias=_env("MANA_LLM_TEMPERATURE"), ge=0, le=2)
+    """Sampling temperature of planning requests (0 for the most repeatable plans)."""
+    llm_max_tokens: int = Field(1024, validation_alias=_env("MANA_LLM_MAX_TOKENS"), ge=0)
+    """Sent as max_tokens with every request (caps a runaway answer); 0 sends none."""
+    llm_context_tokens: int = Field(32768, validation_alias=_env("MANA_LLM_CONTEXT_TOKENS"), ge=1024)
+    """The model's context window. The offered tools are cut to fit it, compaction scales with it."""
+    llm_max_tools: int = Field(0, validation_alias=_env("MANA_LLM_MAX_TOOLS"), ge=0)
+    """At most this many tools offered per run, the best-ranked for the mission; 0: as many as fit."""
+    compact_max_ctx: int | None = Field(None, validation_alias=_env("MANA_AI_COMPACT_MAX_CTX"), ge=0)
+    """Context-compaction ceiling in tokens (default: MANA_LLM_CONTEXT_TOKENS); 0 disables compaction."""
     policy_mode: Literal["off", "log-only", "enforce"] = Field(
         "log-only", validation_alias=_env("POLICY_MODE")
     )
@@ -84,7 +101,8 @@ class Settings(BaseSettings):
 
     # --- tick and runner ------------------------------------------------------------------------
     service_key: SecretStr = Field(SecretStr("dev-service-key"), validation_alias=_env("MANA_SERVICE_KEY"))
-    """Key for POST /internal/tick (header X-Service-Key) and the research backend."""
+    """Key for POST /internal/tick (header X-Service-Key) and the research backend. Off loopback it must be
+    at least 24 characters and not a known default, or `serve` refuses to start."""
     tick_interval_ms: int = Field(60_000, validation_alias=_env("TICK_INTERVAL_MS"), ge=1000)
     """How often the cluster-wide tick runs."""
     tick_enabled: bool = Field(True, validation_alias=_env("TICK_ENABLED"))
@@ -144,7 +162,7 @@ class Settings(BaseSettings):
     auth_url: str | None = Field(None, validation_alias=_env("MANA_AUTH_URL"))
     """mana-auth base URL; JWKS at {url}/api/v1/auth/jwks."""
     jwt_issuer: str | None = Field(None, validation_alias=_env("JWT_ISSUER"))
-    """An extra accepted token issuer (MANA_AUTH_URL, https://auth.mana.how and localhost:3001 always are)."""
+    """An extra accepted token issuer, besides MANA_AUTH_URL (http://localhost:3001 when that is unset)."""
     jwt_audience: str = Field("mana", validation_alias=_env("JWT_AUDIENCE"))
     """Required token audience."""
     node_env: str | None = Field(None, validation_alias=_env("NODE_ENV"))
@@ -262,14 +280,29 @@ class Settings(BaseSettings):
     def _http_url(cls, value: str) -> str:
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError(f"must be an http(s) URL, got {value[:60]!r}")
+            # Never echo the value: a URL may carry credentials (http://user:token@host).
+            raise ValueError("must be an http(s) URL (the value is not shown: it may hold credentials)")
         return value.rstrip("/")
 
     # --- derived --------------------------------------------------------------------------------
     @property
     def llm_credential(self) -> str | None:
-        key = self.llm_api_key or self.service_key
-        return key.get_secret_value() if key else None
+        """MANA_LLM_API_KEY only: the service key opens /internal/tick and never goes to a third party."""
+        return self.llm_api_key.get_secret_value() if self.llm_api_key else None
+
+    def service_key_problem(self) -> str | None:
+        """Why MANA_SERVICE_KEY is too weak for a non-loopback bind, or ``None``."""
+        key = self.service_key.get_secret_value()
+        if key.strip().lower() in WEAK_SERVICE_KEYS:
+            return "MANA_SERVICE_KEY is a well-known default"
+        if len(key) < MIN_SERVICE_KEY_LENGTH:
+            return f"MANA_SERVICE_KEY is shorter than {MIN_SERVICE_KEY_LENGTH} characters"
+        return None
+
+    @property
+    def compaction_ceiling(self) -> int:
+        """Tokens at which the planner compacts its history; 0 means never."""
+        return self.llm_context_tokens if self.compact_max_ctx is None else self.compact_max_ctx
 
     @property
     def tick_interval_s(self) -> float:

@@ -189,7 +189,25 @@ def instrument_fastapi(api: FastAPI) -> None:
         return
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-    FastAPIInstrumentor.instrument_app(api, tracer_provider=_state.provider, excluded_urls=UNTRACED_PATHS)
+    FastAPIInstrumentor.instrument_app(
+        api,
+        tracer_provider=_state.provider,
+        excluded_urls=UNTRACED_PATHS,
+        server_request_hook=_drop_query,
+    )
+
+
+_QUERY_ATTRIBUTES = ("http.target", "http.url", "url.full", "url.query")
+
+
+def _drop_query(span: trace.Span, _scope: Mapping[str, Any]) -> None:
+    """Server spans keep the path only: a query string can carry tokens, search terms or ids (the
+    instrumentation records it as ``http.target``/``http.url``, or ``url.query``/``url.full``)."""
+    attributes = getattr(span, "attributes", None) or {}
+    for name in _QUERY_ATTRIBUTES:
+        value = attributes.get(name)
+        if isinstance(value, str) and ("?" in value or name == "url.query"):
+            span.set_attribute(name, "" if name == "url.query" else value.split("?", 1)[0])
 
 
 # --- spans -----------------------------------------------------------------------------------------------

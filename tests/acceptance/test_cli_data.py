@@ -484,18 +484,22 @@ async def test_demo_creates_a_due_mission(cli_env: dict[str, str], admin_db: Dat
     agent_ids = {UUID4.search(r.out.split("Demo agent:")[1]).group(0) for r in (first, second)}  # type: ignore[union-attr]
     assert len(agent_ids) == 1 and "(reused)" in second.out
     mission_ids = [UUID4.search(r.out.split("Demo mission:")[1]).group(0) for r in (first, second)]  # type: ignore[union-attr]
+    # Idempotent: the second call reuses the demo mission (and makes it due again) instead of adding one.
+    assert mission_ids[0] == mission_ids[1] and "(reused) due now" in second.out
+    mission_ids = mission_ids[:1]
 
     (agent_row,) = await rows(admin_db, agent_ids.pop())
     assert_cli_row(agent_row, table="agents", op="insert", user="alice")
     assert agent_row["data"]["name"] == "Demo-Agent" and agent_row["data"]["state"] == "active"
-    (mission_row,) = await rows(admin_db, mission_ids[0])
+    mission_row, due_again = await rows(admin_db, mission_ids[0])
     assert_cli_row(mission_row, table="aiMissions", op="insert", user="alice")
     assert mission_row["data"]["nextRunAt"] == mission_row["data"]["createdAt"]
+    assert due_again["op"] == "update" and set(due_again["data"]) == {"nextRunAt"}
     assert mission_row["data"]["agentId"] == agent_row["data"]["id"]
 
     alice = await cli(env, "missions", "list")
     due = [line for line in alice.ok().out.splitlines() if "Demo: Tagesplanung" in line]
-    assert len(due) == 2 and all("(due)" in line and "Demo-Agent" in line for line in due)
+    assert len(due) == 1 and all("(due)" in line and "Demo-Agent" in line for line in due)
     assert sorted(line.split()[0] for line in due) == sorted(m[:8] for m in mission_ids)
     # The runner's own due query finds it.
     found = await admin_db.fetch(

@@ -244,6 +244,7 @@ async def run_granted_tick(db: Database, app_db_url: str, private_pem: str, **se
             llm,
             private_key_pem=private_pem,
             service_key=SERVICE_KEY,
+            llm_api_key=SERVICE_KEY,  # the service key goes to the LLM only when configured as its key
             log_level="DEBUG",
             **settings,
         ) as app,

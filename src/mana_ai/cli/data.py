@@ -57,6 +57,7 @@ APP_ID = "ai"
 MISSIONS = "aiMissions"
 AGENTS = "agents"
 DEMO_AGENT_NAME = "Demo-Agent"
+DEMO_MISSION_TITLE = "Demo: Tagesplanung"
 
 _ID_CAPTION = "ids are shortened: any unique prefix (or the name) works in other commands"
 _NO_WRAP = frozenset({"id", "state", "at once", "tokens/day", "next run"})
@@ -604,7 +605,8 @@ missions.add_command(_mission_state_command("resume"))
 async def demo(user: str) -> None:
     """Create a demo agent and one due mission, so the next `mana-ai tick` plans something.
 
-    An existing agent named "Demo-Agent" is reused; each call adds one more mission.
+    An existing agent named "Demo-Agent" and its demo mission are reused: a second call adds nothing and
+    makes the demo mission due again.
 
     Example usage:
 
@@ -643,10 +645,29 @@ async def demo(user: str) -> None:
             )
             await _insert(app, user, AGENTS, agent)
         cadence = DailyCadence(at_hour=7, at_minute=0)
+        # Idempotent: the demo mission of this agent is reused (and made due again), never duplicated.
+        reused = [
+            m
+            for m in await _missions(app, user)
+            if shown(m.get("title")) == DEMO_MISSION_TITLE and m.get("agentId") == agent["id"]
+        ]
+        if reused:
+            mission = reused[0]
+            due_now = to_js_iso(now)
+
+            def make_due(current: Mapping[str, Any]) -> tuple[dict[str, Any] | None, str]:
+                if current.get("state", "active") != "active":
+                    return None, "is " + str(current.get("state")) + ": `mana-ai missions resume` it first"
+                return {"nextRunAt": due_now}, "due now"
+
+            status = await _update(app, user, MISSIONS, str(mission["id"]), make_due, "mission")
+            say("Demo agent:   " + DEMO_AGENT_NAME + "  id " + str(agent["id"]) + " (reused)")
+            say("Demo mission: " + DEMO_MISSION_TITLE + "  id " + str(mission["id"]) + "  (reused) " + status)
+            return
         mission = build_mission(
             mission_id=str(uuid.uuid4()),
             now=now,
-            title="Demo: Tagesplanung",
+            title=DEMO_MISSION_TITLE,
             objective="Schlage mir für heute drei konkrete Aufgaben vor, die mich meinen Zielen näher bringen.",
             concept="Eine Demo-Mission von `mana-ai demo`. Sie läuft täglich um 07:00.",
             agent_id=str(agent["id"]),

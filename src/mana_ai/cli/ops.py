@@ -193,6 +193,7 @@ def config_docs(output: Path | None, check: bool) -> None:
 
     Example usage:
 
+        \b
         mana-ai config docs --output docs/configuration.md
         mana-ai config docs --output docs/configuration.md --check
     """

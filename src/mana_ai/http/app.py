@@ -14,13 +14,23 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Header, HTTPException, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 
 from mana_ai import __version__, tracing
 from mana_ai.app import App
+from mana_ai.http import hardening
 from mana_ai.http.auth import JwtVerifier
 from mana_ai.http.grants_api import register_grant_api
 from mana_ai.metrics import CONTENT_TYPE
+from mana_ai.web.security import is_loopback
+
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def method_label(method: str) -> str:
+    """The method as a metrics label: any other token becomes ``other`` (clients choose methods freely,
+    and each new label value is a new time series: random methods once grew /metrics to 69 MB)."""
+    return method if method in KNOWN_METHODS else "other"
 
 
 def create_http_app(app: App, *, owns_app: bool = False) -> FastAPI:
@@ -39,7 +49,12 @@ def create_http_app(app: App, *, owns_app: bool = False) -> FastAPI:
         version=__version__,
         description="Background mission runner for mana.",
         lifespan=lifespan,
+        redirect_slashes=False,  # Starlette's redirect trusts Host; ours is relative (http/hardening.py)
+        # Swagger UI and ReDoc load their scripts from a CDN; the schema itself stays at /openapi.json.
+        docs_url=None,
+        redoc_url=None,
     )
+    hardening.wrap(api)
     tracing.instrument_fastapi(api)  # no-op unless OTEL_EXPORTER_OTLP_ENDPOINT is set
     metrics = app.metrics
 
@@ -54,9 +69,13 @@ def create_http_app(app: App, *, owns_app: bool = False) -> FastAPI:
         finally:
             route = request.scope.get("route")
             path = getattr(route, "path", None) or "unmatched"
-            labels = (request.method, path, str(status))
+            labels = (method_label(request.method), path, str(status))
             metrics.http_requests.labels(*labels).inc()
             metrics.http_duration.labels(*labels).observe(time.perf_counter() - start)
+
+    @api.get("/", include_in_schema=False)
+    async def root() -> RedirectResponse:
+        return RedirectResponse("/workbench", status_code=307)
 
     @api.get("/health", summary="Liveness and dependencies")
     async def health() -> JSONResponse:
@@ -84,6 +103,8 @@ def create_http_app(app: App, *, owns_app: bool = False) -> FastAPI:
 
     @api.post("/internal/tick", summary="Run one tick now (X-Service-Key)")
     async def tick(x_service_key: str | None = Header(default=None)) -> JSONResponse:
+        if not is_loopback(app.settings.host) and app.settings.service_key_problem():
+            return JSONResponse({"error": "the service key is too weak for a network address"}, 403)
         expected = app.settings.service_key.get_secret_value().encode()
         given = (x_service_key or "").encode()
         # Constant-time comparison (W20): the time taken does not reveal how much of the key matched.
@@ -97,14 +118,22 @@ def create_http_app(app: App, *, owns_app: bool = False) -> FastAPI:
     # The grant API, the audit export and CORS for the web app's origin (issue 13).
     register_grant_api(api, app, verifier)
 
+    public_pem: list[str] = []
+    """The public key, derived once: parsing the RSA private key costs ~67 ms of CPU, and this endpoint is
+    unauthenticated (40 requests in parallel once held /health for 2.6 s)."""
+
     @api.get("/api/v1/ai-runner-pubkey", summary="The runner's public key for wrapping mission grants")
     async def runner_pubkey() -> JSONResponse:
         from mana_ai.crypto.grants import load_private_key, public_key_pem_from_private
 
-        key = load_private_key(app.settings.private_key_text())
-        if key is None:
-            raise HTTPException(503, "mission grants are not configured (MANA_AI_PRIVATE_KEY_PEM is unset)")
-        return JSONResponse({"publicKeyPem": public_key_pem_from_private(key)})
+        if not public_pem:
+            key = load_private_key(app.settings.private_key_text())
+            if key is None:
+                raise HTTPException(
+                    503, "mission grants are not configured (MANA_AI_PRIVATE_KEY_PEM is unset)"
+                )
+            public_pem.append(public_key_pem_from_private(key))
+        return JSONResponse({"publicKeyPem": public_pem[0]})
 
     from mana_ai.web.router import build_workbench_router  # the workbench pages (issue 8)
 

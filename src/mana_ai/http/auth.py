@@ -1,9 +1,15 @@
 """Bearer-JWT authentication for the user-facing API (SPEC §20).
 
 Keys come from the JWKS of mana-auth (``{MANA_AUTH_URL}/api/v1/auth/jwks``), fetched with aiohttp, cached,
-and fetched again when a token names an unknown key id. EdDSA (Ed25519) and RS256 are accepted; issuer and
-audience are checked as in the original; ``exp``/``nbf`` are enforced. A development bypass exists only with
+and fetched again when a token names an unknown key id. EdDSA (Ed25519) and RS256 are accepted, each only
+with a key of its own type; the issuer must be ``MANA_AUTH_URL`` (or ``JWT_ISSUER``), as mana's own services
+check it; the audience is ``mana``; ``exp``/``nbf`` are enforced. A development bypass exists only with
 ``NODE_ENV=development`` *and* ``DEV_BYPASS_AUTH=true``.
+
+Fetching never makes requests queue behind mana-auth: one fetch at a time is shared by every request that
+waits for it; a request whose key is cached but stale is answered at once while the refresh runs in the
+background; a failed fetch is not retried before a backoff (5 s doubling to 5 min) has passed, so a flood of
+tokens during an outage costs one fetch, not one each.
 """
 
 from __future__ import annotations
@@ -24,6 +30,9 @@ logger = logging.getLogger(__name__)
 ALGORITHMS = ("EdDSA", "RS256")
 DEFAULT_AUTH_URL = "http://localhost:3001"
 JWKS_TTL_S = 600.0
+UNKNOWN_KID_REFETCH_S = 10.0
+FETCH_TIMEOUT_S = 5.0
+FAILURE_BACKOFF_S = (5.0, 300.0)
 
 
 class AuthError(Exception):
@@ -39,15 +48,21 @@ class Principal:
 
 
 class JwtVerifier:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, fetch_timeout_s: float = FETCH_TIMEOUT_S) -> None:
         self.settings = settings
         base = (settings.auth_url or DEFAULT_AUTH_URL).rstrip("/")
         self.jwks_url = f"{base}/api/v1/auth/jwks"
-        issuers = [settings.jwt_issuer, settings.auth_url, "https://auth.mana.how", DEFAULT_AUTH_URL]
+        # Exactly what mana-auth signs with (its BASE_URL) plus an explicit extra: no hard-coded issuers.
+        issuers = [settings.auth_url or DEFAULT_AUTH_URL, settings.jwt_issuer]
         self.issuers = [i for i in issuers if i]
+        self.fetch_timeout_s = fetch_timeout_s
+        self.fetches = 0
+        """JWKS fetches started (for tests and the logs)."""
         self._keys: dict[str, jwt.PyJWK] = {}
-        self._fetched_at = 0.0
-        self._lock = asyncio.Lock()
+        self._fetched_at = -JWKS_TTL_S
+        self._next_fetch_at = 0.0
+        self._failures = 0
+        self._inflight: asyncio.Task[None] | None = None
 
     @property
     def bypass(self) -> bool:
@@ -83,7 +98,7 @@ class JwtVerifier:
             if exc.claim == "sub":
                 raise AuthError("Token missing subject claim") from None
             raise AuthError("Invalid or expired token") from None
-        except jwt.PyJWTError:
+        except (jwt.PyJWTError, TypeError, ValueError):  # a key that does not fit is an invalid token
             raise AuthError("Invalid or expired token") from None
         sub = claims.get("sub")
         if not isinstance(sub, str) or not sub:
@@ -93,28 +108,55 @@ class JwtVerifier:
         )
 
     async def _key(self, kid: Any, alg: str) -> jwt.PyJWK | None:
-        fresh = time.monotonic() - self._fetched_at < JWKS_TTL_S
-        if not fresh or (kid is not None and kid not in self._keys):
-            async with self._lock:
-                # Refetch at most every 10 s for unknown kids, so a flood of bad tokens cannot hammer mana-auth.
-                if time.monotonic() - self._fetched_at > (10.0 if fresh else 0.0):
-                    await self._fetch()
+        now = time.monotonic()
+        key = self._lookup(kid, alg)
+        if now - self._fetched_at >= JWKS_TTL_S or key is None:
+            fetch = self._start_fetch(now)
+            if key is None and fetch is not None:
+                # Shielded: one caller giving up (its request cancelled) must not cancel the shared fetch.
+                await asyncio.shield(fetch)
+                key = self._lookup(kid, alg)
+        return key
+
+    def _lookup(self, kid: Any, alg: str) -> jwt.PyJWK | None:
         if kid is not None:
-            return self._keys.get(kid)
-        candidates = [k for k in self._keys.values() if k.algorithm_name == alg]
-        return candidates[0] if len(candidates) == 1 else None
+            key = self._keys.get(kid)
+        else:
+            candidates = [k for k in self._keys.values() if k.algorithm_name == alg]
+            key = candidates[0] if len(candidates) == 1 else None
+        # A key only verifies tokens of its own algorithm: an RS256 header naming an Ed25519 key is refused
+        # here (PyJWT would fail on the key type with an error that is not a PyJWTError).
+        return key if key is not None and key.algorithm_name == alg else None
+
+    def _start_fetch(self, now: float) -> asyncio.Task[None] | None:
+        """The running fetch, a new one, or ``None`` while the last attempt's backoff lasts."""
+        if self._inflight is not None and not self._inflight.done():
+            return self._inflight
+        if now < self._next_fetch_at:
+            return None
+        self.fetches += 1
+        self._inflight = asyncio.create_task(self._fetch(), name="jwks-fetch")
+        return self._inflight
 
     async def _fetch(self) -> None:
         try:
-            timeout = aiohttp.ClientTimeout(total=5)
+            timeout = aiohttp.ClientTimeout(total=self.fetch_timeout_s)
             async with aiohttp.ClientSession(timeout=timeout) as session, session.get(self.jwks_url) as resp:
                 resp.raise_for_status()
                 body = await resp.json(content_type=None)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            self._failures += 1
+            first, cap = FAILURE_BACKOFF_S
+            delay = min(first * 2 ** (self._failures - 1), cap)
+            self._next_fetch_at = time.monotonic() + delay
             logger.warning(
-                "JWKS fetch failed", extra={"action": "auth.jwks_failed", "error": type(exc).__name__}
+                "JWKS fetch failed",
+                extra={"action": "auth.jwks_failed", "error": type(exc).__name__, "retry_in_s": delay},
             )
             return
+        self._failures = 0
+        # Unknown key ids trigger a refetch at most this often, so bad tokens cannot hammer mana-auth.
+        self._next_fetch_at = time.monotonic() + UNKNOWN_KID_REFETCH_S
         keys: dict[str, jwt.PyJWK] = {}
         for index, jwk in enumerate(body.get("keys", []) if isinstance(body, dict) else []):
             try:

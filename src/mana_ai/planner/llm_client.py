@@ -90,6 +90,7 @@ class OpenAICompatClient:
         provider: str | None = None,
         pool_size: int = 128,
         rng: random.Random | None = None,
+        max_tokens: int | None = None,
     ) -> None:
         """Configure the client; no I/O happens here.
 
@@ -105,6 +106,7 @@ class OpenAICompatClient:
             provider: label for error messages; defaults to the model id's text before ``/``.
             pool_size: connection pool size (total and per host).
             rng: random source for the jitter (tests pass a seeded one).
+            max_tokens: sent as ``max_tokens`` with every request (``None``: the server's default).
         """
         if max_retries < 0:
             raise ValueError("max_retries must not be negative")
@@ -128,6 +130,7 @@ class OpenAICompatClient:
         self._provider = provider
         self._pool_size = pool_size
         self._rng = rng or random.Random()
+        self._max_tokens = max_tokens if max_tokens and max_tokens > 0 else None
         self._session: aiohttp.ClientSession | None = None
         self.stats = ClientStats()
 
@@ -178,8 +181,15 @@ class OpenAICompatClient:
                 error body.
         """
         model = model or DEFAULT_MODEL
-        body = build_request_body(messages, tools_json=tools_json, model=model, temperature=temperature)
-        provider = self._provider or provider_label(model)
+        body = build_request_body(
+            messages,
+            tools_json=tools_json,
+            model=model,
+            temperature=temperature,
+            max_tokens=self._max_tokens,
+        )
+        # Messages name the LLM and its model, so "unreachable" is never mistaken for mana itself.
+        provider = self._provider or "LLM server (model " + model + ")"
         session = self._session_or_create()
         self.stats.calls += 1
         attempt = 0
@@ -261,15 +271,23 @@ class OpenAICompatClient:
 
 
 def build_request_body(
-    messages: list[ChatMessage], *, tools_json: bytes, model: str, temperature: float
+    messages: list[ChatMessage],
+    *,
+    tools_json: bytes,
+    model: str,
+    temperature: float,
+    max_tokens: int | None = None,
 ) -> bytes:
     """Serialise a chat-completions request without re-encoding the tools (pure).
 
-    ``tools`` and ``tool_choice`` are omitted when ``tools_json`` is empty or ``b"[]"``.
+    ``tools`` and ``tool_choice`` are omitted when ``tools_json`` is empty or ``b"[]"``;
+    ``max_tokens`` when it is ``None``.
     """
     parts = [b'{"model":', orjson.dumps(model), b',"messages":', orjson.dumps(messages)]
     if tools_json and tools_json != b"[]":
         parts += (b',"tools":', tools_json, b',"tool_choice":"auto"')
+    if max_tokens is not None:
+        parts += (b',"max_tokens":', str(int(max_tokens)).encode())
     parts += (b',"temperature":', orjson.dumps(temperature), b',"stream":false}')
     return b"".join(parts)
 

@@ -99,8 +99,12 @@ def classify_response(response: CompletionResponse) -> NextStep:
 
 
 def assistant_message(response: CompletionResponse) -> ChatMessage:
-    """The assistant turn in OpenAI wire format; ``tool_calls`` only when there are any."""
-    message: ChatMessage = {"role": "assistant", "content": response.content}
+    """The assistant turn in OpenAI wire format; ``tool_calls`` only when there are any.
+
+    ``content`` is always a string: a turn with only tool calls carries ``""``, never ``null``, which
+    some servers (llama-cpp-python's) answer with a 500 on the next round.
+    """
+    message: ChatMessage = {"role": "assistant", "content": response.content or ""}
     if response.tool_calls:
         message["tool_calls"] = [
             {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.raw_arguments}}

@@ -13,6 +13,9 @@ from mana_ai.planner.recorder import PlannedStep
 class Plan:
     summary: str
     steps: tuple[PlannedStep, ...]
+    stop_reason: str = ""
+    """Why planning ended: ``finished``, ``no-tool-calls``, ``max-rounds``, ``budget-exhausted``,
+    ``truncated`` or ``llm-error`` (steps of earlier rounds kept); stored as ``stopReason``."""
 
 
 def _always_review(_tool_name: str) -> tuple[str, str]:
@@ -50,11 +53,18 @@ def plan_to_iteration(
         "summary": plan.summary,
         "overallStatus": "approved" if not plan.steps else "awaiting-review",
         "source": "server",
+        **({"stopReason": plan.stop_reason} if plan.stop_reason else {}),
     }
 
 
 def failed_iteration(
-    iteration_id: str, now_iso: str, *, name: str, message: str, phase: str | None = None
+    iteration_id: str,
+    now_iso: str,
+    *,
+    name: str,
+    message: str,
+    phase: str | None = None,
+    stop_reason: str = "error",
 ) -> dict[str, Any]:
     """A server iteration that says why planning failed (the original wrote nothing, so users never knew)."""
     details: dict[str, Any] = {"name": name, "message": message}
@@ -68,6 +78,7 @@ def failed_iteration(
         "summary": message,
         "overallStatus": "failed",
         "source": "server",
+        "stopReason": stop_reason,
         "errorDetails": details,
     }
 

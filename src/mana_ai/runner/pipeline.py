@@ -21,6 +21,7 @@ from mana_ai.runner.iteration import Plan
 from mana_ai.synclog.records import ServerAgent, ServerMission
 from mana_ai.tools.catalog import CATALOG_BY_NAME
 from mana_ai.tools.schema import toolset_for_policy
+from mana_ai.tools.select import select_tools, tool_budget
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ class Planned:
     plan: Plan
     tokens: int
     rounds: int
+    stop_reason: str = "finished"
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,11 @@ class PlanRequest:
     iteration_id: str
     tokens_used_24h: int = 0
     inputs: list[ResolvedInput] = field(default_factory=list)
+
+
+def linked_modules(mission: ServerMission) -> set[str]:
+    """Modules the mission links inputs from (``inputs[].module``)."""
+    return {str(i["module"]) for i in mission.inputs if isinstance(i.get("module"), str)}
 
 
 def _visible(text: str) -> str:
@@ -103,7 +110,13 @@ async def plan_mission(ctx: RunnerContext, request: PlanRequest) -> Outcome:
         inputs=inputs,
         iterations=[i for i in mission.iterations if isinstance(i, dict)],
     )
-    toolset = toolset_for_policy(agent.policy if agent else None)
+    toolset = select_tools(
+        toolset_for_policy(agent.policy if agent else None),
+        mission_text=" ".join(t for t in (text.title, text.objective, text.concept) if t),
+        linked_modules=linked_modules(mission),
+        budget_tokens=tool_budget(settings.llm_context_tokens, settings.llm_max_tokens),
+        max_tools=settings.llm_max_tools,
+    )
     recorder = PlanRecorder(toolset, settings.policy_mode, mission_id=mission.id)
     cap = agent.max_tokens_per_day if agent else None
     channel = build_reminder_channel(
@@ -112,7 +125,7 @@ async def plan_mission(ctx: RunnerContext, request: PlanRequest) -> Outcome:
         pretick_usage_24h=request.tokens_used_24h,
     )
     allowance = max(cap - request.tokens_used_24h, 0) if cap is not None and cap > 0 else None
-    compactor = make_compactor(ctx.llm, max_context_tokens=settings.compact_max_ctx)
+    compactor = make_compactor(ctx.llm, max_context_tokens=settings.compaction_ceiling)
 
     result = await run_planner_loop(
         ctx.llm,
@@ -120,6 +133,7 @@ async def plan_mission(ctx: RunnerContext, request: PlanRequest) -> Outcome:
         user_prompt=user_prompt,
         tools_json=toolset.json,
         model=settings.llm_model,
+        temperature=settings.llm_temperature,
         on_tool_call=recorder,
         reminder_channel=channel,
         compactor=compactor,
@@ -139,8 +153,10 @@ async def plan_mission(ctx: RunnerContext, request: PlanRequest) -> Outcome:
         if isinstance(error, ProviderError):
             provider = settings.llm_model.split("/", 1)[0] if "/" in settings.llm_model else "llm"
             metrics.provider_errors.labels(provider, error.kind).inc()
-            return Failed(f"provider-{error.kind}", str(error), tokens=tokens)
-        return Failed("planner-error", f"{type(error).__name__}: {error}", tokens=tokens)
+        if not recorder.steps:
+            if isinstance(error, ProviderError):
+                return Failed(f"provider-{error.kind}", str(error), tokens=tokens)
+            return Failed("planner-error", f"{type(error).__name__}: {error}", tokens=tokens)
 
     for planned in recorder.steps:
         tool = CATALOG_BY_NAME.get(planned.tool_name)
@@ -169,7 +185,44 @@ async def plan_mission(ctx: RunnerContext, request: PlanRequest) -> Outcome:
             phase="staging-proposals",
             retryable=False,
         )
-    summary = result.summary or ""
-    if result.stop_reason == "budget-exhausted" and not summary:
-        summary = "Planning stopped: the agent's daily token budget is used up."
-    return Planned(Plan(summary, tuple(recorder.steps)), tokens, result.rounds)
+    stop_reason = plan_stop_reason(result.stop_reason, has_steps=bool(recorder.steps))
+    summary = plan_summary(result.summary, stop_reason, rounds=result.rounds, error=result.error)
+    return Planned(Plan(summary, tuple(recorder.steps), stop_reason), tokens, result.rounds, stop_reason)
+
+
+def plan_stop_reason(loop_reason: str, *, has_steps: bool) -> str:
+    """The stop reason recorded on the iteration (pure): the loop's, with a plain stop told apart."""
+    if loop_reason == "assistant-stop":
+        return "finished" if has_steps else "no-tool-calls"
+    return loop_reason
+
+
+_STOP_NOTES = {
+    "no-tool-calls": "The model answered without calling a tool, so there is nothing to review.",
+    "max-rounds": "Planning stopped after the last allowed round.",
+    "budget-exhausted": "Planning stopped: the agent's daily token budget is used up.",
+    "truncated": "The model's answer was cut off by the token limit (MANA_LLM_MAX_TOKENS).",
+}
+
+
+def plan_summary(summary: str | None, stop_reason: str, *, rounds: int, error: Exception | None) -> str:
+    """The iteration's summary: the model's own, plus a sentence on why planning ended early (pure)."""
+    text = (summary or "").strip()
+    if stop_reason == "llm-error":
+        note = (
+            f"Planning stopped in round {rounds}: {_error_text(error)} — "
+            "the steps from the earlier rounds are kept."
+        )
+    else:
+        note = _STOP_NOTES.get(stop_reason, "")
+    if not note:
+        return text
+    return text + ("\n\n" if text else "") + note
+
+
+def _error_text(error: Exception | None) -> str:
+    if error is None:
+        return "the LLM call failed"
+    if isinstance(error, ProviderError):
+        return str(error)
+    return f"{type(error).__name__}: {error}"

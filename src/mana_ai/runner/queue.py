@@ -23,6 +23,7 @@ from procrastinate import JobContext, PsycopgConnector
 from procrastinate.jobs import Status
 
 from mana_ai.db.migrate import QUEUE_SCHEMA
+from mana_ai.timefmt import to_js_iso, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +60,13 @@ def build_queue(database_url: str, *, tick_interval_s: float, tick_enabled: bool
         runtime = _runtime(context)
         keys = [(user_id, mission_id) for user_id, mission_id in missions]
         found = await runtime.ticker.store.missions_by_key(keys)
-        due = [m for m in found if m.state == "active" and m.next_run_at is not None]
+        # Due *now*: a batch can run after its missions were planned by another job (two ticks deferred
+        # them, or a job outlived a database restart); their nextRunAt then lies ahead and planning again
+        # would be a second plan for one due run.
+        now_iso = to_js_iso(utcnow())
+        due = [
+            m for m in found if m.state == "active" and m.next_run_at is not None and m.next_run_at <= now_iso
+        ]
         agents = await runtime.ticker.store.agents_for_users(m.user_id for m in due)
         results = await runtime.ticker.dispatcher.run_all(due, agents)
         summary: dict[str, int] = {}

@@ -75,6 +75,8 @@ class Dispatcher:
         self._agent_slots: dict[tuple[str, str], asyncio.Semaphore] = {}
         self._in_flight: set[asyncio.Task[MissionResult]] = set()
         self.accepting = True
+        self.on_result: Callable[[MissionResult], None] | None = None
+        """Called with each mission's outcome as soon as it is known (the CLI's live progress)."""
 
     def _agent_slot(self, agent: ServerAgent) -> asyncio.Semaphore:
         key = (agent.user_id, agent.id)
@@ -98,7 +100,10 @@ class Dispatcher:
     ) -> MissionResult:
         if not self.accepting:
             return MissionResult(mission.id, mission.user_id, "skipped-shutdown")
-        return await process_mission(self.ctx, self.store, mission, agents)
+        result = await process_mission(self.ctx, self.store, mission, agents)
+        if self.on_result is not None:
+            self.on_result(result)
+        return result
 
     async def run_all(
         self, missions: Iterable[ServerMission], agents: dict[tuple[str, str], ServerAgent]

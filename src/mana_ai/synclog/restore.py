@@ -142,24 +142,35 @@ def restored_iterations(
     return [*out, *back], stats
 
 
-async def restore_lost(db: Database, changed: Mapping[Key, RecordState]) -> RestoreStats:
-    """Check the missions changed by a refresh against our marks and restore what a device edit dropped."""
+async def restore_lost(db: Database, changed: Iterable[Key]) -> RestoreStats:
+    """Check the missions a refresh changed against our marks and restore what a device edit dropped.
+
+    Only missions with marks are looked at: one query for the marks, one for their new snapshots."""
     total = RestoreStats()
-    live = {key: state for key, state in changed.items() if state.is_live()}
-    if not live:
+    keys = list(changed)
+    if not keys:
         return total
     rows = await db.fetch(
-        q("marks_for_missions"), {"users": [k[0] for k in live], "ids": [k[1] for k in live]}
+        q("marks_for_missions"), {"users": [k[0] for k in keys], "ids": [k[1] for k in keys]}
     )
     marks: dict[Key, list[Mark]] = {}
     for row in rows:
         marks.setdefault((row["user_id"], row["mission_id"]), []).append(
             Mark(row["iteration_id"], row["step_id"], row["status"])
         )
-    for key, mission_marks in sorted(marks.items()):
-        gone, reopened = missing(live[key].record.get("iterations"), mission_marks)
+    if not marks:
+        return total
+    snapshots = await db.fetch(
+        q("mission_snapshots_for_keys"), {"users": [k[0] for k in marks], "ids": [k[1] for k in marks]}
+    )
+    for snap in snapshots:
+        key = (snap["user_id"], snap["record_id"])
+        state = RecordState.from_snapshot(snap["record"], deleted=snap["deleted"])
+        if not state.is_live():
+            continue
+        gone, reopened = missing(state.record.get("iterations"), marks[key])
         if gone or reopened:
-            stats = await _restore_one(db, key, mission_marks)
+            stats = await _restore_one(db, key, marks[key])
             total.iterations += stats.iterations
             total.decisions += stats.decisions
     return total

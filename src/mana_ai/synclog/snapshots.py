@@ -14,6 +14,7 @@ commits late is still applied (W10): see ``refresh_window`` in ``queries.sql``.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from collections.abc import Iterator
@@ -28,7 +29,7 @@ from mana_ai.db.connector import Database
 from mana_ai.db.queries import q
 from mana_ai.synclog.lww import RecordState, apply_change
 from mana_ai.synclog.restore import restore_lost
-from mana_ai.synclog.validate import prepare_row
+from mana_ai.synclog.validate import MAX_ROW_BYTES, prepare_row, shallow_text
 
 logger = logging.getLogger(__name__)
 
@@ -76,46 +77,67 @@ class RefreshStats:
 Key = tuple[str, str]
 
 
-async def refresh_snapshots(db: Database) -> RefreshStats:
-    """Fold every committed feed row not yet applied into the snapshot tables."""
+CHUNK_ROWS = 5_000
+"""Feed rows read and folded per step. A bootstrap of hundreds of thousands of rows is read through a
+server-side cursor and folded chunk by chunk, releasing the event loop between chunks, instead of one fetch
+and one fold holding the loop for seconds and every row in memory (one user's 200k-row batch once did)."""
+FLUSH_RECORDS = 20_000
+"""Merged records kept in memory before they are written out; later rows of a written record reload it."""
+
+
+async def refresh_snapshots(
+    db: Database, *, chunk_rows: int = CHUNK_ROWS, flush_records: int = FLUSH_RECORDS
+) -> RefreshStats:
+    """Fold every committed feed row not yet applied into the snapshot tables.
+
+    A row that cannot be used (malformed, too large, nested too deep) and a record whose snapshot cannot be
+    stored are skipped, counted and logged with their ids; the cursor advances past them either way, so
+    one user's bad row never stops anyone else's refresh.
+    """
     stats = RefreshStats()
-    changed: dict[Key, RecordState] = {}
+    users: set[str] = set()
     async with db.transaction() as conn:
         await conn.execute(q("refresh_lock"))
-        cur = await conn.execute(q("refresh_window"))
-        window = await cur.fetchone()
-        if window is None:
-            raise RuntimeError("mana_ai.refresh_cursor has no 'snapshots' row: run `mana-ai migrate`")
+        window = await _window(conn)
         old, new = window["old_horizon"], window["new_horizon"]
+        folds = {
+            "aiMissions": _TableFold(conn, "aiMissions", stats.missions, users),
+            "agents": _TableFold(conn, "agents", stats.agents, users),
+        }
         # Tuple rows: on a bootstrap of hundreds of thousands of rows, building a dict per row is a
         # measurable share of the whole refresh.
-        tuples = conn.cursor(row_factory=tuple_row)
-        await tuples.execute(q("feed_window"), {"old": old, "new": new})
-        with _gc_paused():
-            rows: list[FeedRow] = await tuples.fetchall()
-        if rows:
+        feed = conn.cursor("mana_ai_feed_window", row_factory=tuple_row)
+        await feed.execute(q("feed_window"), {"old": old, "new": new})
+        while True:
+            with _gc_paused():
+                rows: list[FeedRow] = await feed.fetchmany(chunk_rows)
+            if not rows:
+                break
             by_table: dict[str, list[FeedRow]] = {"aiMissions": [], "agents": []}
             for row in rows:
                 bucket = by_table.get(row[0])
                 if bucket is not None:
                     bucket.append(row)
-            users: set[str] = set()
+            del rows
             for table, table_rows in by_table.items():
                 if table_rows:
-                    table_stats = stats.missions if table == "aiMissions" else stats.agents
-                    states = await _refresh_table(conn, table, table_rows, table_stats, users)
-                    if table == "aiMissions":
-                        changed = states
-            stats.users_processed = len(users)
+                    await folds[table].add(table_rows)
+                    if len(folds[table].last_applied) >= flush_records:
+                        await folds[table].flush()
+            await asyncio.sleep(0)  # let requests in between chunks
+        await feed.close()
+        for fold in folds.values():
+            await fold.flush()
+        stats.users_processed = len(users)
         await conn.execute(q("advance_refresh_cursor"), {"horizon": new})
-    if changed:
-        await _restore(db, changed, stats)
+    if folds["aiMissions"].counted:
+        await _restore(db, folds["aiMissions"].counted, stats)
     if stats.rows_applied or stats.missions.rows_skipped or stats.agents.rows_skipped:
         logger.info("snapshots refreshed", extra={"action": "snapshots.refresh", **stats.as_dict()})
     return stats
 
 
-async def _restore(db: Database, changed: dict[Key, RecordState], stats: RefreshStats) -> None:
+async def _restore(db: Database, changed: set[Key], stats: RefreshStats) -> None:
     # Never lets a restore problem fail the refresh: the next refresh of the mission tries again.
     try:
         restored = await restore_lost(db, changed)
@@ -127,46 +149,93 @@ async def _restore(db: Database, changed: dict[Key, RecordState], stats: Refresh
     stats.restored_iterations, stats.restored_decisions = restored.iterations, restored.decisions
 
 
+async def _window(conn: Any) -> Any:
+    cur = await conn.execute(q("refresh_window"))
+    window = await cur.fetchone()
+    if window is None:
+        # The bookkeeping was wiped (tables truncated by hand): rebuild it from the log instead of failing
+        # every tick until someone intervenes.
+        await conn.execute(q("restore_refresh_cursor"))
+        logger.warning(
+            "refresh cursor was missing: rebuilding the snapshots from the sync log",
+            extra={"action": "snapshots.rebuild"},
+        )
+        cur = await conn.execute(q("refresh_window"))
+        window = await cur.fetchone()
+        if window is None:
+            raise RuntimeError("mana_ai.refresh_cursor could not be restored: run `mana-ai migrate`")
+    return window
+
+
 FeedRow = tuple[Any, ...]
 """(table_name, user_id, record_id, op, data, field_meta, seq, created_iso), as ``feed_window`` selects."""
 
 
-async def _refresh_table(
-    conn: Any, table: str, rows: list[FeedRow], stats: TableStats, users: set[str]
-) -> dict[Key, RecordState]:
-    """Fold ``rows`` into the table's snapshots; returns the states of the records that changed."""
-    load_query, upsert_query = TABLES[table]
-    keys: dict[Key, None] = dict.fromkeys((row[1], row[2]) for row in rows)
-    cur = await conn.execute(q(load_query), {"users": [k[0] for k in keys], "ids": [k[1] for k in keys]})
-    states: dict[Key, RecordState] = {
-        (s["user_id"], s["record_id"]): RecordState.from_snapshot(s["record"], deleted=s["deleted"])
-        for s in await cur.fetchall()
-    }
-    existed = set(states)
-    last_applied: dict[Key, str] = {}
-    with _gc_paused():
-        _fold(table, rows, states, last_applied, stats)
-    if not last_applied:
-        return {}
-    payload = []
-    for key, applied_at in last_applied.items():
-        state = states[key]
-        payload.append(
-            {
-                "user_id": key[0],
-                "record_id": key[1],
-                "record": state.to_snapshot(),
-                "last_applied_at": applied_at,
-                "deleted": state.deleted,
-            }
-        )
-        users.add(key[0])
-        if key in existed:
-            stats.updated_snapshots += 1
-        else:
-            stats.new_snapshots += 1
-    await conn.execute(q(upsert_query), {"rows": orjson.dumps(payload).decode()})
-    return {key: states[key] for key in last_applied}
+class _TableFold:
+    """The merged records of one table during one refresh: loaded on first touch, written on flush."""
+
+    def __init__(self, conn: Any, table: str, stats: TableStats, users: set[str]) -> None:
+        self.conn = conn
+        self.table = table
+        self.stats = stats
+        self.users = users
+        self.load_query, self.upsert_query = TABLES[table]
+        self.states: dict[Key, RecordState] = {}
+        self.loaded: set[Key] = set()
+        self.existed: set[Key] = set()
+        self.last_applied: dict[Key, str] = {}
+        self.counted: set[Key] = set()
+        """Records already counted as new or updated (a record written by two flushes counts once)."""
+
+    async def add(self, rows: list[FeedRow]) -> None:
+        keys = [k for k in dict.fromkeys((row[1], row[2]) for row in rows) if k not in self.loaded]
+        if keys:
+            cur = await self.conn.execute(
+                q(self.load_query), {"users": [k[0] for k in keys], "ids": [k[1] for k in keys]}
+            )
+            for s in await cur.fetchall():
+                key = (s["user_id"], s["record_id"])
+                self.states[key] = RecordState.from_snapshot(s["record"], deleted=s["deleted"])
+                if key not in self.counted:
+                    self.existed.add(key)
+            self.loaded.update(keys)
+        with _gc_paused():
+            _fold(self.table, rows, self.states, self.last_applied, self.stats)
+
+    async def flush(self) -> None:
+        """Write every changed record (one upsert), then forget them all: later rows reload from the table."""
+        parts: list[bytes] = []
+        for key, applied_at in self.last_applied.items():
+            state = self.states[key]
+            try:
+                # One record at a time: a record that cannot be serialised is skipped alone.
+                parts.append(
+                    orjson.dumps(
+                        {
+                            "user_id": key[0],
+                            "record_id": key[1],
+                            "record": state.to_snapshot(),
+                            "last_applied_at": applied_at,
+                            "deleted": state.deleted,
+                        }
+                    )
+                )
+            except (TypeError, orjson.JSONEncodeError) as exc:
+                self.stats.rows_skipped += 1
+                _warn_skipped(self.table, key[0], key[1], None, f"snapshot not storable: {exc}")
+                continue
+            self.users.add(key[0])
+            if key not in self.counted:
+                self.counted.add(key)
+                if key in self.existed:
+                    self.stats.updated_snapshots += 1
+                else:
+                    self.stats.new_snapshots += 1
+        if parts:
+            await self.conn.execute(q(self.upsert_query), {"rows": (b"[" + b",".join(parts) + b"]").decode()})
+        self.states.clear()
+        self.loaded.clear()
+        self.last_applied.clear()
 
 
 @contextmanager
@@ -193,20 +262,30 @@ def _fold(
     get_state = states.get
     loads = orjson.loads
     for _table, user_id, record_id, op, data_text, meta_text, seq, created_iso in rows:
-        try:
-            data = loads(data_text) if data_text is not None else None
-            field_meta = loads(meta_text) if meta_text is not None else None
-        except orjson.JSONDecodeError:
-            data, field_meta = None, "unparseable"
-        prepared = (
-            prepare_row(table, op, data, field_meta) if created_iso is not None else "created_at is infinite"
-        )
+        prepared: Any
+        if data_text is not None and len(data_text) > MAX_ROW_BYTES:
+            prepared = f"data is longer than {MAX_ROW_BYTES} characters"
+        elif created_iso is None:
+            prepared = "created_at is infinite"
+        else:
+            try:
+                data = loads(data_text) if data_text is not None else None
+                field_meta = loads(meta_text) if meta_text is not None else None
+            except orjson.JSONDecodeError:
+                data, field_meta = None, "unparseable"
+            shallow = data_text is None or shallow_text(data_text)
+            prepared = prepare_row(table, op, data, field_meta, shallow=shallow)
         if isinstance(prepared, str):
             stats.rows_skipped += 1
             _warn_skipped(table, user_id, record_id, seq, prepared)
             continue
         key = (user_id, record_id)
-        states[key] = apply_change(get_state(key), record_id, op, prepared[0], prepared[1], created_iso)
+        try:
+            states[key] = apply_change(get_state(key), record_id, op, prepared[0], prepared[1], created_iso)
+        except Exception as exc:  # a record the merge cannot handle is skipped alone, never the batch
+            stats.rows_skipped += 1
+            _warn_skipped(table, user_id, record_id, seq, f"merge failed: {exc.__class__.__name__}")
+            continue
         if created_iso > last_applied.get(key, ""):
             last_applied[key] = created_iso
         stats.rows_applied += 1

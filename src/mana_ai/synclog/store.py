@@ -16,7 +16,7 @@ from mana_ai.db.connector import AsyncConn
 from mana_ai.db.queries import q
 from mana_ai.synclog.actor import origin_of
 from mana_ai.synclog.lww import ChangeRow, RecordState, apply_row
-from mana_ai.synclog.validate import check_row, clean_data, clean_field_meta
+from mana_ai.synclog.validate import MAX_ROW_BYTES, check_row, clean_data, clean_field_meta
 
 RUNNER_CLIENT_ID = "mana-ai-runner"
 CLI_CLIENT_ID = "mana-ai-cli"
@@ -193,6 +193,8 @@ _UNREADABLE = _Unreadable()
 def loads_or_unreadable(data: bytes | str) -> Any:
     # Postgres accepts such values, so one of them in a record's log must not fail every replay of it:
     # not being a JSON object, it makes check_row skip its row, as the refresh skips it.
+    if len(data) > MAX_ROW_BYTES:  # as the refresh skips it, unparsed
+        return _UNREADABLE
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError:

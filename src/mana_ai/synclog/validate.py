@@ -15,7 +15,12 @@ from typing import Any
 from mana_ai.timefmt import is_js_iso, normalize_iso, parse_iso
 
 MAX_STRING = 200_000
-MAX_ROW_BYTES_HINT = 5_000_000
+MAX_ROW_BYTES = 5_000_000
+"""A row whose data is longer than this as JSON text (characters) is skipped before it is parsed."""
+MAX_DEPTH = 64
+"""Deepest nesting of objects and arrays a row may carry. Records are written back and serialised again
+(orjson refuses beyond 254 levels, recursive code beyond about 1000), so one deeper row would otherwise
+fail every later refresh; the web app's records nest less than ten deep."""
 
 Check = Callable[[Any], str | None]
 
@@ -65,6 +70,22 @@ def _real_js_iso(value: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether ``value`` nests objects/arrays more than ``limit`` levels deep (iterative: any depth is safe)."""
+    if not isinstance(value, dict | list):
+        return False
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = node.values() if isinstance(node, dict) else node
+        for child in children:
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1))
+    return False
 
 
 def _enum(*allowed: str) -> Check:
@@ -151,8 +172,18 @@ Prepared = tuple[Mapping[str, Any] | None, Mapping[str, Any] | None]
 _NO_CHECKS: dict[str, Check] = {}
 
 
-def prepare_row(table: str, op: Any, data: Any, field_meta: Any) -> Prepared | str:
+def shallow_text(text: str) -> bool:
+    """Whether JSON ``text`` certainly nests no deeper than :data:`MAX_DEPTH` (it has no more brackets than
+    that): two C-speed counts that spare the refresh's hot path the walk of :func:`too_deep`."""
+    return text.count("{") + text.count("[") <= MAX_DEPTH
+
+
+def prepare_row(table: str, op: Any, data: Any, field_meta: Any, *, shallow: bool = False) -> Prepared | str:
     """Check a row and normalise its timestamps in one pass.
+
+    Args:
+        shallow: the caller knows the data nests no deeper than :data:`MAX_DEPTH` (see
+            :func:`shallow_text`), so the walk is skipped.
 
     Returns ``(data, field_meta)`` ready for the merge, or the reason the row must be skipped.
     """
@@ -177,6 +208,8 @@ def prepare_row(table: str, op: Any, data: Any, field_meta: Any) -> Prepared | s
     elif field_meta is not None and not isinstance(field_meta, Mapping):
         return "field_meta is not a JSON object"
     if data:
+        if not shallow and too_deep(data):
+            return f"data nests deeper than {MAX_DEPTH} levels"
         checks = FIELDS_BY_TABLE.get(table, _NO_CHECKS)
         for key, value in data.items():
             check = checks.get(key)

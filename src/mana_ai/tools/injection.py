@@ -7,11 +7,22 @@ common shapes. They are a tripwire, not a filter: the caller decides whether to 
 Short strings (under 16 characters) are skipped: ids, enum values and tags cannot carry a
 meaningful instruction, and skipping them keeps false positives such as a bare ``<system>`` tag
 name out. Only values are checked, not object keys (keys come from the tool schema).
+
+Each value is normalised first (NFKC, zero-width characters removed, every run of whitespace one space),
+so ``ignore\u200b previous   instructions`` or full-width letters do not slip past ``enforce`` mode. That
+raises the bar for copy-paste variants only: homoglyphs, other languages or paraphrases still pass. This is
+a tripwire that makes an injection visible, not a defence; the defence is that every write is a proposal a
+person approves (docs/security.md).
+
+Every check runs in linear time: a value is model output and can be 100 KB of ``{{{{…``, and a
+backtracking pattern for "``{{``, anything, ``}}``" is quadratic on it (it once held the event loop 8.6 s).
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["INJECTION_PATTERNS", "MIN_LENGTH", "detect_injection_marker"]
@@ -30,12 +41,45 @@ INJECTION_PATTERNS: tuple[re.Pattern[str], ...] = tuple(
 )
 
 
+_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad\u180e\u034f"), None)
+_SPACES = re.compile(r"\s+")
+_SPACES_IN_LINE = re.compile(r"[^\S\n]+")
+
+
+def normalise(text: str, *, keep_lines: bool = False) -> str:
+    """The text as the patterns see it: NFKC, without zero-width characters, each whitespace run one space
+    (``keep_lines``: runs inside a line only, for the patterns whose ``.`` stops at a line break, as the
+    original's JavaScript ``.`` does)."""
+    text = unicodedata.normalize("NFKC", text).translate(_INVISIBLE)
+    return (_SPACES_IN_LINE if keep_lines else _SPACES).sub(" ", text)
+
+
+def _braces(text: str) -> bool:
+    """``{{`` followed later in the same line by ``}}`` with at least one character between, as the braces
+    pattern says, in linear time."""
+    for line in text.split("\n"):
+        start = line.find("{{")
+        if start >= 0 and line.find("}}", start + 3) >= 0:
+            return True
+    return False
+
+
+_BRACES_SOURCE = r"\{\{.+\}\}"
+_CHECKS: tuple[tuple[str, bool, Callable[[str], object]], ...] = tuple(
+    (p.pattern, "." in p.pattern, _braces if p.pattern == _BRACES_SOURCE else p.search)
+    for p in INJECTION_PATTERNS
+)
+"""(source, needs line breaks kept, check) per pattern."""
+
+
 def _match(text: str) -> str | None:
     if len(text) < MIN_LENGTH:
         return None
-    for pattern in INJECTION_PATTERNS:
-        if pattern.search(text):
-            return pattern.pattern
+    flat = normalise(text)
+    lined = normalise(text, keep_lines=True)
+    for source, keep_lines, check in _CHECKS:
+        if check(lined if keep_lines else flat):
+            return source
     return None
 
 

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from mana_ai.timefmt import utcnow
 from mana_ai.tools.catalog import CATALOG_BY_NAME
+from mana_ai.web.attention import needing_attention
 from mana_ai.web.base import Workbench
 from mana_ai.web.forms import params_from_form
 from mana_ai.workbench.decide import DecisionResult, InvalidParams
@@ -51,7 +52,8 @@ def register(router: APIRouter, wb: Workbench) -> None:
             user, page=page, page_size=wb.config.page_size, mission_id=mission or None, now=now
         )
         recent = [d for d in await store.decisions(user, limit=50) if d["decision"] == "expired"][:10]
-        titles = {str(m.get("id")): m.get("title") for m in await store.missions(user)} if recent else {}
+        records = await store.missions(user)
+        titles = {str(m.get("id")): m.get("title") for m in records} if recent else {}
         return wb.render(
             request,
             "inbox.html",
@@ -62,6 +64,7 @@ def register(router: APIRouter, wb: Workbench) -> None:
                 "expired_now": expired_now,
                 "recent_expired": recent,
                 "titles": titles,
+                "attention": needing_attention(records) if not mission else [],
                 "ttl": _ttl_text(wb.app.settings.proposal_ttl.total_seconds()),
             },
         )
@@ -70,10 +73,16 @@ def register(router: APIRouter, wb: Workbench) -> None:
         if not wb.is_htmx(request):
             return wb.redirect("/inbox?page=" + (page if page.isdigit() else "1"))
         found = await wb.store.step(request.state.user, result.ref)
+        # The page's open count is swapped out of band, so it follows every decision.
+        await wb.store.refresh()
+        open_now = await wb.store.inbox(
+            request.state.user, page=1, page_size=1, mission_id=None, now=utcnow()
+        )
         return wb.render(
             request,
             "_decided.html",
             {
+                "open_total": open_now.total,
                 "result": result,
                 "summary": found.summary if found else "",
                 "tool_name": found.tool_name if found else "",

@@ -26,6 +26,7 @@ from mana_ai.cli.records import (
     shown,
 )
 from mana_ai.timefmt import to_js_iso, utcnow
+from mana_ai.web.attention import attention_for
 from mana_ai.web.base import Workbench
 from mana_ai.web.forms import (
     cadence_fields,
@@ -210,6 +211,7 @@ def register(router: APIRouter, wb: Workbench) -> None:
                 "describe_cadence": describe_cadence,
                 "shown": shown,
                 "queued": request.query_params.get("queued") == "1",
+                "attention": attention_for(record),
             },
         )
 

@@ -11,11 +11,22 @@ mode for multi-user deployments: the mana JWT is verified exactly like the API's
 ``mana_ai_csrf`` cookie (random, ``HttpOnly``, ``SameSite=Strict``, path ``/workbench``) and the same value in the
 form field ``csrf_token`` or the ``X-CSRF-Token`` header (htmx sends it from ``hx-headers``). A page on another
 origin can neither read the cookie nor make the browser send it. When the browser sends ``Origin`` (or only
-``Referer``) it must name this host as well. Anything else is refused with 403 before the handler runs.
+``Referer``) it must name this host as well. Anything else is refused with 403 before the handler runs. The
+token is bound to the user it was issued for (``nonce.HMAC(key, user, nonce)``, the key derived from
+``MANA_SERVICE_KEY``): a token planted for one user is refused for another.
+
+**DNS rebinding.** In local mode the ``Host`` header must name a loopback host (``localhost``,
+``*.localhost``, ``127.0.0.0/8``, ``[::1]``): a page on ``rebind.attacker.example`` whose name now resolves
+to 127.0.0.1 reaches the port but not the workbench. Do not put a proxy in front of local mode.
+
+**Secure cookies.** Cookies get ``Secure`` when the request came over HTTPS, when a proxy says so
+(``X-Forwarded-Proto: https`` or ``Forwarded: proto=https``), or always with ``MANA_AI_SECURE_COOKIES``.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
 import ipaddress
 import logging
@@ -98,7 +109,11 @@ def config_from_env(settings: Settings) -> WorkbenchConfig:
         ConfigError: JWT mode with a master key file configured (:func:`refuse_master_key`).
     """
     refuse_master_key(settings)
-    return WorkbenchConfig(mode=workbench_mode(settings), local_user=settings.local_user.strip() or "local")
+    return WorkbenchConfig(
+        mode=workbench_mode(settings),
+        local_user=settings.local_user.strip() or "local",
+        secure_cookies=settings.secure_cookies,
+    )
 
 
 def is_loopback(host: str | None) -> bool:
@@ -110,6 +125,19 @@ def is_loopback(host: str | None) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def is_loopback_host_header(value: str | None) -> bool:
+    """Whether a ``Host`` header names a loopback host (any port)."""
+    if not value:
+        return False
+    host = value.strip()
+    if host.startswith("["):
+        name = host[1 : host.find("]")] if "]" in host else ""
+    else:
+        name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    name = name.rstrip(".").lower()
+    return name == "localhost" or name.endswith(".localhost") or is_loopback(name)
 
 
 class Gate:
@@ -136,6 +164,9 @@ class Gate:
             client = request.client.host if request.client else None
             if client is not None and not is_loopback(client):
                 raise Forbidden("the workbench's local mode answers loopback clients only")
+            if not is_loopback_host_header(request.headers.get("host")):
+                # DNS rebinding: the client is local, but the page that sent it is not ours.
+                raise Forbidden("the workbench's local mode answers requests for a loopback host name only")
             return self.config.local_user
         assert self.verifier is not None
         header = request.headers.get("authorization")
@@ -149,15 +180,40 @@ class Gate:
     def secure(self, request: Request) -> bool:
         """Whether cookies for this request get the ``Secure`` flag."""
         forwarded = request.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
-        return self.config.secure_cookies or request.url.scheme == "https" or forwarded == "https"
+        rfc7239 = request.headers.get("forwarded", "").split(",")[0].lower().replace(" ", "")
+        behind_tls = forwarded == "https" or "proto=https" in rfc7239.split(";")
+        return self.config.secure_cookies or request.url.scheme == "https" or behind_tls
 
-    @staticmethod
-    def csrf_token(request: Request) -> tuple[str, bool]:
-        """The request's CSRF token and whether it is new (then the response must set the cookie)."""
+    def _sign(self, user: str, nonce: str) -> str:
+        key = hashlib.sha256(
+            b"mana-ai workbench csrf v1\0" + self.settings.service_key.get_secret_value().encode()
+        )
+        mac = hmac.new(key.digest(), user.encode() + b"\0" + nonce.encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+
+    def _valid_for(self, token: str, user: str) -> bool:
+        nonce, _, mac = token.partition(".")
+        if not nonce or not mac or len(token) > 200:
+            return False
+        return hmac.compare_digest(mac.encode(), self._sign(user, nonce).encode())
+
+    def csrf_token(self, request: Request) -> tuple[str, bool]:
+        """The request's CSRF token for its user and whether it is new (then the response sets the cookie)."""
+        user = getattr(request.state, "user", None) or ""
         existing = request.cookies.get(CSRF_COOKIE)
-        if existing and 20 <= len(existing) <= 200:
+        if existing and self._valid_for(existing, user):
             return existing, False
-        return secrets.token_urlsafe(32), True
+        nonce = secrets.token_urlsafe(24)
+        return nonce + "." + self._sign(user, nonce), True
+
+    async def _user_or_anonymous(self, request: Request) -> str:
+        user = getattr(request.state, "user", None)
+        if user is not None:
+            return str(user)
+        try:
+            return await self.user(request)
+        except (Unauthenticated, Forbidden):
+            return ""
 
     async def check_csrf(self, request: Request) -> None:
         """Refuse a state-changing request without a matching double-submit token or from another origin.
@@ -173,6 +229,8 @@ class Gate:
             given = value if isinstance(value, str) else ""
         if not cookie or not given or not hmac.compare_digest(cookie.encode(), given.encode()):
             raise Forbidden("missing or invalid CSRF token; reload the page and try again")
+        if not self._valid_for(given, await self._user_or_anonymous(request)):
+            raise Forbidden("the CSRF token belongs to another user; reload the page and try again")
         origin = request.headers.get("origin") or request.headers.get("referer")
         if origin and origin != "null":
             host = request.headers.get("host", "")

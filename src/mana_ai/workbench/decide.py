@@ -39,6 +39,7 @@ from mana_ai.synclog.actor import ai_actor, user_actor
 from mana_ai.synclog.lww import RecordState, next_stamp
 from mana_ai.synclog.records import ServerAgent
 from mana_ai.synclog.store import replay_record, update_fields
+from mana_ai.synclog.validate import MAX_DEPTH, too_deep
 from mana_ai.timefmt import to_js_iso, utcnow
 from mana_ai.tools.catalog import CATALOG_BY_NAME
 from mana_ai.tools.policy import resolve_decision
@@ -242,6 +243,8 @@ class Decider:
             tool = CATALOG_BY_NAME.get(tool_name)
             final = dict(planned) if params is None else dict(params)
             if verdict == "approved" and params is not None:
+                if too_deep(params):
+                    raise InvalidParams([f"the arguments nest deeper than {MAX_DEPTH} levels"])
                 if tool is None:
                     raise InvalidParams(
                         ["the arguments of the unknown tool " + tool_name + " cannot be edited"]

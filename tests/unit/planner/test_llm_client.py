@@ -161,7 +161,11 @@ async def test_three_500s_exhaust_two_retries(server: FakeLlmServer) -> None:
         with pytest.raises(ProviderError) as info:
             await client.complete(MESSAGES, tools_json=TOOLS, model="mana/reasoning")
     assert (info.value.kind, info.value.status) == ("server_error", 500)
-    assert str(info.value) == "mana 500: the provider returned an error; its body is not kept"
+    # The message names the LLM and its model, not "mana" (the model id's prefix); the body is not kept.
+    assert (
+        str(info.value)
+        == "LLM server (model mana/reasoning) 500: the provider returned an error; its body is not kept"
+    )
     assert (client.stats.requests, client.stats.retries, client.stats.failures) == (3, 2, 1)
 
 

@@ -12,6 +12,10 @@ SELECT c.horizon::text AS old_horizon, pg_snapshot_xmin(pg_current_snapshot())::
 FROM mana_ai.refresh_cursor c
 WHERE c.name = 'snapshots'
 
+-- name: restore_refresh_cursor
+-- The cursor row is missing (bookkeeping wiped by hand): rebuild the feed and start over (migration 0008).
+SELECT mana_ai.restore_refresh_cursor() AS rebuilt
+
 -- name: feed_window
 -- The new rows in arrival order (a tie between two writes of one field goes to the later arrival). The JSON
 -- columns come as text: the refresh parses them with orjson directly, which is much cheaper per row than a

@@ -1,0 +1,79 @@
+"""Missions that need the user's attention: failing or paused, with the reason (pure).
+
+The inbox lists them above the proposals (an empty inbox is no news when every mission fails), and a
+mission's page shows its own line. The reason is the last failed iteration's error, which says what the
+runner saw ("LLM server (model …) unreachable at …", "paused after 5 failed attempts in a row …").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Attention:
+    mission_id: str
+    title: str
+    state: str
+    """``paused`` or ``active``."""
+    failures: int
+    """Failed server iterations in a row at the end of the history."""
+    reason: str
+    at: str
+    """When the last failed iteration finished (JS ISO), or ``""``."""
+
+    @property
+    def label(self) -> str:
+        if self.state == "paused":
+            return "paused"
+        return "failing"
+
+
+def _iterations(record: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    raw = record.get("iterations")
+    return [i for i in raw if isinstance(i, Mapping)] if isinstance(raw, list) else []
+
+
+def _reason(iteration: Mapping[str, Any]) -> str:
+    details = iteration.get("errorDetails")
+    if isinstance(details, Mapping) and isinstance(details.get("message"), str):
+        return str(details["message"])
+    summary = iteration.get("summary")
+    return summary if isinstance(summary, str) else ""
+
+
+def attention_for(record: Mapping[str, Any]) -> Attention | None:
+    """The mission's attention line, or ``None`` when it is active and its last run did not fail."""
+    if record.get("deletedAt"):
+        return None
+    state = str(record.get("state") or "active")
+    if state not in ("active", "paused"):
+        return None
+    failures = 0
+    last_failed: Mapping[str, Any] | None = None
+    for iteration in reversed(_iterations(record)):
+        if iteration.get("overallStatus") != "failed":
+            break
+        failures += 1
+        last_failed = last_failed or iteration
+    if state == "active" and not failures:
+        return None
+    if last_failed is not None:
+        reason = _reason(last_failed)
+        at = str(last_failed.get("finishedAt") or last_failed.get("startedAt") or "")
+    else:
+        reason, at = "paused by you: the runner skips it until you resume it", ""
+    title = record.get("title")
+    return Attention(
+        str(record.get("id", "")), title if isinstance(title, str) else "", state, failures, reason, at
+    )
+
+
+def needing_attention(records: Iterable[Mapping[str, Any]]) -> list[Attention]:
+    """Failing and paused missions, failing ones first, most recent failure first."""
+    found = [a for a in (attention_for(r) for r in records) if a is not None]
+    found.sort(key=lambda a: a.at, reverse=True)
+    found.sort(key=lambda a: a.failures == 0)  # stable: failing ones first, each group newest first
+    return found[:50]
