@@ -24,6 +24,7 @@ from mana_ai.scheduler.missed import is_missed, missed_iteration
 from mana_ai.synclog.actor import ai_actor
 from mana_ai.synclog.records import ServerAgent, ServerMission
 from mana_ai.timefmt import parse_iso, to_js_iso, utcnow
+from mana_ai.workbench.context import user_zone_of
 from mana_ai.workbench.gate import step_status
 
 logger = logging.getLogger(__name__)
@@ -235,7 +236,8 @@ async def _claimed(
     try:
         if isinstance(outcome, Planned):
             metrics.plans_produced.inc()
-            nxt = next_run(cadence, after=max(now, parse_iso(due_at)), default_tz=settings.default_tz)
+            tz = await _zone_for(ctx, mission.user_id, cadence)
+            nxt = next_run(cadence, after=max(now, parse_iso(due_at)), default_tz=tz)
             policy = agent.policy if agent is not None else None
             iteration = plan_to_iteration(
                 outcome.plan, iteration_id, now_iso, lambda tool: step_status(tool, policy)
@@ -352,7 +354,8 @@ async def _skip_missed(
         return None
     if not is_missed(cadence, due, now, configured=settings.missed_run_grace, default_tz=settings.default_tz):
         return None
-    nxt = next_run(cadence, after=now, default_tz=settings.default_tz)
+    tz = await _zone_for(ctx, mission.user_id, cadence)
+    nxt = next_run(cadence, after=now, default_tz=tz)
     next_iso = to_js_iso(nxt) if nxt else None
     now_iso = to_js_iso(now)
     iteration = missed_iteration(iteration_id, now_iso, due_iso=due_at, late=now - due, next_iso=next_iso)
@@ -379,6 +382,16 @@ async def _skip_missed(
         detail=str(iteration["summary"]),
         iteration_id=iteration_id,
     )
+
+
+async def _zone_for(ctx: RunnerContext, user_id: str, cadence: object) -> str:
+    """The zone of a wall-clock cadence without its own: the user's (their default calendar's, as the app
+    stores it), else the deployment's (:mod:`mana_ai.scheduler.zones`). Interval cadences need none."""
+    default = ctx.settings.default_tz
+    if getattr(cadence, "kind", "") not in ("daily", "weekly", "cron") or getattr(cadence, "timezone", None):
+        return default
+    async with ctx.db.with_user(user_id) as conn:
+        return await user_zone_of(conn, user_id) or default
 
 
 def _backoff(base: timedelta, failures: int) -> timedelta:

@@ -323,6 +323,7 @@ class RunnerStore:
             decided = fields_to_write(item, latest)
             if decided is not None:
                 await conn.execute(q("insert_change"), update_params(item, *decided))
+                await conn.execute(q("mark_iteration"), item.mark_params())
             tokens = item.token_params()
             if tokens is not None:
                 await conn.execute(q("insert_token_usage"), tokens)

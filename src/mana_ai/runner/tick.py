@@ -172,6 +172,10 @@ class Ticker:
         metrics.snapshots_new.inc(refreshed.missions.new_snapshots)
         metrics.snapshots_updated.inc(refreshed.missions.updated_snapshots)
         metrics.snapshot_rows_applied.inc(refreshed.missions.rows_applied)
+        if refreshed.restored_iterations:
+            metrics.iterations_restored.labels("iteration").inc(refreshed.restored_iterations)
+        if refreshed.restored_decisions:
+            metrics.iterations_restored.labels("decision").inc(refreshed.restored_decisions)
         if refreshed.missions.rows_skipped:
             metrics.snapshot_rows_skipped.labels("aiMissions").inc(refreshed.missions.rows_skipped)
         if refreshed.agents.rows_skipped:

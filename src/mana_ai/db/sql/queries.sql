@@ -564,3 +564,15 @@ FROM public.sync_changes c
 WHERE c.table_name = %(table)s AND c.record_id = ANY(%(record_ids)s::text[]) AND c.app_id = %(app_id)s
   AND c.user_id = %(user_id)s
 ORDER BY c.record_id, c.created_at, c.id
+
+-- name: mark_iteration
+-- A server iteration we wrote (step_id '') or a step decision we made (issue 12: restoring lost ones).
+INSERT INTO mana_ai.iteration_marks (user_id, mission_id, iteration_id, step_id, status)
+VALUES (%(user_id)s, %(mission_id)s, %(iteration_id)s, %(step_id)s, %(status)s)
+ON CONFLICT (user_id, mission_id, iteration_id, step_id) DO UPDATE SET status = EXCLUDED.status, marked_at = now()
+
+-- name: marks_for_missions
+SELECT m.user_id, m.mission_id, m.iteration_id, m.step_id, m.status
+FROM mana_ai.iteration_marks m
+JOIN unnest(%(users)s::text[], %(ids)s::text[]) AS k(user_id, mission_id)
+  ON m.user_id = k.user_id AND m.mission_id = k.mission_id
