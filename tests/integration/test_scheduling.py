@@ -60,8 +60,8 @@ async def test_concurrent_claims_cannot_overshoot_a_small_budget(db, app_db_url,
         used, reserved = await app.ticker.store.agent_budget("u1", "a1")
         assert (used, reserved) == (350, 0)
         text = app.metrics.render().decode()
-        assert 'mana_ai_agent_budget_ratio{agent_id="a1"} 1.0' in text
-        assert "mana_ai_agent_budget_warnings_total 1.0" in text
+        assert 'mana_ai_agent_budget_ratio{agent_id="a1",service="mana-ai"} 1.0' in text
+        assert 'mana_ai_agent_budget_warnings_total{service="mana-ai"} 1.0' in text
     assert len(await planned_missions(admin_db)) == 1
 
 
@@ -230,7 +230,7 @@ async def test_missed_runs_are_coalesced_into_one(db, app_db_url, admin_db):
         before = utcnow()
         assert (await app.ticker.tick()).decisions == {"ran": 1}
         assert (await app.ticker.tick()).decisions == {}
-        assert "mana_ai_due_delay_seconds_count 1.0" in app.metrics.render().decode()
+        assert 'mana_ai_due_delay_seconds_count{service="mana-ai"} 1.0' in app.metrics.render().decode()
     rows = await runner_rows(admin_db, "m1")
     assert len(rows) == 1
     assert parse_iso(rows[0]["data"]["nextRunAt"]) >= before + timedelta(minutes=10)
