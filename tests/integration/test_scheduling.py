@@ -276,6 +276,9 @@ async def test_heartbeat_renews_the_leases_this_process_holds(db, app_db_url, ad
         claim = await store.claim(m, m.next_run_at or "", None, timedelta(seconds=5))
         assert claim.decision == "claimed"
         await admin_db.execute("UPDATE mana_ai.mission_runs SET lease_until = now() + interval '1 second'")
+        # Only what the process is planning right now is renewed (a run it lost track of expires).
+        assert await store.heartbeat(timedelta(seconds=30)) == (0, 0)
+        store.planning.add(("u1", "m1"))
         assert await store.heartbeat(timedelta(seconds=30)) == (1, 0)
         row = await admin_db.fetchrow(
             "SELECT lease_until - now() > interval '25 seconds' AS renewed FROM mana_ai.mission_runs"

@@ -111,6 +111,8 @@ async def _process(
         if claim.decision.startswith("skipped-"):
             metrics.agent_decisions.labels(claim.decision).inc()
         return MissionResult(mission.id, mission.user_id, claim.decision, detail=claim.detail)
+    key = (mission.user_id, mission.id)
+    store.planning.add(key)
     try:
         return await _claimed(ctx, store, mission, agent, due_at, claim)
     except asyncio.CancelledError:
@@ -118,6 +120,8 @@ async def _process(
         # instead of leaving it to the lease, so the next worker or tick takes it at once.
         await asyncio.shield(_release_quietly(store, mission))
         raise
+    finally:
+        store.planning.discard(key)
 
 
 async def _release_quietly(store: RunnerStore, mission: ServerMission) -> None:

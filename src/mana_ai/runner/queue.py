@@ -66,6 +66,7 @@ def build_queue(database_url: str, *, tick_interval_s: float, tick_enabled: bool
         store = runtime.ticker.store
         keys = [(user_id, mission_id) for user_id, mission_id in missions]
         # This worker holds the batch's missions now: its heartbeat keeps them from being dispatched again.
+        store.holding.update(keys)
         await store.dispatch_take(keys, runtime.settings.claim_lease)
         try:
             found = await store.missions_by_key(keys)
@@ -81,6 +82,7 @@ def build_queue(database_url: str, *, tick_interval_s: float, tick_enabled: bool
             agents = await store.agents_for_users(m.user_id for m in due)
             results = await runtime.ticker.dispatcher.run_all(due, agents)
         finally:
+            store.holding.difference_update(keys)
             await store.dispatch_done(keys)
         summary: dict[str, int] = {}
         for result in results:

@@ -100,6 +100,10 @@ class RunnerStore:
     def __init__(self, db: Database, owner: str, *, batch_size: int = 64) -> None:
         self.db = db
         self.owner = owner
+        self.planning: set[tuple[str, str]] = set()
+        """(user, mission) of the claimed runs being planned in this process: the heartbeat renews these."""
+        self.holding: set[tuple[str, str]] = set()
+        """(user, mission) held by this process's planning jobs: the heartbeat renews their dispatch marks."""
         self._claims: Coalescer[_ClaimRequest, Claim] = Coalescer(self._claim_batch, max_batch=batch_size)
         self._write_backs: Coalescer[WriteBack, str] = Coalescer(self._write_back_batch, max_batch=batch_size)
 
@@ -219,7 +223,20 @@ class RunnerStore:
 
     async def heartbeat(self, lease: timedelta) -> tuple[int, int]:
         """Renew the leases of this process's running claims and dispatch marks: (runs, marks)."""
-        row = await self.db.fetchrow(q("heartbeat"), {"owner": self.owner, "lease": lease})
+        runs, marks = sorted(self.planning), sorted(self.holding)
+        if not runs and not marks:
+            return (0, 0)
+        row = await self.db.fetchrow(
+            q("heartbeat"),
+            {
+                "owner": self.owner,
+                "lease": lease,
+                "run_users": [k[0] for k in runs],
+                "run_ids": [k[1] for k in runs],
+                "mark_users": [k[0] for k in marks],
+                "mark_ids": [k[1] for k in marks],
+            },
+        )
         return (int(row["runs"]), int(row["marks"])) if row else (0, 0)
 
     async def dispatch_due(self, now_iso: str, limit: int, hold: timedelta) -> list[tuple[str, str]]:

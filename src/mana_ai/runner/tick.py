@@ -28,7 +28,7 @@ from mana_ai.timefmt import to_js_iso, utcnow
 
 logger = logging.getLogger(__name__)
 
-DISPATCH_HOLD = timedelta(minutes=10)
+DISPATCH_HOLD = timedelta(seconds=60)
 """How long a dispatched mission stays reserved for its planning job before a worker takes it (then the
 worker's heartbeat keeps it); a job lost with a killed worker frees its missions after this."""
 

@@ -183,14 +183,19 @@ USING unnest(%(users)s::text[], %(ids)s::text[]) AS k(user_id, mission_id)
 WHERE d.user_id = k.user_id AND d.mission_id = k.mission_id
 
 -- name: heartbeat
--- Renew every lease this process holds, in one statement: its running claims and its dispatch marks.
+-- Renew, in one statement, the leases of the runs this process is planning right now and the dispatch marks
+-- of the missions its jobs hold right now (the keys come from the process, so a run or mark it lost track of
+-- — a write-back that failed while the database restarted — is not kept alive: it expires).
 WITH runs AS (
-    UPDATE mana_ai.mission_runs SET lease_until = now() + %(lease)s::interval
-    WHERE owner = %(owner)s AND state = 'running' AND lease_until > now()
+    UPDATE mana_ai.mission_runs r SET lease_until = now() + %(lease)s::interval
+    FROM unnest(%(run_users)s::text[], %(run_ids)s::text[]) AS k(user_id, mission_id)
+    WHERE r.user_id = k.user_id AND r.mission_id = k.mission_id
+      AND r.owner = %(owner)s AND r.state = 'running' AND r.lease_until > now()
     RETURNING 1
 ), marks AS (
-    UPDATE mana_ai.mission_dispatch SET until = now() + %(lease)s::interval
-    WHERE owner = %(owner)s AND until > now()
+    UPDATE mana_ai.mission_dispatch d SET until = now() + %(lease)s::interval
+    FROM unnest(%(mark_users)s::text[], %(mark_ids)s::text[]) AS k(user_id, mission_id)
+    WHERE d.user_id = k.user_id AND d.mission_id = k.mission_id AND d.owner = %(owner)s AND d.until > now()
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM runs) AS runs, (SELECT count(*) FROM marks) AS marks
