@@ -51,7 +51,7 @@ from bench.report import (
 )
 
 BENCH_DIR = Path(__file__).resolve().parent
-GROUPS = ("refresh", "llm", "throughput", "sweeps", "scaleout", "deploy")
+GROUPS = ("refresh", "llm", "throughput", "sweeps", "scaleout", "deploy", "scheduling")
 
 MISSIONS = 2_000
 USERS = 100
@@ -472,6 +472,94 @@ class Suite:
             )
 
 
+def scheduling_suite(suite: Suite, *, quick: bool) -> None:
+    """Issue 15: due delay (and the idle cost of the due dispatcher), noisy neighbour, provider limit."""
+    config = {
+        "cluster_admin_url": suite.cluster.admin_url,
+        "llm_url": suite.llm.url(100.0),
+        "llm_url_200": suite.llm.url(200.0),
+        "idle_s": 5 if quick else 20,
+        "due_missions": 100 if quick else 300,
+        "noisy_missions": 2000,
+        "max_rpm": 600,
+        "limit_missions": 60 if quick else 150,
+    }
+    result = suite.step(
+        "scheduling: due delay, noisy neighbour, provider limit",
+        lambda: run_child("bench.scheduling_bench", config, log_path=suite.log_path, timeout_s=1200),
+    )
+    if result is None:
+        return
+    suite.raw["scheduling"] = result
+    due, noisy, limit = result["due"], result["noisy"], result["limit"]
+    params: dict[str, Any] = {"missions": due["missions"], "latency_ms": 100}
+    for q in ("p50", "p99"):
+        suite.metrics.append(
+            Metric(
+                "due delay " + q,
+                params,
+                "s",
+                due["delay_s"][q],
+                None,
+                None,
+                1,
+                target=2.0 if q == "p99" else None,
+            )
+        )
+    suite.metrics.append(
+        Metric(
+            "idle: worker CPU per second",
+            {"dispatcher": "1 s"},
+            "ms",
+            due["idle_worker_cpu_ms_per_s"],
+            None,
+            None,
+            1,
+            sub=True,
+        )
+    )
+    noisy_params = {"noisy": noisy["noisy_missions"], "small_users": 50, "latency_ms": 200}
+    for q in ("p50", "p99"):
+        suite.metrics.append(
+            Metric(
+                "noisy neighbour: small users' delay " + q,
+                noisy_params,
+                "s",
+                noisy["small_delay_s"][q],
+                None,
+                None,
+                1,
+                target=2.0 if q == "p99" else None,
+            )
+        )
+    limit_params = {"max_rpm": limit["max_rpm"], "processes": 3, "requests": limit["requests"]}
+    suite.metrics.append(
+        Metric(
+            "provider limit: share of 429s",
+            limit_params,
+            "",
+            limit["rate_limited_share"],
+            None,
+            None,
+            1,
+            target=0.01,
+        )
+    )
+    suite.metrics.append(
+        Metric(
+            "provider limit: share of the limit reached",
+            limit_params,
+            "",
+            limit["share_of_limit"],
+            None,
+            None,
+            1,
+            target=0.9,
+            higher_is_better=True,
+        )
+    )
+
+
 def machine_info(cluster: Cluster) -> dict[str, Any]:
     with psycopg.connect(cluster.admin_url) as conn:
         row = conn.execute("SHOW server_version").fetchone()
@@ -552,6 +640,8 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 plain_llm.stop()
                 tcp_cluster.stop()
+        if "scheduling" in groups:
+            scheduling_suite(suite, quick=plan.mode == "quick")
     finally:
         pool.stop()
         cluster.stop()

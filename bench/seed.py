@@ -7,6 +7,7 @@ Rows go into ``public.sync_changes`` exactly as mana-sync stores them (field-lev
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Any
 
@@ -179,6 +180,8 @@ def seed_planning(
 ) -> int:
     """One agent per user and ``missions_per_user`` due missions each (insert rows, as the web app writes)."""
     rows: list[tuple[str, str, str, str]] = []
+    # Due within the last few minutes (well inside the missed-run grace of the hourly cadence).
+    base = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
     for u in range(users):
         user_id = user_prefix + str(u).zfill(5)
         agent_id = "a-" + user_id
@@ -186,7 +189,8 @@ def seed_planning(
         for j in range(missions_per_user):
             mission_id = "m-" + user_id + "-" + str(j).zfill(3)
             # Distinct past due times: oldest-first ordering has something to order.
-            due = "2026-01-01T00:" + str(j % 60).zfill(2) + ":" + str(u % 60).zfill(2) + ".000Z"
+            stamp = base + dt.timedelta(seconds=j % 60, milliseconds=u % 1000)
+            due = stamp.strftime("%Y-%m-%dT%H:%M:%S.") + str(stamp.microsecond // 1000).zfill(3) + "Z"
             rows.append(
                 (user_id, "aiMissions", mission_id, json.dumps(mission_record(mission_id, agent_id, due)))
             )

@@ -20,6 +20,8 @@ from mana_ai.planner.llm_client import OpenAICompatClient
 from mana_ai.privacy.steps import build_privacy_steps
 from mana_ai.research.step import ResearchStep
 from mana_ai.runner.context import RunnerContext, TimedLlm
+from mana_ai.runner.limits import AdaptiveLimit, ClusterPacer, PacedLlm
+from mana_ai.runner.scheduling import heartbeat_loop
 from mana_ai.runner.store import RunnerStore
 from mana_ai.runner.tick import Dispatcher, Ticker
 from mana_ai.settings import Settings
@@ -47,6 +49,7 @@ class App:
         self._llm: OpenAICompatClient | None = None
         self._research: ResearchStep | None = None
         self._ticker: Ticker | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
         self.extra: dict[str, Any] = {}
 
     # --- lifecycle --------------------------------------------------------------------------------------
@@ -88,10 +91,20 @@ class App:
         self._research = ResearchStep.from_settings(settings, self._db, self.metrics)
         await self._research.open()
         text_step, resolver_step = build_privacy_steps(settings, self._db, self.metrics)
+        # Provider limits: cluster-wide pacing when MANA_LLM_MAX_RPM/TPM are set, adaptive concurrency always.
+        pacer = (
+            ClusterPacer(self._db, rpm=settings.llm_max_rpm, tpm=settings.llm_max_tpm, metrics=self.metrics)
+            if settings.llm_max_rpm or settings.llm_max_tpm
+            else None
+        )
+        paced = PacedLlm(
+            self._llm, pacer, AdaptiveLimit(settings.max_concurrency, self.metrics), self.metrics
+        )
+        self._llm.on_rate_limit = paced.rate_limited
         ctx = RunnerContext(
             settings=settings,
             db=self._db,
-            llm=TimedLlm(self._llm, self.metrics),
+            llm=TimedLlm(paced, self.metrics),
             metrics=self.metrics,
             owner=self.owner,
             input_steps=[resolver_step],
@@ -102,11 +115,22 @@ class App:
         ctx.input_steps.append(self._research)
         store = RunnerStore(self._db, self.owner)
         self._ticker = Ticker(ctx, store, Dispatcher(ctx, store))
+        # Claims have a short lease; this keeps the leases of the missions this process plans alive.
+        self._heartbeat = asyncio.create_task(heartbeat_loop(self._ticker), name="lease-heartbeat")
         return self
 
     async def close(self) -> None:
         if self._ticker is not None:
             await self._ticker.close()
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            await asyncio.gather(self._heartbeat, return_exceptions=True)
+            self._heartbeat = None
+        if self._ticker is not None and self._db is not None:
+            try:  # whatever this process still holds goes back now, not when its lease runs out
+                await self._ticker.store.release_owned()
+            except Exception:
+                logger.warning("could not release claims", extra={"action": "runner.release_failed"})
         if self._research is not None:
             await self._research.close()
         if self._llm is not None:

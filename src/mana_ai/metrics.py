@@ -2,11 +2,67 @@
 
 Instruments live on a :class:`Metrics` object bound to a registry, so tests get a fresh registry each and
 the service one per process.
+
+Like the original (``services/mana-ai/src/metrics.ts``: ``register.setDefaultLabels({service: 'mana-ai'})``
+and ``collectDefaultMetrics({prefix: 'mana_ai_'})``), every exported sample carries ``service="mana-ai"``
+(added when rendering, so in-process lookups keep their own label sets) and the process metrics are
+exported with the ``mana_ai_`` prefix: CPU (total, user, system), memory, file descriptors, start time, and
+the Python garbage collector's collections in place of Node's.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector, generate_latest
+import gc
+import os
+from collections.abc import Iterator
+from typing import Final
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
+from prometheus_client.metrics_core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
+
+SERVICE_LABEL: Final = ("service", "mana-ai")
+
+
+class _RuntimeCollector(Collector):
+    """``mana_ai_process_cpu_{user,system}_seconds_total`` and the GC's collections per generation."""
+
+    def collect(self) -> Iterator[Metric]:
+        times = os.times()
+        user = CounterMetricFamily(
+            "mana_ai_process_cpu_user_seconds_total", "User CPU time spent in seconds."
+        )
+        user.add_metric([], times.user)
+        system = CounterMetricFamily(
+            "mana_ai_process_cpu_system_seconds_total", "System CPU time spent in seconds."
+        )
+        system.add_metric([], times.system)
+        collections = CounterMetricFamily(
+            "mana_ai_python_gc_collections_total",
+            "Garbage collections per generation.",
+            labels=["generation"],
+        )
+        for generation, stat in enumerate(gc.get_stats()):
+            collections.add_metric([str(generation)], stat.get("collections", 0))
+        yield from (user, system, collections)
+
+
+class _WithServiceLabel:
+    """The registry's metrics with ``service="mana-ai"`` on every sample (the original's default label)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        name, value = SERVICE_LABEL
+        for metric in self._registry.collect():
+            metric.samples = [
+                Sample(s.name, {**s.labels, name: value}, s.value, s.timestamp, s.exemplar)
+                for s in metric.samples
+            ]
+            yield metric
+
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -16,6 +72,7 @@ class Metrics:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         if process:
             ProcessCollector(namespace="mana_ai", registry=self.registry)
+            self.registry.register(_RuntimeCollector())
         r = self.registry
 
         def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
@@ -73,6 +130,12 @@ class Metrics:
         self.snapshots_new = counter("mana_ai_snapshots_new_total", "New mission snapshots")
         self.snapshots_updated = counter("mana_ai_snapshots_updated_total", "Updated mission snapshots")
         self.snapshot_rows_applied = counter("mana_ai_snapshot_rows_applied_total", "Mission rows applied")
+        self.iterations_restored = counter(
+            "mana_ai_iterations_restored_total",
+            "Server iterations (kind=iteration) and workbench decisions (kind=decision) a device edit had dropped,"
+            " restored after a refresh",
+            ("kind",),
+        )
         self.snapshot_rows_skipped = counter(
             "mana_ai_snapshot_rows_skipped_total", "Malformed sync rows skipped by the refresh", ("table",)
         )
@@ -100,5 +163,37 @@ class Metrics:
             "mana_ai_compacted_turns", "Turns folded per compaction", (1, 2, 4, 8, 16, 32, 64, 128)
         )
 
+        # --- scheduling (issue 15) ---
+        self.due_delay = histogram(
+            "mana_ai_due_delay_seconds",
+            "Delay from a mission's nextRunAt to its first claim",
+            (0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 30, 60, 300, 3600),
+        )
+        self.agent_budget_ratio = Gauge(
+            "mana_ai_agent_budget_ratio",
+            "(used + reserved) / daily cap of an agent, as of its latest claim (alert at 0.8)",
+            ("agent_id",),
+            registry=r,
+        )
+        self.budget_warnings = counter(
+            "mana_ai_agent_budget_warnings_total", "Claims that took an agent past 80 % of its daily cap"
+        )
+        self.missed_runs_skipped = counter(
+            "mana_ai_missed_runs_skipped_total", "Runs skipped to the next occurrence after the grace window"
+        )
+        self.llm_pacing_wait = histogram(
+            "mana_ai_llm_pacing_wait_seconds",
+            "Time an LLM request waited for the cluster-wide rate limit",
+            (0.01, 0.1, 0.5, 1, 2, 5, 10, 30, 60),
+        )
+        self.llm_rate_limited = counter(
+            "mana_ai_llm_rate_limited_total", "429 answers from the LLM provider (each lowers concurrency)"
+        )
+        self.llm_concurrency = Gauge(
+            "mana_ai_llm_concurrency_limit",
+            "Adaptive limit of concurrent LLM requests in this process",
+            registry=r,
+        )
+
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(_WithServiceLabel(self.registry))

@@ -84,6 +84,10 @@ class Settings(BaseSettings):
     """Timeout of one LLM request."""
     llm_max_retries: int = Field(3, validation_alias=_env("MANA_LLM_MAX_RETRIES"), ge=0, le=10)
     """Retries on connection errors, 429 and 5xx."""
+    llm_max_rpm: int | None = Field(None, validation_alias=_env("MANA_LLM_MAX_RPM"), ge=1)
+    """Requests per minute to the LLM, for all processes together (unset: unlimited)."""
+    llm_max_tpm: int | None = Field(None, validation_alias=_env("MANA_LLM_MAX_TPM"), ge=1)
+    """Tokens per minute to the LLM, for all processes together (unset: unlimited)."""
     llm_temperature: float = Field(0.3, validation_alias=_env("MANA_LLM_TEMPERATURE"), ge=0, le=2)
     """Sampling temperature of planning requests (0 for the most repeatable plans)."""
     llm_max_tokens: int = Field(1024, validation_alias=_env("MANA_LLM_MAX_TOKENS"), ge=0)
@@ -127,6 +131,15 @@ class Settings(BaseSettings):
     """Wait before retrying a failed mission; doubles with each failure in a row (max 1 h)."""
     shutdown_grace_s: float = Field(30.0, validation_alias=_env("MANA_AI_SHUTDOWN_GRACE_S"), ge=0)
     """On SIGTERM, how long in-flight plans may finish."""
+    claim_lease: timedelta = Field(timedelta(seconds=30), validation_alias=_env("MANA_AI_CLAIM_LEASE"))
+    """How long a claimed mission stays with a worker without a heartbeat (renewed every third of it while
+    planning): after a killed worker, another takes its missions over within about this time."""
+    due_poll_ms: int = Field(1000, validation_alias=_env("MANA_AI_DUE_POLL_MS"), ge=0)
+    """How often each worker looks for newly due missions between ticks (refresh + dispatch, cheap when idle);
+    0 leaves dispatch to the periodic tick alone. Off when TICK_ENABLED=false."""
+    missed_run_grace: timedelta | None = Field(None, validation_alias=_env("MANA_AI_MISSED_RUN_GRACE"))
+    """A run found later than this after its due time is skipped to the next occurrence with a note (default:
+    half the cadence period, at most 12 h)."""
     token_usage_retention: timedelta = Field(
         timedelta(hours=48), validation_alias=_env("MANA_AI_TOKEN_USAGE_RETENTION")
     )
@@ -243,6 +256,7 @@ class Settings(BaseSettings):
     @field_validator(
         "mission_timeout",
         "retry_backoff",
+        "claim_lease",
         "token_usage_retention",
         "deep_research_max_age",
         "proposal_ttl",
@@ -251,6 +265,25 @@ class Settings(BaseSettings):
     @classmethod
     def _duration(cls, value: Any) -> Any:
         return parse_duration(value)
+
+    @field_validator("missed_run_grace", mode="before")
+    @classmethod
+    def _optional_duration(cls, value: Any) -> Any:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        return parse_duration(value)
+
+    @field_validator("llm_max_rpm", "llm_max_tpm", mode="before")
+    @classmethod
+    def _optional_int(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("claim_lease")
+    @classmethod
+    def _lease(cls, value: timedelta) -> timedelta:
+        if value < timedelta(seconds=3):
+            raise ValueError("must be at least 3s (it is renewed every third of it)")
+        return value
 
     @field_validator("database_url", mode="before")
     @classmethod
@@ -307,11 +340,6 @@ class Settings(BaseSettings):
     @property
     def tick_interval_s(self) -> float:
         return self.tick_interval_ms / 1000
-
-    @property
-    def claim_lease(self) -> timedelta:
-        """How long a claimed mission run belongs to one worker before another may take it over."""
-        return self.mission_timeout + min(timedelta(seconds=30), self.mission_timeout)
 
     def cors_origin_list(self) -> list[str]:
         """The origins of ``MANA_AI_CORS_ORIGINS`` (trimmed, without trailing slashes)."""

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from mana_ai.db.connector import Database
 from mana_ai.synclog.actor import user_actor
 from mana_ai.synclog.store import append_change
+from mana_ai.timefmt import to_js_iso, utcnow
 
 
 async def put_row(
@@ -57,7 +59,8 @@ def mission(mission_id: str, **fields: Any) -> dict[str, Any]:
         "cadence": {"kind": "interval", "everyMinutes": 60},
         "inputs": [],
         "iterations": [],
-        "nextRunAt": "2026-01-01T00:00:00.000Z",
+        # Due a moment ago: a run found much later than its due time is skipped as missed (issue 15).
+        "nextRunAt": to_js_iso(utcnow() - timedelta(seconds=1)),
     }
     base.update(fields)
     return base

@@ -18,6 +18,7 @@ def make_settings(db_url: str, llm_url: str, **overrides: Any) -> Settings:
         "llm_max_retries": 0,
         "retry_backoff": 0,
         "tick_enabled": False,
+        "default_tz": "UTC",
     }
     values.update(overrides)
     return Settings(**values)

@@ -402,8 +402,10 @@ def captured_warnings() -> Iterator[Captured]:
 @pytest.fixture
 async def app(app_db_url: str) -> AsyncIterator[App]:
     async with FakeLlmServer(default=conversation_responder()) as llm:
-        # A long retry backoff: a mission that fails in one example is not planned again in the next.
-        async with App(make_settings(app_db_url, llm.url, retry_backoff=3600)) as running:
+        # A long retry backoff: a mission that fails in one example is not planned again in the next. The
+        # due times lie hours back: a wide missed-run grace keeps these tests about rows, not about timing.
+        settings = make_settings(app_db_url, llm.url, retry_backoff=3600, missed_run_grace=timedelta(days=7))
+        async with App(settings) as running:
             yield running
 
 

@@ -391,14 +391,26 @@ async def test_dashboard_and_alerts_only_use_metric_names_the_service_exports(
             exposition = await resp.text()
     exported = exported_names(exposition)
     # The tick left labelled samples, and histograms count with their suffixes.
+    # Every sample carries the original's default label service="mana-ai" (services/mana-ai/src/metrics.ts).
     for sample in (
-        'mana_ai_agent_decisions_total{decision="ran"} 1.0',
-        'mana_ai_tokens_used_total{agent_id="a1"} 30.0',
-        "mana_ai_tick_duration_seconds_count 1.0",
-        'mana_ai_http_requests_total{method="POST",path="/internal/tick",status="200"} 1.0',
+        'mana_ai_agent_decisions_total{decision="ran",service="mana-ai"} 1.0',
+        'mana_ai_tokens_used_total{agent_id="a1",service="mana-ai"} 30.0',
+        'mana_ai_tick_duration_seconds_count{service="mana-ai"} 1.0',
+        'mana_ai_http_requests_total{method="POST",path="/internal/tick",service="mana-ai",status="200"} 1.0',
     ):
         assert sample in exposition, sample
-    assert {"mana_ai_planner_rounds_bucket", "mana_ai_process_start_time_seconds"} <= exported
+    samples = [line for line in exposition.splitlines() if line and not line.startswith("#")]
+    assert samples and all('service="mana-ai"' in line for line in samples)
+    # The original's collectDefaultMetrics({prefix: 'mana_ai_'}) process metrics.
+    assert {
+        "mana_ai_planner_rounds_bucket",
+        "mana_ai_process_start_time_seconds",
+        "mana_ai_process_cpu_seconds_total",
+        "mana_ai_process_cpu_user_seconds_total",
+        "mana_ai_process_cpu_system_seconds_total",
+        "mana_ai_process_resident_memory_bytes",
+        "mana_ai_process_open_fds",
+    } <= exported
 
     dashboard = dashboard_queries()
     assert len(dashboard) >= 30

@@ -83,8 +83,8 @@ async def test_paused_archived_unknown_agents_are_skipped(db, app_db_url):
         assert stats.decisions == {"skipped-paused": 1, "skipped-archived": 1, "skipped-unknown-agent": 1}
         assert llm.request_count == 0
         text = app.metrics.render().decode()
-        assert 'mana_ai_agent_decisions_total{decision="skipped-unknown-agent"} 1.0' in text
-        assert 'mana_ai_agent_decisions_total{decision="skipped-paused"} 1.0' in text
+        assert 'mana_ai_agent_decisions_total{decision="skipped-unknown-agent",service="mana-ai"} 1.0' in text
+        assert 'mana_ai_agent_decisions_total{decision="skipped-paused",service="mana-ai"} 1.0' in text
 
 
 async def test_budget_gate_and_missions_without_agent(db, app_db_url, admin_db):
@@ -145,7 +145,7 @@ async def test_concurrency_gate_counts_runs_of_other_processes(db, app_db_url, a
         stats = await app.ticker.tick()
         assert stats.decisions == {"skipped-concurrency": 1}
         assert (
-            'mana_ai_agent_decisions_total{decision="skipped-concurrency"} 1.0'
+            'mana_ai_agent_decisions_total{decision="skipped-concurrency",service="mana-ai"} 1.0'
             in app.metrics.render().decode()
         )
         await admin_db.execute("UPDATE mana_ai.mission_runs SET state = 'done' WHERE mission_id = 'other'")

@@ -12,6 +12,7 @@ from mana_ai.metrics import Metrics
 from mana_ai.resolvers.registry import InputRef, default_registry
 from mana_ai.runner.store import RunnerStore
 from mana_ai.synclog.snapshots import refresh_snapshots
+from mana_ai.timefmt import to_js_iso, utcnow
 from tests.integration.helpers import mission, put_row
 from tests.integration.test_resolvers import context
 
@@ -21,7 +22,7 @@ UNDONE_AT = "2026-04-15T10:00:05.000Z"
 
 async def due_ids(db: Database) -> list[str]:
     await refresh_snapshots(db)
-    return [m.id for m in await RunnerStore(db, "test").due_missions("2026-06-01T00:00:00.000Z", 100)]
+    return [m.id for m in await RunnerStore(db, "test").due_missions(to_js_iso(utcnow()), 100)]
 
 
 async def test_an_undone_mission_delete_makes_the_mission_due_again(db: Database) -> None:

@@ -44,6 +44,7 @@ from mana_ai.cli.records import (
     step_row,
 )
 from mana_ai.db.queries import q
+from mana_ai.scheduler.budget import budget_line
 from mana_ai.scheduler.cadence import DailyCadence
 from mana_ai.synclog.actor import user_actor
 from mana_ai.synclog.snapshots import refresh_snapshots
@@ -263,6 +264,32 @@ async def agents_list(user: str) -> None:
             )
         )
     console.print(table)
+
+
+@agents.command("show")
+@click.argument("agent")
+@user_option
+@async_command
+async def agents_show(agent: str, user: str) -> None:
+    """Show an agent: settings and its daily token budget (used, reserved by runs in flight, cap).
+
+    AGENT is an id, a unique id prefix or a name.
+
+    Example usage:
+
+    \b
+        mana-ai agents show Planer
+    """
+    async with open_app() as app:
+        await refresh_snapshots(app.db)
+        a = _pick(await _agents(app, user), agent, "agent", "name")
+        used, reserved = await app.ticker.store.agent_budget(user, str(a.get("id")))
+    tokens = a.get("maxTokensPerDay")
+    cap = int(tokens) if isinstance(tokens, int | float) and not isinstance(tokens, bool) else None
+    say("Agent " + repr(shown(a.get("name"))) + "  id " + str(a.get("id")))
+    say("  role: " + shown(a.get("role")) + "   state: " + str(a.get("state", "active")))
+    say("  at once: " + str(a.get("maxConcurrentMissions", 1)))
+    say("  budget: " + budget_line(used, reserved, cap))
 
 
 def _agent_state_command(

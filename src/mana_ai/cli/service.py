@@ -109,7 +109,8 @@ def print_banner(app: App, *, http: bool) -> None:
 
 async def _run_with_worker(app: App, server: Any, *, concurrency: int | None = None) -> None:
     """Run the procrastinate worker (and the HTTP server, when given) until SIGTERM/SIGINT, then drain."""
-    from mana_ai.runner.queue import BATCH_SIZE, build_queue
+    from mana_ai.runner.queue import BATCH_SIZE, backlog_counter, batch_deferrer, build_queue
+    from mana_ai.runner.scheduling import due_loop
     from mana_ai.runner.supervise import UnexpectedStop, supervise
 
     settings = app.settings
@@ -132,6 +133,7 @@ async def _run_with_worker(app: App, server: Any, *, concurrency: int | None = N
         worker_task = asyncio.create_task(
             supervise(
                 lambda: queue.run_worker_async(
+                    queues=["plan"],
                     concurrency=jobs,
                     name=app.owner,
                     install_signal_handlers=False,
@@ -145,7 +147,37 @@ async def _run_with_worker(app: App, server: Any, *, concurrency: int | None = N
             ),
             name="procrastinate-worker",
         )
-        tasks: list[asyncio.Task[Any]] = [worker_task]
+        # The tick has a worker slot of its own: it never waits behind planning jobs (issue 16).
+        tick_worker = asyncio.create_task(
+            supervise(
+                lambda: queue.run_worker_async(
+                    queues=["tick"],
+                    concurrency=1,
+                    name=app.owner + ":tick",
+                    install_signal_handlers=False,
+                    additional_context={"runtime": app},
+                    shutdown_graceful_timeout=5,
+                    delete_jobs="always",
+                ),
+                stop,
+                name="procrastinate-tick-worker",
+            ),
+            name="procrastinate-tick-worker",
+        )
+        background: list[asyncio.Task[Any]] = []
+        if settings.tick_enabled and settings.due_poll_ms > 0:
+            background.append(
+                asyncio.create_task(
+                    due_loop(
+                        app.ticker,
+                        batch_deferrer(queue),
+                        backlog=backlog_counter(queue),
+                        batch_size=BATCH_SIZE,
+                    ),
+                    name="due-dispatcher",
+                )
+            )
+        tasks: list[asyncio.Task[Any]] = [worker_task, tick_worker]
         http_task = asyncio.create_task(server.serve(), name="http") if server is not None else None
         if http_task is not None:
             tasks.append(http_task)
@@ -156,7 +188,10 @@ async def _run_with_worker(app: App, server: Any, *, concurrency: int | None = N
         asked = stop.is_set() or (server is not None and bool(server.should_exit))
         logger.info("stopping", extra={"action": "service.stopping", "grace_s": settings.shutdown_grace_s})
         app.extra["worker_state"] = {"state": "draining", "name": app.owner}
-        # Stop taking work; in-flight plans get the grace period; unfinished ones are left to another worker.
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        # Stop taking work; in-flight plans get the grace period; unfinished ones give their claims back.
         await app.ticker.dispatcher.drain(settings.shutdown_grace_s)
         if server is not None:
             server.should_exit = True

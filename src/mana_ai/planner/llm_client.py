@@ -21,6 +21,7 @@ import logging
 import math
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -91,6 +92,7 @@ class OpenAICompatClient:
         pool_size: int = 128,
         rng: random.Random | None = None,
         max_tokens: int | None = None,
+        on_rate_limit: Callable[[float | None], None] | None = None,
     ) -> None:
         """Configure the client; no I/O happens here.
 
@@ -107,6 +109,8 @@ class OpenAICompatClient:
             pool_size: connection pool size (total and per host).
             rng: random source for the jitter (tests pass a seeded one).
             max_tokens: sent as ``max_tokens`` with every request (``None``: the server's default).
+            on_rate_limit: called with the ``Retry-After`` seconds (or None) for every 429 answer, also
+                for those that are retried (the runner's provider-limit pacing listens here).
         """
         if max_retries < 0:
             raise ValueError("max_retries must not be negative")
@@ -131,6 +135,9 @@ class OpenAICompatClient:
         self._pool_size = pool_size
         self._rng = rng or random.Random()
         self._max_tokens = max_tokens if max_tokens and max_tokens > 0 else None
+        self.on_rate_limit = on_rate_limit
+        self.retry_rate_limits = True
+        """False: a 429 is raised at once (the caller paces and retries it, see mana_ai.runner.limits)."""
         self._session: aiohttp.ClientSession | None = None
         self.stats = ClientStats()
 
@@ -197,6 +204,8 @@ class OpenAICompatClient:
             outcome = await self._attempt(session, body, provider)
             if isinstance(outcome, CompletionResponse):
                 return outcome
+            if outcome.error.status == 429 and self.on_rate_limit is not None:
+                self.on_rate_limit(outcome.retry_after_s)
             if not outcome.retryable or attempt >= self._max_retries:
                 self.stats.failures += 1
                 raise outcome.error
@@ -260,8 +269,12 @@ class OpenAICompatClient:
 
         message, body_kind = describe_error_body(status, raw, provider=provider)
         kind = body_kind or status_kind(status)
-        retryable = (status == 429 or status >= 500) and body_kind not in _PERMANENT_BODY_KINDS
-        retry_after_s = parse_retry_after(retry_after, now=datetime.now(UTC)) if retryable else None
+        retryable = (
+            (status == 429 and self.retry_rate_limits) or status >= 500
+        ) and body_kind not in _PERMANENT_BODY_KINDS
+        retry_after_s = (
+            parse_retry_after(retry_after, now=datetime.now(UTC)) if retryable or status == 429 else None
+        )
         error = ProviderError(self._redact(message), kind=kind, status=status)
         return _Failure(error, retryable, retry_after_s)
 

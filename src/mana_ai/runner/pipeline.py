@@ -60,6 +60,8 @@ class PlanRequest:
     agent: ServerAgent | None
     iteration_id: str
     tokens_used_24h: int = 0
+    token_share: int | None = None
+    """The run's reservation from its claim: the loop stops once it has used this many tokens."""
     inputs: list[ResolvedInput] = field(default_factory=list)
 
 
@@ -124,7 +126,10 @@ async def plan_mission(ctx: RunnerContext, request: PlanRequest) -> Outcome:
         max_tokens_per_day=cap,
         pretick_usage_24h=request.tokens_used_24h,
     )
-    allowance = max(cap - request.tokens_used_24h, 0) if cap is not None and cap > 0 else None
+    if request.token_share is not None:
+        allowance: int | None = max(request.token_share, 0)
+    else:
+        allowance = max(cap - request.tokens_used_24h, 0) if cap is not None and cap > 0 else None
     compactor = make_compactor(ctx.llm, max_context_tokens=settings.compaction_ceiling)
 
     result = await run_planner_loop(

@@ -12,16 +12,19 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from mana_ai import tracing
 from mana_ai.runner.context import RunnerContext
 from mana_ai.runner.iteration import failed_iteration, plan_to_iteration
 from mana_ai.runner.pipeline import Failed, Planned, PlanRequest, Skipped, plan_mission
-from mana_ai.runner.store import KEEP, LostClaim, RunnerStore
-from mana_ai.scheduler.cadence import InvalidCadence, next_run, parse_cadence
+from mana_ai.runner.store import KEEP, Claim, LostClaim, RunnerStore
+from mana_ai.scheduler.cadence import Cadence, InvalidCadence, next_run, parse_cadence
+from mana_ai.scheduler.missed import is_missed, missed_iteration
 from mana_ai.synclog.actor import ai_actor
 from mana_ai.synclog.records import ServerAgent, ServerMission
 from mana_ai.timefmt import parse_iso, to_js_iso, utcnow
+from mana_ai.workbench.context import user_zone_of
 from mana_ai.workbench.gate import step_status
 
 logger = logging.getLogger(__name__)
@@ -37,6 +40,13 @@ class MissionResult:
     tokens: int = 0
     detail: str = ""
     iteration_id: str | None = None
+
+
+_AGENT_SKIP_DETAIL = {
+    "skipped-unknown-agent": "the mission's agent does not exist",
+    "skipped-archived": "the agent is archived",
+    "skipped-paused": "the agent is paused",
+}
 
 
 def resolve_agent(
@@ -87,10 +97,10 @@ async def _process(
     agent, skip = resolve_agent(mission, agents)
     if skip:
         metrics.agent_decisions.labels(skip).inc()
-        return MissionResult(mission.id, mission.user_id, skip)
+        return MissionResult(mission.id, mission.user_id, skip, detail=_AGENT_SKIP_DETAIL.get(skip, ""))
     due_at = mission.next_run_at
     if due_at is None:
-        return MissionResult(mission.id, mission.user_id, "stale")
+        return MissionResult(mission.id, mission.user_id, "stale", detail="the mission has no nextRunAt")
     if due_at > to_js_iso(utcnow()):
         # A planning batch may start after another worker planned this run; its fresh snapshot then holds
         # the next run, which is not due yet. Claiming it would plan that run early, and a second time.
@@ -98,9 +108,63 @@ async def _process(
 
     claim = await store.claim(mission, due_at, agent, settings.claim_lease)
     if claim.decision != "claimed":
-        if claim.decision in ("skipped-concurrency", "skipped-budget"):
+        if claim.decision.startswith("skipped-"):
             metrics.agent_decisions.labels(claim.decision).inc()
-        return MissionResult(mission.id, mission.user_id, claim.decision)
+        return MissionResult(mission.id, mission.user_id, claim.decision, detail=claim.detail)
+    try:
+        return await _claimed(ctx, store, mission, agent, due_at, claim)
+    except asyncio.CancelledError:
+        # Shutdown (SIGINT/SIGTERM after the grace period) or a cancelled tick: give the run back now
+        # instead of leaving it to the lease, so the next worker or tick takes it at once.
+        await asyncio.shield(_release_quietly(store, mission))
+        raise
+
+
+async def _release_quietly(store: RunnerStore, mission: ServerMission) -> None:
+    try:
+        await store.release(mission)
+    except Exception:
+        logger.warning(
+            "could not release a claim", extra={"action": "runner.release_failed", "mission_id": mission.id}
+        )
+
+
+def _observe_claim(ctx: RunnerContext, agent: ServerAgent | None, due_at: str, claim: Claim) -> None:
+    metrics = ctx.metrics
+    if claim.attempt == 1:
+        try:
+            metrics.due_delay.observe(max((utcnow() - parse_iso(due_at)).total_seconds(), 0.0))
+        except ValueError:
+            pass
+    cap = agent.max_tokens_per_day if agent else None
+    if agent is not None and cap is not None and cap > 0 and claim.token_share is not None:
+        ratio = (claim.tokens_used_24h + claim.tokens_reserved + claim.token_share) / cap
+        metrics.agent_budget_ratio.labels(agent.id).set(ratio)
+        if ratio >= 0.8:
+            metrics.budget_warnings.inc()
+            logger.warning(
+                "agent near its daily token budget",
+                extra={
+                    "action": "runner.budget_high",
+                    "agent_id": agent.id,
+                    "user_id": agent.user_id,
+                    "used": claim.tokens_used_24h,
+                    "reserved": claim.tokens_reserved + claim.token_share,
+                    "cap": cap,
+                },
+            )
+
+
+async def _claimed(
+    ctx: RunnerContext,
+    store: RunnerStore,
+    mission: ServerMission,
+    agent: ServerAgent | None,
+    due_at: str,
+    claim: Claim,
+) -> MissionResult:
+    metrics, settings = ctx.metrics, ctx.settings
+    _observe_claim(ctx, agent, due_at, claim)
 
     iteration_id = str(uuid.uuid4())
     actor = ai_actor(
@@ -138,7 +202,17 @@ async def _process(
             mission.id, mission.user_id, "failed", detail=str(exc), iteration_id=iteration_id
         )
 
-    request = PlanRequest(mission, agent, iteration_id, tokens_used_24h=claim.tokens_used_24h)
+    missed = await _skip_missed(ctx, store, mission, cadence, due_at, iteration_id, actor)
+    if missed is not None:
+        return missed
+
+    request = PlanRequest(
+        mission,
+        agent,
+        iteration_id,
+        tokens_used_24h=claim.tokens_used_24h,
+        token_share=claim.token_share,
+    )
     try:
         outcome = await asyncio.wait_for(plan_mission(ctx, request), settings.mission_timeout.total_seconds())
     except TimeoutError:
@@ -147,10 +221,11 @@ async def _process(
         )
 
     if isinstance(outcome, Skipped):
-        await store.release(mission)
         if outcome.reason == "research-pending":
             metrics.research_pending_skips.inc()
-        return MissionResult(mission.id, mission.user_id, f"skipped-{outcome.reason}")
+        await store.release(mission)
+        detail = "waiting for deep research" if outcome.reason == "research-pending" else outcome.reason
+        return MissionResult(mission.id, mission.user_id, f"skipped-{outcome.reason}", detail=detail)
 
     now = utcnow()
     now_iso = to_js_iso(now)
@@ -161,7 +236,8 @@ async def _process(
     try:
         if isinstance(outcome, Planned):
             metrics.plans_produced.inc()
-            nxt = next_run(cadence, after=max(now, parse_iso(due_at)), default_tz=settings.default_tz)
+            tz = await _zone_for(ctx, mission.user_id, cadence)
+            nxt = next_run(cadence, after=max(now, parse_iso(due_at)), default_tz=tz)
             policy = agent.policy if agent is not None else None
             iteration = plan_to_iteration(
                 outcome.plan, iteration_id, now_iso, lambda tool: step_status(tool, policy)
@@ -252,12 +328,70 @@ async def _process(
             mission.user_id,
             decision,
             tokens=outcome.tokens,
-            detail=outcome.message,
+            detail=message,
             iteration_id=iteration_id,
         )
     except LostClaim as exc:
         logger.warning("lost claim", extra={"action": "runner.lost_claim", "mission_id": mission.id})
         return MissionResult(mission.id, mission.user_id, "lost-claim", detail=str(exc))
+
+
+async def _skip_missed(
+    ctx: RunnerContext,
+    store: RunnerStore,
+    mission: ServerMission,
+    cadence: Cadence,
+    due_at: str,
+    iteration_id: str,
+    actor: Any,
+) -> MissionResult | None:
+    """A run found later than its grace window: move on to the next occurrence with a note, plan nothing."""
+    settings = ctx.settings
+    now = utcnow()
+    try:
+        due = parse_iso(due_at)
+    except ValueError:
+        return None
+    if not is_missed(cadence, due, now, configured=settings.missed_run_grace, default_tz=settings.default_tz):
+        return None
+    tz = await _zone_for(ctx, mission.user_id, cadence)
+    nxt = next_run(cadence, after=now, default_tz=tz)
+    next_iso = to_js_iso(nxt) if nxt else None
+    now_iso = to_js_iso(now)
+    iteration = missed_iteration(iteration_id, now_iso, due_iso=due_at, late=now - due, next_iso=next_iso)
+    written = await store.write_back(
+        mission,
+        due_at=due_at,
+        iteration=iteration,
+        next_run_at=next_iso,
+        now_iso=now_iso,
+        actor=actor,
+        outcome="done",
+    )
+    if written == "stale":
+        return MissionResult(mission.id, mission.user_id, "stale", detail="changed while it was claimed")
+    ctx.metrics.missed_runs_skipped.inc()
+    logger.info(
+        "missed run skipped",
+        extra={"action": "runner.missed_skipped", "mission_id": mission.id, "user_id": mission.user_id},
+    )
+    return MissionResult(
+        mission.id,
+        mission.user_id,
+        "skipped-missed",
+        detail=str(iteration["summary"]),
+        iteration_id=iteration_id,
+    )
+
+
+async def _zone_for(ctx: RunnerContext, user_id: str, cadence: object) -> str:
+    """The zone of a wall-clock cadence without its own: the user's (their default calendar's, as the app
+    stores it), else the deployment's (:mod:`mana_ai.scheduler.zones`). Interval cadences need none."""
+    default = ctx.settings.default_tz
+    if getattr(cadence, "kind", "") not in ("daily", "weekly", "cron") or getattr(cadence, "timezone", None):
+        return default
+    async with ctx.db.with_user(user_id) as conn:
+        return await user_zone_of(conn, user_id) or default
 
 
 def _backoff(base: timedelta, failures: int) -> timedelta:

@@ -7,7 +7,11 @@
   (``mana_ai.claim_mission_run``), so a mission is planned once per due run however many workers hold a
   job for it; a worker killed mid-plan leaves a claim whose lease expires, and a later tick re-defers it.
 * While planning jobs are still queued, a tick defers nothing new: the backlog is worked off first, and a
-  slow cluster is never flooded with duplicate jobs.
+  slow cluster is never flooded with duplicate jobs. A mission a job holds is marked in
+  ``mana_ai.mission_dispatch`` and never handed to a second job (issue 16).
+* Between ticks, every worker runs the due dispatcher (:mod:`mana_ai.runner.scheduling`), so a mission
+  starts within about a second of its ``nextRunAt``. The tick runs on its own worker (queue ``tick``,
+  one slot), so it never waits behind planning jobs.
 
 The process's :class:`~mana_ai.app.App` reaches the tasks through the worker's ``additional_context``.
 """
@@ -15,6 +19,7 @@ The process's :class:`~mana_ai.app.App` reaches the tasks through the worker's `
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -58,17 +63,25 @@ def build_queue(database_url: str, *, tick_interval_s: float, tick_enabled: bool
     @queue.task(name="mana_ai.plan_batch", queue="plan", pass_context=True)
     async def plan_batch(context: JobContext, missions: list[list[str]]) -> dict[str, int]:
         runtime = _runtime(context)
+        store = runtime.ticker.store
         keys = [(user_id, mission_id) for user_id, mission_id in missions]
-        found = await runtime.ticker.store.missions_by_key(keys)
-        # Due *now*: a batch can run after its missions were planned by another job (two ticks deferred
-        # them, or a job outlived a database restart); their nextRunAt then lies ahead and planning again
-        # would be a second plan for one due run.
-        now_iso = to_js_iso(utcnow())
-        due = [
-            m for m in found if m.state == "active" and m.next_run_at is not None and m.next_run_at <= now_iso
-        ]
-        agents = await runtime.ticker.store.agents_for_users(m.user_id for m in due)
-        results = await runtime.ticker.dispatcher.run_all(due, agents)
+        # This worker holds the batch's missions now: its heartbeat keeps them from being dispatched again.
+        await store.dispatch_take(keys, runtime.settings.claim_lease)
+        try:
+            found = await store.missions_by_key(keys)
+            # Due *now*: a batch can run after its missions were planned by another job (two ticks deferred
+            # them, or a job outlived a database restart); their nextRunAt then lies ahead and planning again
+            # would be a second plan for one due run.
+            now_iso = to_js_iso(utcnow())
+            due = [
+                m
+                for m in found
+                if m.state == "active" and m.next_run_at is not None and m.next_run_at <= now_iso
+            ]
+            agents = await store.agents_for_users(m.user_id for m in due)
+            results = await runtime.ticker.dispatcher.run_all(due, agents)
+        finally:
+            await store.dispatch_done(keys)
         summary: dict[str, int] = {}
         for result in results:
             summary[result.decision] = summary.get(result.decision, 0) + 1
@@ -77,9 +90,7 @@ def build_queue(database_url: str, *, tick_interval_s: float, tick_enabled: bool
     async def tick(context: JobContext, timestamp: int) -> dict[str, Any]:
         runtime = _runtime(context)
         result: dict[str, Any] = await runtime.ticker.dispatch_tick(
-            lambda batch: plan_batch.defer_async(missions=[list(k) for k in batch]),
-            backlog=lambda: _backlog(queue),
-            batch_size=BATCH_SIZE,
+            batch_deferrer(queue), backlog=lambda: _backlog(queue), batch_size=BATCH_SIZE
         )
         return result
 
@@ -91,10 +102,30 @@ def build_queue(database_url: str, *, tick_interval_s: float, tick_enabled: bool
     return queue
 
 
-async def _backlog(queue: procrastinate.App) -> int:
+def batch_deferrer(
+    queue: procrastinate.App,
+) -> Callable[[list[list[tuple[str, str]]]], Awaitable[None]]:
+    """Defers one ``mana_ai.plan_batch`` job per list of (user id, mission id), all in one statement (the
+    jobs keep their order: the first batches of a fair dispatch are picked up first)."""
+    task = queue.tasks["mana_ai.plan_batch"]
+
+    async def defer(batches: list[list[tuple[str, str]]]) -> None:
+        jobs: list[dict[str, Any]] = [{"missions": [list(k) for k in batch]} for batch in batches]
+        await task.batch_defer_async(*jobs)
+
+    return defer
+
+
+def backlog_counter(queue: procrastinate.App) -> Callable[[], Awaitable[int]]:
+    """The due dispatcher's backlog check: one count (stalled jobs are closed by the periodic tick)."""
+    return lambda: _backlog(queue, close_stalled=False)
+
+
+async def _backlog(queue: procrastinate.App, *, close_stalled: bool = True) -> int:
     """Planning jobs not yet picked up. Jobs being worked on do not count: their missions are claimed, and a
     job of a killed worker stays ``doing`` forever, so counting those would stop the cluster for good."""
-    await _fail_stalled_jobs(queue)
+    if close_stalled:
+        await _fail_stalled_jobs(queue)
     rows = await queue.connector.execute_query_all_async(
         "SELECT count(*) AS n FROM procrastinate_jobs WHERE task_name = 'mana_ai.plan_batch' AND status = 'todo'"
     )

@@ -42,6 +42,12 @@ class Claim:
     tokens_used_24h: int
     attempt: int
     consecutive_failures: int
+    token_share: int | None = None
+    """Tokens this run may spend (its reservation against the agent's daily cap); None: no cap."""
+    tokens_reserved: int = 0
+    """Shares held by the agent's other runs in flight when this claim was decided."""
+    detail: str = ""
+    """Why the claim was not granted (one line), empty when it was."""
 
 
 X = TypeVar("X")
@@ -69,6 +75,9 @@ def _claim_of(row: Mapping[str, Any]) -> Claim:
         int(row["tokens_used_24h"]),
         int(row["attempt"]),
         int(row["consecutive_failures"]),
+        int(row["token_share"]) if row["token_share"] is not None else None,
+        int(row["tokens_reserved"] or 0),
+        row["detail"] or "",
     )
 
 
@@ -99,14 +108,14 @@ class RunnerStore:
         return [ServerMission.from_record(r["user_id"], r["record"]) for r in rows]
 
     async def missions_by_key(self, keys: Iterable[tuple[str, str]]) -> list[ServerMission]:
-        found = []
-        for user_id, mission_id in keys:
-            row = await self.db.fetchrow(
-                q("mission_snapshot"), {"user_id": user_id, "mission_id": mission_id}
-            )
-            if row and not row["deleted"]:
-                found.append(ServerMission.from_record(user_id, row["record"]))
-        return found
+        pairs = list(keys)
+        if not pairs:
+            return []
+        rows = await self.db.fetch(
+            q("mission_snapshots_for_keys"), {"users": [k[0] for k in pairs], "ids": [k[1] for k in pairs]}
+        )
+        by_key = {(r["user_id"], r["record_id"]): r for r in rows if not r["deleted"]}
+        return [ServerMission.from_record(key[0], by_key[key]["record"]) for key in pairs if key in by_key]
 
     async def agents_for_users(self, user_ids: Iterable[str]) -> dict[tuple[str, str], ServerAgent]:
         users = sorted(set(user_ids))
@@ -204,6 +213,40 @@ class RunnerStore:
         assert row is not None
         return _claim_of(row)
 
+    async def release_owned(self) -> int:
+        """Give back every run this process still holds (shutdown)."""
+        return await self.db.execute(q("release_owned_runs"), {"owner": self.owner})
+
+    async def heartbeat(self, lease: timedelta) -> tuple[int, int]:
+        """Renew the leases of this process's running claims and dispatch marks: (runs, marks)."""
+        row = await self.db.fetchrow(q("heartbeat"), {"owner": self.owner, "lease": lease})
+        return (int(row["runs"]), int(row["marks"])) if row else (0, 0)
+
+    async def dispatch_due(self, now_iso: str, limit: int, hold: timedelta) -> list[tuple[str, str]]:
+        """Pick and mark the due missions a planning job should get, in fair order (see dispatch_due)."""
+        rows = await self.db.fetch(q("dispatch_due"), {"now": now_iso, "limit": limit, "hold": hold})
+        return [(r["user_id"], r["mission_id"]) for r in rows]
+
+    async def dispatch_take(self, keys: list[tuple[str, str]], lease: timedelta) -> None:
+        await self.db.execute(
+            q("dispatch_take"),
+            {"owner": self.owner, "lease": lease, "users": [k[0] for k in keys], "ids": [k[1] for k in keys]},
+        )
+
+    async def dispatch_done(self, keys: list[tuple[str, str]]) -> None:
+        await self.db.execute(
+            q("dispatch_done"), {"users": [k[0] for k in keys], "ids": [k[1] for k in keys]}
+        )
+
+    async def next_due_at(self, now_iso: str) -> str | None:
+        row = await self.db.fetchrow(q("next_due_at"), {"now": now_iso})
+        return row["next_due"] if row else None
+
+    async def agent_budget(self, user_id: str, agent_id: str) -> tuple[int, int]:
+        """(tokens used in the last 24 h, tokens reserved by runs in flight) of one agent."""
+        row = await self.db.fetchrow(q("agent_budget"), {"user_id": user_id, "agent_id": agent_id})
+        return (int(row["used"]), int(row["reserved"])) if row else (0, 0)
+
     async def release(self, mission: ServerMission) -> None:
         await self.db.execute(
             q("release_run"), {"user_id": mission.user_id, "mission_id": mission.id, "owner": self.owner}
@@ -280,6 +323,7 @@ class RunnerStore:
             decided = fields_to_write(item, latest)
             if decided is not None:
                 await conn.execute(q("insert_change"), update_params(item, *decided))
+                await conn.execute(q("mark_iteration"), item.mark_params())
             tokens = item.token_params()
             if tokens is not None:
                 await conn.execute(q("insert_token_usage"), tokens)

@@ -2,7 +2,8 @@
 
 Unlike the original, missions are planned concurrently (``MANA_AI_MAX_CONCURRENCY`` per process, W8), an
 agent's ``maxConcurrentMissions`` is respected while its missions wait their turn instead of being skipped
-for the rest of the tick, and oldest-due missions go first so none starves.
+for the rest of the tick, and due missions go round-robin across users, then agents (oldest first within an
+agent), so one user's backlog never holds back another's mission and none starves.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from mana_ai import tracing
@@ -25,6 +27,10 @@ from mana_ai.synclog.snapshots import RefreshStats, prune_feed, refresh_snapshot
 from mana_ai.timefmt import to_js_iso, utcnow
 
 logger = logging.getLogger(__name__)
+
+DISPATCH_HOLD = timedelta(minutes=10)
+"""How long a dispatched mission stays reserved for its planning job before a worker takes it (then the
+worker's heartbeat keeps it); a job lost with a killed worker frees its missions after this."""
 
 
 @dataclass
@@ -99,7 +105,9 @@ class Dispatcher:
         self, mission: ServerMission, agents: dict[tuple[str, str], ServerAgent]
     ) -> MissionResult:
         if not self.accepting:
-            return MissionResult(mission.id, mission.user_id, "skipped-shutdown")
+            return MissionResult(
+                mission.id, mission.user_id, "skipped-shutdown", detail="the worker is stopping"
+            )
         result = await process_mission(self.ctx, self.store, mission, agents)
         if self.on_result is not None:
             self.on_result(result)
@@ -112,14 +120,22 @@ class Dispatcher:
         self._in_flight.update(tasks)
         try:
             return list(await asyncio.gather(*tasks))
+        except asyncio.CancelledError:
+            # Cancelled (Ctrl-C on `mana-ai tick`, shutdown): let every mission release its claim before the
+            # caller closes the pool under it.
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                await asyncio.wait(tasks, timeout=10)
+            raise
         finally:
             self._in_flight.difference_update(tasks)
 
     async def drain(self, grace_s: float) -> None:
         """Stop taking new missions; give those in flight ``grace_s`` seconds, then cancel them.
 
-        A cancelled mission writes nothing (its write-back transaction rolls back) and its claim's lease
-        expires, so another worker plans it later: never half-written, never lost.
+        A cancelled mission writes nothing (its write-back transaction rolls back) and releases its claim, so
+        another worker plans it right away: never half-written, never lost.
         """
         self.accepting = False
         pending = [t for t in self._in_flight if not t.done()]
@@ -156,6 +172,10 @@ class Ticker:
         metrics.snapshots_new.inc(refreshed.missions.new_snapshots)
         metrics.snapshots_updated.inc(refreshed.missions.updated_snapshots)
         metrics.snapshot_rows_applied.inc(refreshed.missions.rows_applied)
+        if refreshed.restored_iterations:
+            metrics.iterations_restored.labels("iteration").inc(refreshed.restored_iterations)
+        if refreshed.restored_decisions:
+            metrics.iterations_restored.labels("decision").inc(refreshed.restored_decisions)
         if refreshed.missions.rows_skipped:
             metrics.snapshot_rows_skipped.labels("aiMissions").inc(refreshed.missions.rows_skipped)
         if refreshed.agents.rows_skipped:
@@ -217,36 +237,61 @@ class Ticker:
 
     async def dispatch_tick(
         self,
-        defer: Callable[[list[tuple[str, str]]], Awaitable[Any]],
+        defer: Callable[[list[list[tuple[str, str]]]], Awaitable[Any]],
         *,
         backlog: Callable[[], Awaitable[int]],
         batch_size: int,
     ) -> dict[str, Any]:
-        """The cluster tick: refresh, find due missions, defer them in batches to whichever worker is free.
+        """The periodic cluster tick: :meth:`dispatch_due` plus housekeeping."""
+        self.ctx.metrics.ticks.inc()
+        started = time.perf_counter()
+        try:
+            result = await self.dispatch_due(defer, backlog=backlog, batch_size=batch_size)
+            await self.maintenance()
+        finally:
+            self.ctx.metrics.tick_duration.observe(time.perf_counter() - started)
+        return result
 
-        Nothing is deferred while earlier planning jobs are still queued or running.
+    async def dispatch_due(
+        self,
+        defer: Callable[[list[list[tuple[str, str]]]], Awaitable[Any]],
+        *,
+        backlog: Callable[[], Awaitable[int]],
+        batch_size: int,
+    ) -> dict[str, Any]:
+        """Refresh, pick the due missions in fair order and defer them in batches to whichever worker is free.
+
+        Nothing is deferred while planning jobs are still waiting to be picked up, and a mission a job
+        holds (queued, waiting for its agent's slot or being planned) is never handed out again.
         """
         stats = TickStats(scanned_at=to_js_iso(utcnow()))
-        self.ctx.metrics.ticks.inc()
         started = time.perf_counter()
         deferred = 0
         pending = 0
         with tracing.span("tick.dispatch") as tick_span:
-            try:
-                await self.refresh(stats)
-                pending = await backlog()
-                if pending == 0:
-                    due = await self.store.due_missions(stats.scanned_at, self.ctx.settings.due_batch_limit)
-                    stats.due_mission_count = len(due)
-                    keys = [(m.user_id, m.id) for m in due]
-                    for start in range(0, len(keys), batch_size):
-                        await defer(keys[start : start + batch_size])
-                        deferred += 1
-                await self.maintenance()
-            finally:
-                self.ctx.metrics.tick_duration.observe(time.perf_counter() - started)
+            await self.refresh(stats)
+            pending = await backlog()
+            if pending == 0:
+                keys = await self.store.dispatch_due(
+                    stats.scanned_at, self.ctx.settings.due_batch_limit, DISPATCH_HOLD
+                )
+                stats.due_mission_count = len(keys)
+                batches = [keys[start : start + batch_size] for start in range(0, len(keys), batch_size)]
+                if batches:
+                    await defer(batches)
+                deferred = len(batches)
             tick_span.set_attributes(
                 {"tick.due": stats.due_mission_count, "tick.batches": deferred, "tick.backlog": pending}
+            )
+        if deferred:
+            logger.info(
+                "dispatched due missions",
+                extra={
+                    "action": "tick.dispatched",
+                    "missions": stats.due_mission_count,
+                    "batches": deferred,
+                    "duration_ms": round((time.perf_counter() - started) * 1000),
+                },
             )
         self.last_tick = stats
         return {**stats.to_json(), "batchesDeferred": deferred, "backlog": pending}

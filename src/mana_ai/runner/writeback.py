@@ -66,6 +66,16 @@ class WriteBack:
     def finish_query(self) -> LiteralString:
         return q("finish_run_done") if self.outcome == "done" else q("finish_run_failed")
 
+    def mark_params(self) -> dict[str, Any]:
+        """``mark_iteration``: remembered so a device edit that drops it is undone (mana_ai.synclog.restore)."""
+        return {
+            "user_id": self.mission.user_id,
+            "mission_id": self.mission.id,
+            "iteration_id": self.iteration["id"],
+            "step_id": "",
+            "status": "",
+        }
+
     def token_params(self) -> dict[str, Any] | None:
         if self.tokens <= 0 or not self.agent_id:
             return None
@@ -186,6 +196,7 @@ async def _write(
             decided = fields_to_write(item, latest[key])
             if decided is not None:
                 parts.append(_bind(cur, q("insert_change"), update_params(item, *decided)))
+                parts.append(_bind(cur, q("mark_iteration"), item.mark_params()))
             tokens = item.token_params()
             if tokens is not None:
                 parts.append(_bind(cur, q("insert_token_usage"), tokens))

@@ -28,6 +28,7 @@ from psycopg.rows import tuple_row
 from mana_ai.db.connector import Database
 from mana_ai.db.queries import q
 from mana_ai.synclog.lww import RecordState, apply_change
+from mana_ai.synclog.restore import restore_lost
 from mana_ai.synclog.validate import MAX_ROW_BYTES, prepare_row, shallow_text
 
 logger = logging.getLogger(__name__)
@@ -53,6 +54,10 @@ class RefreshStats:
     missions: TableStats = field(default_factory=TableStats)
     agents: TableStats = field(default_factory=TableStats)
     users_processed: int = 0
+    restored_iterations: int = 0
+    """Server iterations a device edit had dropped, written back after the refresh (issue 12)."""
+    restored_decisions: int = 0
+    """Workbench decisions a device edit had reopened, written back after the refresh."""
 
     @property
     def rows_applied(self) -> int:
@@ -125,9 +130,23 @@ async def refresh_snapshots(
             await fold.flush()
         stats.users_processed = len(users)
         await conn.execute(q("advance_refresh_cursor"), {"horizon": new})
+    if folds["aiMissions"].counted:
+        await _restore(db, folds["aiMissions"].counted, stats)
     if stats.rows_applied or stats.missions.rows_skipped or stats.agents.rows_skipped:
         logger.info("snapshots refreshed", extra={"action": "snapshots.refresh", **stats.as_dict()})
     return stats
+
+
+async def _restore(db: Database, changed: set[Key], stats: RefreshStats) -> None:
+    # Never lets a restore problem fail the refresh: the next refresh of the mission tries again.
+    try:
+        restored = await restore_lost(db, changed)
+    except Exception:
+        logger.warning(
+            "restoring lost iterations failed", exc_info=True, extra={"action": "snapshots.restore_failed"}
+        )
+        return
+    stats.restored_iterations, stats.restored_decisions = restored.iterations, restored.decisions
 
 
 async def _window(conn: Any) -> Any:

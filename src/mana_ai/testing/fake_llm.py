@@ -21,8 +21,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import math
 import random
 import signal
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -126,6 +128,7 @@ class FakeLlmServer:
         record: bool = True,
         host: str = "127.0.0.1",
         port: int = 0,
+        max_rpm: float | None = None,
     ) -> None:
         """Create the server; nothing listens before :meth:`start`.
 
@@ -136,6 +139,8 @@ class FakeLlmServer:
             record: keep every request in :attr:`requests` (turn off for long benchmarks).
             host: interface to bind.
             port: port to bind; 0 picks a free one.
+            max_rpm: enforce a requests-per-minute limit as providers do: a bucket of one second's worth
+                of requests, refilled evenly; a request beyond it gets a 429 with ``Retry-After``.
         """
         self.default = default
         self.latency_s = latency_s
@@ -151,6 +156,13 @@ class FakeLlmServer:
         self._runner: web.AppRunner | None = None
         self._released = asyncio.Event()
         self.url = ""
+        self.limiter = RateLimit(max_rpm) if max_rpm else None
+        self.rate_limited = 0
+        """Requests answered with 429 by the enforced limit."""
+        self.accepted_at: list[float] = []
+        """Monotonic arrival time of every request the enforced limit let through."""
+        self.limited_at: list[float] = []
+        """Monotonic arrival time of every request answered with 429."""
 
     async def start(self) -> Self:
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -297,6 +309,18 @@ class FakeLlmServer:
         except orjson.JSONDecodeError:
             payload = None
         self.request_count += 1
+        if self.limiter is not None:
+            retry_after = self.limiter.take(time.monotonic())
+            if retry_after is not None:
+                self.rate_limited += 1
+                self.limited_at.append(time.monotonic())
+                return web.Response(
+                    body=b'{"error":{"message":"rate limit exceeded","type":"rate_limit"}}',
+                    status=429,
+                    headers={"Retry-After": str(retry_after)},
+                    content_type="application/json",
+                )
+            self.accepted_at.append(time.monotonic())
         recorded: RecordedRequest | None = None
         if self.record:
             recorded = RecordedRequest(
@@ -324,6 +348,26 @@ class FakeLlmServer:
         return web.Response(
             body=spec.body, status=spec.status, headers=spec.headers, content_type=spec.content_type
         )
+
+
+class RateLimit:
+    """A provider-style request limit: a bucket holding one second's worth of requests, refilled evenly."""
+
+    def __init__(self, per_minute: float) -> None:
+        self.rate = per_minute / 60.0
+        self.capacity = max(self.rate, 1.0)
+        self.tokens = self.capacity
+        self.updated: float | None = None
+
+    def take(self, now: float) -> int | None:
+        """None when the request may pass, else the whole seconds to put in ``Retry-After``."""
+        if self.updated is not None:
+            self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return None
+        return max(math.ceil((1.0 - self.tokens) / self.rate), 1)
 
 
 def conversation_responder(
@@ -460,11 +504,25 @@ class ScriptedLlmClient:
 # -- standalone ---------------------------------------------------------------------------------------
 
 
-async def serve(*, host: str, port: int, latency_ms: float, faults: float, seed: int, tool_name: str) -> None:
+async def serve(
+    *,
+    host: str,
+    port: int,
+    latency_ms: float,
+    faults: float,
+    seed: int,
+    tool_name: str,
+    max_rpm: float | None = None,
+) -> None:
     """Run the default conversation responder until SIGINT/SIGTERM."""
     responder = with_faults(conversation_responder(tool_name=tool_name), probability=faults, seed=seed)
     server = FakeLlmServer(
-        default=responder, latency_s=latency_ms / 1000.0, record=False, host=host, port=port
+        default=responder,
+        latency_s=latency_ms / 1000.0,
+        record=False,
+        host=host,
+        port=port,
+        max_rpm=max_rpm,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -473,6 +531,12 @@ async def serve(*, host: str, port: int, latency_ms: float, faults: float, seed:
     async with server:
         print("FAKE_LLM_URL=" + server.url, flush=True)
         await stop.wait()
+        # For benchmarks: what the server saw (the enforced limit's 429s among them).
+        stats: dict[str, float] = {"requests": server.request_count, "rate_limited": server.rate_limited}
+        if server.accepted_at:
+            stats["accepted_span_s"] = server.accepted_at[-1] - server.accepted_at[0]
+            stats["accepted"] = len(server.accepted_at)
+        print("FAKE_LLM_STATS=" + orjson.dumps(stats).decode(), flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -485,6 +549,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--faults", type=float, default=0.0, help="probability of an injected 500")
     parser.add_argument("--seed", type=int, default=0, help="seed of the fault RNG")
     parser.add_argument("--tool-name", default="list_things", help="tool called in the first turn")
+    parser.add_argument("--max-rpm", type=float, default=None, help="enforce a requests/min limit (429s)")
     args = parser.parse_args(argv)
     asyncio.run(
         serve(
@@ -494,6 +559,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             faults=args.faults,
             seed=args.seed,
             tool_name=args.tool_name,
+            max_rpm=args.max_rpm,
         )
     )
 

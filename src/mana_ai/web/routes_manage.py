@@ -25,6 +25,7 @@ from mana_ai.cli.records import (
     resume_fields,
     shown,
 )
+from mana_ai.scheduler.budget import budget_line
 from mana_ai.timefmt import to_js_iso, utcnow
 from mana_ai.web.attention import attention_for
 from mana_ai.web.base import Workbench
@@ -63,6 +64,12 @@ def register(router: APIRouter, wb: Workbench) -> None:
     async def agents_page(request: Request, user: str, *, edit: dict[str, Any] | None = None) -> Response:
         store = wb.store
         await store.refresh()
+        budget = ""
+        if edit is not None:
+            used, reserved = await wb.app.ticker.store.agent_budget(user, str(edit.get("id")))
+            tokens = edit.get("maxTokensPerDay")
+            cap = int(tokens) if isinstance(tokens, int | float) and not isinstance(tokens, bool) else None
+            budget = budget_line(used, reserved, cap)
         return wb.render(
             request,
             "agent.html" if edit is not None else "agents.html",
@@ -70,6 +77,7 @@ def register(router: APIRouter, wb: Workbench) -> None:
                 "active": "agents",
                 "agents": await store.agents(user),
                 "agent": edit,
+                "budget": budget,
                 "usage": await store.token_usage(user),
                 "overrides_text": overrides_text,
                 "shown": shown,

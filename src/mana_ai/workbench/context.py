@@ -22,12 +22,13 @@ from mana_ai.crypto.aead import decrypt_record_fields, encrypt_record_fields, is
 from mana_ai.db.connector import AsyncConn
 from mana_ai.db.queries import q
 from mana_ai.errors import CryptoError
+from mana_ai.scheduler.zones import user_zone
 from mana_ai.synclog.lww import RecordState, apply_change, next_stamp
 from mana_ai.synclog.store import insert_record, replay_record, update_fields
 from mana_ai.synclog.validate import prepare_row
 from mana_ai.timefmt import to_js_iso
 from mana_ai.workbench.goals import DomainEvent
-from mana_ai.workbench.shapes import ENCRYPTED_FIELDS, Target, tenancy
+from mana_ai.workbench.shapes import CALENDARS, ENCRYPTED_FIELDS, Target, tenancy
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +57,12 @@ async def replay_table(conn: AsyncConn, user_id: str, target: Target) -> dict[st
             states.get(record_id), record_id, row["op"], prepared[0], prepared[1], row["created_iso"]
         )
     return states
+
+
+async def user_zone_of(conn: AsyncConn, user_id: str) -> str | None:
+    """The zone the app stored for the user (their default calendar's ``timezone``), or ``None``."""
+    states = await replay_table(conn, user_id, CALENDARS)
+    return user_zone(state.record for state in states.values() if state.is_live())
 
 
 class ExecContext:

@@ -44,7 +44,7 @@ from mana_ai.timefmt import to_js_iso, utcnow
 from mana_ai.tools.catalog import CATALOG_BY_NAME
 from mana_ai.tools.policy import resolve_decision
 from mana_ai.tools.validate import validate_arguments
-from mana_ai.workbench.context import WORKBENCH_CLIENT_ID, ExecContext, StepFailed
+from mana_ai.workbench.context import WORKBENCH_CLIENT_ID, ExecContext, StepFailed, user_zone_of
 from mana_ai.workbench.executors import EXECUTORS
 from mana_ai.workbench.gate import Executor, handoff_iteration, runs_here
 from mana_ai.workbench.proposals import (
@@ -96,6 +96,22 @@ class DecisionResult:
     error: str | None = None
     records: tuple[Mapping[str, str], ...] = ()
     events: tuple[str, ...] = field(default=())
+
+
+async def _mark(
+    conn: AsyncConn, user_id: str, mission_id: str, iteration_id: str, step_id: str, status: str
+) -> None:
+    """Remember what we wrote, so a device edit that drops it is undone (:mod:`mana_ai.synclog.restore`)."""
+    await conn.execute(
+        q("mark_iteration"),
+        {
+            "user_id": user_id,
+            "mission_id": mission_id,
+            "iteration_id": iteration_id,
+            "step_id": step_id,
+            "status": status,
+        },
+    )
 
 
 def _module(tool_name: str) -> str:
@@ -182,6 +198,7 @@ class Decider:
                         ref,
                         Decision("skipped", to_js_iso(now), "auto-expire", execution={"state": "expired"}),
                     )
+                    await _mark(conn, user_id, mission_id, ref.iteration_id, ref.step_id, "skipped")
                     changed = True
                     expired += 1
                 if changed:
@@ -281,7 +298,9 @@ class Decider:
             iterations = apply_decision(iterations, ref, decision)
             if handoff is not None:
                 iterations = [*iterations, handoff]
+                await _mark(conn, user_id, ref.mission_id, handoff["id"], "", "")
             await self._write_iterations(conn, user_id, ref.mission_id, state, iterations, now)
+            await _mark(conn, user_id, ref.mission_id, ref.iteration_id, ref.step_id, decision.status)
             await conn.execute(
                 q("workbench_finish_decision"),
                 {
@@ -336,7 +355,7 @@ class Decider:
             conn,
             user_id=user_id,
             now=now,
-            tz=self.tz,
+            tz=await user_zone_of(conn, user_id) or self.tz,
             master_key=self.master_key,
             actor=ai_actor(
                 agent_id=agent.id if agent else None,

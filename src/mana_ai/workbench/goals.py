@@ -9,8 +9,11 @@ A goal (``companion/companionGoals``, plaintext) looks like::
 For every event, each active, non-deleted goal whose ``metric.eventType`` equals the event's type and whose
 optional filter matches (``str(payload[filterField]) == filterValue``) gains 1 (``event_count``) or the
 numeric ``payload[sumField]`` (``event_sum``); the value restarts at 0 when the period start changed (day =
-the date, week = that week's Monday, month = ``YYYY-MM-01``; all in ``MANA_AI_DEFAULT_TZ``, where the web app
+the date, week = that week's Monday, month = ``YYYY-MM-01``; all in the user's zone, where the web app
 mixes UTC and local dates).
+
+These goals are ours only: the web app keeps ``companionGoals`` in each device's IndexedDB (the table is in no
+module's sync tables), so its goals never reach the sync log and ours never reach the app.
 
 ``GoalReached`` (app ``companion``, table ``companionGoals``, payload ``{goalId, title, value, target,
 period}``) fires when the new value meets the target and the previous one did not (or the period just

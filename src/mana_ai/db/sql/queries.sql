@@ -70,16 +70,130 @@ DELETE FROM mana_ai.sync_feed
 WHERE xid < (SELECT horizon FROM mana_ai.refresh_cursor WHERE name = 'snapshots')
 
 -- name: due_missions
--- Oldest nextRunAt first, so a mission that was skipped is first in line next time (no starvation).
-SELECT s.user_id, s.record
-FROM mana_ai.mission_snapshots s
-WHERE s.record->>'state' = 'active'
-  AND s.record->>'nextRunAt' IS NOT NULL
-  AND s.record->>'nextRunAt' <= %(now)s
-  AND s.record->>'deletedAt' IS NULL
-  AND NOT s.deleted
-ORDER BY s.record->>'nextRunAt', s.user_id, s.mission_id
+-- Round-robin across users, then across each user's agents (oldest nextRunAt first within an agent): one user's
+-- 2,000 due missions cannot hold back another user's one (issue 15). Missions without an agent form one group.
+WITH due AS (
+    SELECT s.user_id, s.mission_id, s.record, s.record->>'nextRunAt' AS due_at,
+           row_number() OVER (PARTITION BY s.user_id, coalesce(s.record->>'agentId', '')
+                              ORDER BY s.record->>'nextRunAt', s.mission_id) AS agent_turn
+    FROM mana_ai.mission_snapshots s
+    WHERE s.record->>'state' = 'active'
+      AND s.record->>'nextRunAt' IS NOT NULL
+      AND s.record->>'nextRunAt' <= %(now)s
+      AND s.record->>'deletedAt' IS NULL
+      AND NOT s.deleted
+), turns AS (
+    SELECT due.*, row_number() OVER (PARTITION BY user_id ORDER BY agent_turn, due_at, mission_id) AS user_turn
+    FROM due
+)
+SELECT t.user_id, t.record
+FROM turns t
+ORDER BY t.user_turn, t.due_at, t.user_id, t.mission_id
 LIMIT %(limit)s
+
+-- name: dispatch_due
+-- The cluster dispatcher's pick: due missions in the same fair order, leaving out what a job would only skip
+-- (held by a planning job, in flight, planned for this due time, backing off, agent not active, agent at its
+-- concurrency limit or out of budget), at most as many per agent as it has free slots. The picked missions
+-- are marked in mission_dispatch in the same statement, so two dispatchers never hand out one mission twice.
+WITH due AS (
+    SELECT s.user_id, s.mission_id, s.record->>'nextRunAt' AS due_at, s.record->>'agentId' AS agent_id
+    FROM mana_ai.mission_snapshots s
+    WHERE s.record->>'state' = 'active'
+      AND s.record->>'nextRunAt' IS NOT NULL
+      AND s.record->>'nextRunAt' <= %(now)s
+      AND s.record->>'deletedAt' IS NULL
+      AND NOT s.deleted
+      AND NOT EXISTS (SELECT 1 FROM mana_ai.mission_dispatch d
+                      WHERE d.user_id = s.user_id AND d.mission_id = s.mission_id AND d.until > now())
+      AND NOT EXISTS (SELECT 1 FROM mana_ai.mission_runs r
+                      WHERE r.user_id = s.user_id AND r.mission_id = s.mission_id
+                        AND ((r.state = 'running' AND r.lease_until > now())
+                             OR (r.state = 'done' AND r.due_at = s.record->>'nextRunAt')
+                             OR r.not_before > now()))
+      -- A mission waiting for deep research is polled every 30 s, not on every dispatch.
+      AND NOT EXISTS (SELECT 1 FROM mana_ai.mission_research_jobs j
+                      WHERE j.user_id = s.user_id AND j.mission_id = s.mission_id
+                        AND coalesce(j.last_polled_at, j.submitted_at) > now() - interval '30 seconds')
+), agents AS (
+    SELECT a.user_id, a.agent_id, coalesce(a.record->>'state', 'active') AS state,
+           a.deleted OR a.record->>'deletedAt' IS NOT NULL AS deleted,
+           CASE WHEN jsonb_typeof(a.record->'maxConcurrentMissions') = 'number'
+                THEN least(greatest(floor((a.record->>'maxConcurrentMissions')::numeric), 0), 2147483647)::int
+                ELSE 1 END AS max_concurrent,
+           CASE WHEN jsonb_typeof(a.record->'maxTokensPerDay') = 'number'
+                THEN (a.record->>'maxTokensPerDay')::numeric END AS max_tokens
+    FROM mana_ai.agent_snapshots a
+    WHERE (a.user_id, a.agent_id) IN (SELECT DISTINCT user_id, agent_id FROM due WHERE agent_id IS NOT NULL)
+), slots AS (
+    SELECT g.user_id, g.agent_id,
+           g.max_concurrent - (SELECT count(*) FROM mana_ai.mission_runs r
+                               WHERE r.user_id = g.user_id AND r.agent_id = g.agent_id
+                                 AND r.state = 'running' AND r.lease_until > now()) AS free,
+           g.max_tokens IS NOT NULL AND g.max_tokens <= (
+               SELECT coalesce(sum(t.tokens_used), 0) FROM mana_ai.token_usage t
+               WHERE t.user_id = g.user_id AND t.agent_id = g.agent_id
+                 AND t.ts > now() - interval '24 hours') AS spent
+    FROM agents g
+    WHERE NOT g.deleted AND g.state = 'active'
+), ranked AS (
+    SELECT due.*, sl.free,
+           row_number() OVER (PARTITION BY due.user_id, coalesce(due.agent_id, '')
+                              ORDER BY due.due_at, due.mission_id) AS agent_turn
+    FROM due
+    LEFT JOIN slots sl ON sl.user_id = due.user_id AND sl.agent_id = due.agent_id
+    WHERE due.agent_id IS NULL OR (sl.user_id IS NOT NULL AND NOT sl.spent)
+), turns AS (
+    SELECT ranked.*,
+           row_number() OVER (PARTITION BY user_id ORDER BY agent_turn, due_at, mission_id) AS user_turn
+    FROM ranked
+    WHERE free IS NULL OR agent_turn <= free
+), picked AS (
+    SELECT user_id, mission_id, due_at, user_turn FROM turns
+    ORDER BY user_turn, due_at, user_id, mission_id
+    LIMIT %(limit)s
+), marked AS (
+    INSERT INTO mana_ai.mission_dispatch AS d (user_id, mission_id, due_at, owner, until)
+    SELECT user_id, mission_id, due_at, NULL, now() + %(hold)s::interval FROM picked
+    ON CONFLICT (user_id, mission_id) DO UPDATE
+        SET due_at = EXCLUDED.due_at, owner = NULL, until = EXCLUDED.until
+        WHERE d.until <= now()
+    RETURNING d.user_id, d.mission_id
+)
+SELECT p.user_id, p.mission_id
+FROM picked p JOIN marked m ON m.user_id = p.user_id AND m.mission_id = p.mission_id
+ORDER BY p.user_turn, p.due_at, p.user_id, p.mission_id
+
+-- name: next_due_at
+-- The earliest nextRunAt still ahead (the dispatcher sleeps until then when it is sooner than its interval).
+SELECT min(s.record->>'nextRunAt') AS next_due
+FROM mana_ai.mission_snapshots s
+WHERE s.record->>'state' = 'active' AND s.record->>'nextRunAt' > %(now)s
+  AND s.record->>'deletedAt' IS NULL AND NOT s.deleted
+
+-- name: dispatch_take
+-- A planning job took these missions: they are held by this worker (renewed by its heartbeat) until done.
+UPDATE mana_ai.mission_dispatch d SET owner = %(owner)s, until = now() + %(lease)s::interval
+FROM unnest(%(users)s::text[], %(ids)s::text[]) AS k(user_id, mission_id)
+WHERE d.user_id = k.user_id AND d.mission_id = k.mission_id
+
+-- name: dispatch_done
+DELETE FROM mana_ai.mission_dispatch d
+USING unnest(%(users)s::text[], %(ids)s::text[]) AS k(user_id, mission_id)
+WHERE d.user_id = k.user_id AND d.mission_id = k.mission_id
+
+-- name: heartbeat
+-- Renew every lease this process holds, in one statement: its running claims and its dispatch marks.
+WITH runs AS (
+    UPDATE mana_ai.mission_runs SET lease_until = now() + %(lease)s::interval
+    WHERE owner = %(owner)s AND state = 'running' AND lease_until > now()
+    RETURNING 1
+), marks AS (
+    UPDATE mana_ai.mission_dispatch SET until = now() + %(lease)s::interval
+    WHERE owner = %(owner)s AND until > now()
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM runs) AS runs, (SELECT count(*) FROM marks) AS marks
 
 -- name: agents_for_users
 SELECT a.user_id, a.agent_id, a.record, a.deleted
@@ -125,7 +239,7 @@ RETURNING id
 SELECT pg_advisory_xact_lock(hashtextextended('mana_ai.record:' || %(user_id)s || ':' || %(record_id)s, 0))
 
 -- name: claim_run
-SELECT decision, tokens_used_24h, attempt, consecutive_failures
+SELECT decision, tokens_used_24h, attempt, consecutive_failures, token_share, tokens_reserved, detail
 FROM mana_ai.claim_mission_run(%(user_id)s, %(mission_id)s, %(due_at)s, %(agent_id)s, %(max_concurrent)s,
                                %(max_tokens)s, %(owner)s, %(lease)s)
 
@@ -151,6 +265,36 @@ RETURNING consecutive_failures
 UPDATE mana_ai.mission_runs
 SET state = 'released', finished_at = now(), lease_until = now()
 WHERE user_id = %(user_id)s AND mission_id = %(mission_id)s AND owner = %(owner)s AND state = 'running'
+
+-- name: release_owned_runs
+-- Shutdown: give back every run this process still holds.
+UPDATE mana_ai.mission_runs
+SET state = 'released', finished_at = now(), lease_until = now()
+WHERE owner = %(owner)s AND state = 'running'
+
+-- name: agent_budget
+-- An agent's rolling 24 h usage and the shares of its runs in flight (agents show, workbench).
+SELECT (SELECT coalesce(sum(t.tokens_used), 0) FROM mana_ai.token_usage t
+        WHERE t.user_id = %(user_id)s AND t.agent_id = %(agent_id)s
+          AND t.ts > now() - interval '24 hours')::bigint AS used,
+       (SELECT coalesce(sum(r.token_share), 0) FROM mana_ai.mission_runs r
+        WHERE r.user_id = %(user_id)s AND r.agent_id = %(agent_id)s AND r.state = 'running'
+          AND r.lease_until > now())::bigint AS reserved
+
+-- name: llm_pace
+-- Take one slot of a cluster-wide limit (GCRA): the arrival time moves forward by the request's cost; the
+-- caller waits until it is at most one burst ahead of now. An upsert, so a wiped table paces again at once.
+INSERT INTO mana_ai.llm_pacing AS p (name, tat)
+VALUES (%(name)s, clock_timestamp() + make_interval(secs => %(cost_s)s))
+ON CONFLICT (name) DO UPDATE SET tat = greatest(p.tat, clock_timestamp()) + make_interval(secs => %(cost_s)s)
+RETURNING greatest(extract(epoch FROM p.tat - clock_timestamp()) - %(cost_s)s - %(burst_s)s, 0)::float8 AS wait_s
+
+-- name: llm_pace_adjust
+-- Settle a token estimate with the real usage (negative: give slots back), or push the arrival time past a
+-- provider's Retry-After.
+UPDATE mana_ai.llm_pacing
+SET tat = greatest(tat + make_interval(secs => %(cost_s)s), clock_timestamp() + make_interval(secs => %(floor_s)s))
+WHERE name = %(name)s
 
 -- name: insert_token_usage
 INSERT INTO mana_ai.token_usage (user_id, agent_id, mission_id, tokens_used)
@@ -420,3 +564,15 @@ FROM public.sync_changes c
 WHERE c.table_name = %(table)s AND c.record_id = ANY(%(record_ids)s::text[]) AND c.app_id = %(app_id)s
   AND c.user_id = %(user_id)s
 ORDER BY c.record_id, c.created_at, c.id
+
+-- name: mark_iteration
+-- A server iteration we wrote (step_id '') or a step decision we made (issue 12: restoring lost ones).
+INSERT INTO mana_ai.iteration_marks (user_id, mission_id, iteration_id, step_id, status)
+VALUES (%(user_id)s, %(mission_id)s, %(iteration_id)s, %(step_id)s, %(status)s)
+ON CONFLICT (user_id, mission_id, iteration_id, step_id) DO UPDATE SET status = EXCLUDED.status, marked_at = now()
+
+-- name: marks_for_missions
+SELECT m.user_id, m.mission_id, m.iteration_id, m.step_id, m.status
+FROM mana_ai.iteration_marks m
+JOIN unnest(%(users)s::text[], %(ids)s::text[]) AS k(user_id, mission_id)
+  ON m.user_id = k.user_id AND m.mission_id = k.mission_id

@@ -1,0 +1,354 @@
+"""Scheduling on real Postgres (issue 15, 14.3, 16): budget reservations, fair dispatch, re-checks at claim
+time, missed runs, leases with a heartbeat, skip details."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from mana_ai.runner.tick import DISPATCH_HOLD
+from mana_ai.synclog.records import ServerMission
+from mana_ai.testing.fake_llm import FakeLlmServer, conversation_responder
+from mana_ai.timefmt import parse_iso, to_js_iso, utcnow
+from tests.integration.helpers import mission, put_row
+from tests.integration.runner_helpers import agent_record, running_app
+
+
+async def runner_rows(admin_db, mission_id: str) -> list[dict]:
+    return await admin_db.fetch(
+        "SELECT data FROM public.sync_changes WHERE client_id = 'mana-ai-runner' AND record_id = %s"
+        " ORDER BY created_at",
+        (mission_id,),
+    )
+
+
+async def planned_missions(admin_db) -> set[str]:
+    rows = await admin_db.fetch(
+        "SELECT DISTINCT record_id FROM public.sync_changes WHERE client_id = 'mana-ai-runner'"
+    )
+    return {r["record_id"] for r in rows}
+
+
+def refresh_stats():
+    return type("S", (), {"errors": []})()
+
+
+# --- budget ---------------------------------------------------------------------------------------------
+
+
+async def test_concurrent_claims_cannot_overshoot_a_small_budget(db, app_db_url, admin_db):
+    # Concurrency 5, 300 tokens a day; a round costs 350 (more than the whole budget). Before reservations
+    # all five were planned at once: each claim saw 0 tokens used.
+    await put_row(
+        db, "u1", "agents", "a1", "insert", agent_record("a1", maxConcurrentMissions=5, maxTokensPerDay=300)
+    )
+    for i in range(5):
+        await put_row(db, "u1", "aiMissions", f"m{i}", "insert", mission(f"m{i}", agentId="a1"))
+    responder = conversation_responder(tool_name="create_task", arguments={"title": "t"}, usage=(250, 100))
+    async with (
+        FakeLlmServer(default=responder, latency_s=0.2) as llm,
+        running_app(app_db_url, llm) as app,
+    ):
+        stats = await app.ticker.tick()
+        assert stats.decisions == {"ran": 1, "skipped-budget": 4}, stats.to_json()
+        skipped = [r for r in stats.results if r.decision == "skipped-budget"]
+        assert all("reserved" in r.detail and "300" in r.detail for r in skipped), [r.detail for r in skipped]
+        # The run stopped at its share: one round of 350 tokens, not two.
+        assert llm.request_count == 1
+        # Next tick: the recorded usage is over the cap, nothing more is planned.
+        assert (await app.ticker.tick()).decisions == {"skipped-budget": 4}
+        used, reserved = await app.ticker.store.agent_budget("u1", "a1")
+        assert (used, reserved) == (350, 0)
+        text = app.metrics.render().decode()
+        assert 'mana_ai_agent_budget_ratio{agent_id="a1",service="mana-ai"} 1.0' in text
+        assert 'mana_ai_agent_budget_warnings_total{service="mana-ai"} 1.0' in text
+    assert len(await planned_missions(admin_db)) == 1
+
+
+async def test_reservation_follows_the_agents_recent_runs(db, app_db_url, admin_db):
+    # Recent runs cost ~100 tokens: a run reserves 200, so a 1,000-token budget admits runs while it lasts.
+    await put_row(
+        db, "u1", "agents", "a1", "insert", agent_record("a1", maxConcurrentMissions=10, maxTokensPerDay=1000)
+    )
+    await admin_db.execute(
+        "INSERT INTO mana_ai.token_usage (user_id, agent_id, mission_id, tokens_used)"
+        " SELECT 'u1', 'a1', 'old' || g, 100 FROM generate_series(1, 3) g"
+    )
+    for i in range(6):
+        await put_row(db, "u1", "aiMissions", f"m{i}", "insert", mission(f"m{i}", agentId="a1"))
+    async with FakeLlmServer(default=conversation_responder(usage=(40, 10))) as llm:
+        async with running_app(app_db_url, llm) as app:
+            await app.ticker.refresh(refresh_stats())
+            store = app.ticker.store
+            agents = await store.agents_for_users(["u1"])
+            agent = agents[("u1", "a1")]
+            due = await store.due_missions(to_js_iso(utcnow()), 100)
+            claims = [await store.claim(m, m.next_run_at or "", agent, timedelta(seconds=30)) for m in due]
+    # 700 left after 300 used: shares of 200, 200, 200, then the last 100 (it covers one average run).
+    assert [c.decision for c in claims] == ["claimed"] * 4 + ["skipped-budget"] * 2
+    assert [c.token_share for c in claims[:4]] == [200, 200, 200, 100]
+    assert claims[4].tokens_reserved == 700 and claims[4].tokens_used_24h == 300
+    assert "300 tokens used and 700 reserved of the agent's 1000" in claims[4].detail
+
+
+# --- fairness -------------------------------------------------------------------------------------------
+
+
+async def seed_noisy_neighbour(admin_db, due_iso: str, *, noisy: int = 2000, small: int = 50) -> None:
+    """One user with ``noisy`` due missions, ``small`` users with one each (rows as the web app writes)."""
+    rows = [("noisy", f"n{i:04d}") for i in range(noisy)] + [
+        (f"s{u:02d}", f"s{u:02d}-m") for u in range(small)
+    ]
+    import orjson
+
+    await admin_db.execute(
+        "INSERT INTO public.sync_changes (app_id, table_name, record_id, user_id, op, data, field_meta,"
+        " client_id, actor, origin)"
+        " SELECT 'ai', 'aiMissions', r.mission_id, r.user_id, 'insert', r.data::jsonb, '{}'::jsonb, 'web',"
+        " jsonb_build_object('kind', 'user', 'principalId', r.user_id), 'user'"
+        " FROM jsonb_to_recordset(%s::jsonb) AS r(user_id text, mission_id text, data text)",
+        (
+            orjson.dumps(
+                [
+                    {
+                        "user_id": user,
+                        "mission_id": mid,
+                        "data": orjson.dumps(mission(mid, nextRunAt=due_iso)).decode(),
+                    }
+                    for user, mid in rows
+                ]
+            ).decode(),
+        ),
+    )
+
+
+async def test_dispatch_is_round_robin_across_users(db, app_db_url, admin_db):
+    await seed_noisy_neighbour(admin_db, to_js_iso(utcnow() - timedelta(seconds=5)))
+    async with FakeLlmServer(default=conversation_responder()) as llm, running_app(app_db_url, llm) as app:
+        await app.ticker.refresh(refresh_stats())
+        store = app.ticker.store
+        keys = await store.dispatch_due(to_js_iso(utcnow()), 5000, DISPATCH_HOLD)
+        # Every small user is in the first wave: the first 51 picks are one per user.
+        first = keys[:51]
+        assert len({user for user, _ in first}) == 51
+        assert len(keys) == 2050
+        # Dispatched missions are held: a second dispatcher (or the next second) gets none of them again.
+        assert await store.dispatch_due(to_js_iso(utcnow()), 5000, DISPATCH_HOLD) == []
+        # In-process tick order is fair too.
+        due = await store.due_missions(to_js_iso(utcnow()), 51)
+        assert len({m.user_id for m in due}) == 51
+
+
+async def test_dispatch_round_robins_a_users_agents_and_respects_free_slots(db, app_db_url, admin_db):
+    for agent in ("a", "b"):
+        await put_row(db, "u1", "agents", agent, "insert", agent_record(agent, maxConcurrentMissions=2))
+    past = utcnow() - timedelta(minutes=1)
+    for i in range(5):
+        for agent in ("a", "b"):
+            due = to_js_iso(past + timedelta(seconds=i))
+            await put_row(
+                db,
+                "u1",
+                "aiMissions",
+                f"{agent}{i}",
+                "insert",
+                mission(f"{agent}{i}", agentId=agent, nextRunAt=due),
+            )
+    await put_row(db, "u1", "agents", "p", "insert", agent_record("p", state="paused"))
+    await put_row(db, "u1", "aiMissions", "p0", "insert", mission("p0", agentId="p"))
+    async with FakeLlmServer(default=conversation_responder()) as llm, running_app(app_db_url, llm) as app:
+        await app.ticker.refresh(refresh_stats())
+        keys = await app.ticker.store.dispatch_due(to_js_iso(utcnow()), 100, DISPATCH_HOLD)
+    # Two free slots per agent: the two oldest of each, alternating; the paused agent's mission waits.
+    assert [k[1] for k in keys] == ["a0", "b0", "a1", "b1"]
+
+
+# --- state re-checked at claim time ---------------------------------------------------------------------
+
+
+async def test_a_mission_paused_while_its_batch_waited_is_not_planned(db, app_db_url, admin_db):
+    await put_row(db, "u1", "aiMissions", "m1", "insert", mission("m1"))
+    async with FakeLlmServer(default=conversation_responder()) as llm, running_app(app_db_url, llm) as app:
+        await app.ticker.refresh(refresh_stats())
+        stale_copy = (await app.ticker.store.missions_by_key([("u1", "m1")]))[0]
+        await put_row(db, "u1", "aiMissions", "m1", "update", {"state": "paused"})
+        await app.ticker.refresh(refresh_stats())
+        # The job still carries the active copy it was given.
+        results = await app.ticker.dispatcher.run_all([stale_copy], {})
+        assert [(r.decision, r.detail) for r in results] == [("stale", "the mission is paused")]
+        assert llm.request_count == 0
+
+
+async def test_an_agent_paused_after_dispatch_is_rechecked(db, app_db_url, admin_db):
+    await put_row(db, "u1", "agents", "a1", "insert", agent_record("a1"))
+    await put_row(db, "u1", "aiMissions", "m1", "insert", mission("m1", agentId="a1"))
+    async with FakeLlmServer(default=conversation_responder()) as llm, running_app(app_db_url, llm) as app:
+        await app.ticker.refresh(refresh_stats())
+        store = app.ticker.store
+        agents = await store.agents_for_users(["u1"])
+        await put_row(db, "u1", "agents", "a1", "update", {"state": "paused"})
+        await app.ticker.refresh(refresh_stats())
+        results = await app.ticker.dispatcher.run_all(await store.missions_by_key([("u1", "m1")]), agents)
+        assert [(r.decision, r.detail) for r in results] == [("skipped-paused", "the agent is paused")]
+        assert llm.request_count == 0
+
+
+async def test_every_skip_has_a_detail(db, app_db_url, admin_db):
+    await put_row(db, "u1", "agents", "solo", "insert", agent_record("solo", maxConcurrentMissions=1))
+    await put_row(db, "u1", "aiMissions", "m1", "insert", mission("m1", agentId="solo"))
+    await put_row(db, "u1", "aiMissions", "m2", "insert", mission("m2"))
+    await admin_db.execute(
+        "INSERT INTO mana_ai.mission_runs (user_id, mission_id, due_at, agent_id, state, owner, lease_until)"
+        " VALUES ('u1', 'other', 'x', 'solo', 'running', 'w2', now() + interval '5 minutes')"
+    )
+    await admin_db.execute(
+        "INSERT INTO mana_ai.mission_runs (user_id, mission_id, due_at, state, owner, lease_until,"
+        " consecutive_failures, not_before, last_error)"
+        " VALUES ('u1', 'm2', 'y', 'failed', 'w2', now(), 2, now() + interval '5 minutes', 'provider-timeout')"
+    )
+    async with FakeLlmServer(default=conversation_responder()) as llm, running_app(app_db_url, llm) as app:
+        stats = await app.ticker.tick()
+    details = {r.mission_id: (r.decision, r.detail) for r in stats.results}
+    assert details["m1"][0] == "skipped-concurrency" and "1 of the agent's 1" in details["m1"][1]
+    assert (
+        details["m2"][0] == "backoff" and "2 failed attempt(s) in a row: provider-timeout" in details["m2"][1]
+    )
+
+
+# --- missed runs ----------------------------------------------------------------------------------------
+
+
+async def test_missed_runs_are_coalesced_into_one(db, app_db_url, admin_db):
+    # Every 10 minutes, last due 4 minutes ago and several occurrences before it: planned once, next run
+    # counted from now.
+    due = utcnow() - timedelta(minutes=4)
+    cadence = {"kind": "interval", "everyMinutes": 10}
+    await put_row(
+        db, "u1", "aiMissions", "m1", "insert", mission("m1", cadence=cadence, nextRunAt=to_js_iso(due))
+    )
+    async with FakeLlmServer(default=conversation_responder()) as llm, running_app(app_db_url, llm) as app:
+        before = utcnow()
+        assert (await app.ticker.tick()).decisions == {"ran": 1}
+        assert (await app.ticker.tick()).decisions == {}
+        assert 'mana_ai_due_delay_seconds_count{service="mana-ai"} 1.0' in app.metrics.render().decode()
+    rows = await runner_rows(admin_db, "m1")
+    assert len(rows) == 1
+    assert parse_iso(rows[0]["data"]["nextRunAt"]) >= before + timedelta(minutes=10)
+
+
+async def test_a_run_missed_beyond_the_grace_window_is_skipped_with_a_note(db, app_db_url, admin_db):
+    # A daily 07:30 briefing found 14 hours late (grace: 12 h) is not planned at 21:30.
+    due = utcnow() - timedelta(hours=14)
+    cadence = {"kind": "daily", "atHour": due.hour, "atMinute": due.minute}
+    await put_row(
+        db, "u1", "aiMissions", "m1", "insert", mission("m1", cadence=cadence, nextRunAt=to_js_iso(due))
+    )
+    async with FakeLlmServer(default=conversation_responder()) as llm, running_app(app_db_url, llm) as app:
+        stats = await app.ticker.tick()
+        assert stats.decisions == {"skipped-missed": 1}
+        assert llm.request_count == 0
+    data = (await runner_rows(admin_db, "m1"))[0]["data"]
+    note = data["iterations"][-1]
+    assert note["summary"].startswith("skipped, missed while the runner was down")
+    assert note["plan"] == [] and note["overallStatus"] == "approved"
+    nxt = parse_iso(data["nextRunAt"])
+    assert utcnow() < nxt <= utcnow() + timedelta(days=1)
+    assert (nxt.hour, nxt.minute) == (due.hour, due.minute)
+
+
+async def test_the_grace_window_is_configurable(db, app_db_url, admin_db):
+    due = utcnow() - timedelta(minutes=3)
+    await put_row(db, "u1", "aiMissions", "m1", "insert", mission("m1", nextRunAt=to_js_iso(due)))
+    async with FakeLlmServer(default=conversation_responder()) as llm:
+        async with running_app(app_db_url, llm, missed_run_grace=timedelta(minutes=2)) as app:
+            assert (await app.ticker.tick()).decisions == {"skipped-missed": 1}
+
+
+# --- leases ---------------------------------------------------------------------------------------------
+
+
+async def test_heartbeat_renews_the_leases_this_process_holds(db, app_db_url, admin_db):
+    await put_row(db, "u1", "aiMissions", "m1", "insert", mission("m1"))
+    async with FakeLlmServer(default=conversation_responder()) as llm, running_app(app_db_url, llm) as app:
+        await app.ticker.refresh(refresh_stats())
+        store = app.ticker.store
+        m: ServerMission = (await store.missions_by_key([("u1", "m1")]))[0]
+        claim = await store.claim(m, m.next_run_at or "", None, timedelta(seconds=5))
+        assert claim.decision == "claimed"
+        await admin_db.execute("UPDATE mana_ai.mission_runs SET lease_until = now() + interval '1 second'")
+        assert await store.heartbeat(timedelta(seconds=30)) == (1, 0)
+        row = await admin_db.fetchrow(
+            "SELECT lease_until - now() > interval '25 seconds' AS renewed FROM mana_ai.mission_runs"
+        )
+        assert row["renewed"]
+        # Closing the process gives back what it still holds.
+    row = await admin_db.fetchrow("SELECT state FROM mana_ai.mission_runs WHERE mission_id = 'm1'")
+    assert row["state"] == "released"
+
+
+# --- budget shown ---------------------------------------------------------------------------------------
+
+
+async def test_agents_show_and_the_agent_page_show_used_reserved_and_cap(db, app_db_url, admin_db):
+    import asyncio
+
+    import click
+    from click.testing import CliRunner
+
+    from mana_ai.cli import data as data_cli
+    from tests.integration.test_workbench_web import page, workbench
+
+    await put_row(
+        db, "local", "agents", "a1", "insert", agent_record("a1", name="Koch", maxTokensPerDay=2000)
+    )
+    await admin_db.execute(
+        "INSERT INTO mana_ai.token_usage (user_id, agent_id, mission_id, tokens_used)"
+        " VALUES ('local', 'a1', 'm0', 1200)"
+    )
+    await admin_db.execute(
+        "INSERT INTO mana_ai.mission_runs (user_id, mission_id, due_at, agent_id, state, owner, lease_until,"
+        " token_share) VALUES ('local', 'm1', 'x', 'a1', 'running', 'w', now() + interval '1 minute', 400)"
+    )
+    expected = "1,200 used + 400 reserved of 2,000 tokens per 24 h (80 %) — running out"
+
+    def run() -> str:
+        group = click.Group("mana-ai")
+        data_cli.register(group)
+        env = {"SYNC_DATABASE_URL": app_db_url, "MANA_AI_USER": "local", "COLUMNS": "200", "NO_COLOR": "1"}
+        # The CLI configures logging for the process: leave it as the other tests expect it.
+        package_logger, root = logging.getLogger("mana_ai"), logging.getLogger()
+        saved = (package_logger.level, package_logger.propagate, list(package_logger.handlers))
+        root_saved = (root.level, list(root.handlers))
+        try:
+            result = CliRunner().invoke(group, ["agents", "show", "Koch"], env=env)
+        finally:
+            package_logger.setLevel(saved[0])
+            package_logger.propagate = saved[1]
+            package_logger.handlers[:] = saved[2]
+            root.setLevel(root_saved[0])
+            root.handlers[:] = root_saved[1]
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    assert "budget: " + expected in await asyncio.to_thread(run)
+    async with workbench(app_db_url) as (_app, _base, client):
+        status, html, _ = await page(client, "/workbench/agents/a1")
+    assert status == 200 and expected in html
+
+
+async def test_auto_pause_says_why(db, app_db_url, admin_db):
+    from mana_ai.testing.fake_llm import FakeResponse
+
+    await put_row(db, "u1", "aiMissions", "m1", "insert", mission("m1"))
+    always_down = lambda _req: FakeResponse(status=500, body=b'{"detail":"down"}')  # noqa: E731
+    async with (
+        FakeLlmServer(default=always_down) as llm,
+        running_app(app_db_url, llm, retry_backoff=0, max_consecutive_failures=2) as app,
+    ):
+        await app.ticker.tick()
+        stats = await app.ticker.tick()
+    [result] = stats.results
+    assert result.decision == "paused-after-failures"
+    assert "paused after 2 failed attempts in a row" in result.detail and "500" in result.detail
+    run = await admin_db.fetchrow("SELECT last_error FROM mana_ai.mission_runs WHERE mission_id = 'm1'")
+    assert "paused after 2 failed attempts" in run["last_error"]

@@ -1,0 +1,71 @@
+"""The user's clock (issue 12, finding 3): a daily 07:30 mission runs at 07:30 where the user is.
+
+The web app computes ``nextRunAt`` with the browser's clock; verified under Bun with ``TZ=Europe/Berlin``:
+daily 07:30 after 2026-12-02T05:00Z is 2026-12-02T06:30Z. The app stores the browser's zone on the user's
+calendars (``calendarsStore.createCalendar``), which is where the runner finds it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from mana_ai.scheduler.cadence import next_run, parse_cadence
+from mana_ai.synclog.store import replay_record
+from mana_ai.testing.fake_llm import FakeLlmServer, conversation_responder
+from mana_ai.timefmt import parse_iso, utcnow
+from mana_ai.workbench.decide import Decider
+from tests.integration.helpers import mission, put_row
+from tests.integration.runner_helpers import running_app
+from tests.integration.test_tick import latest_rows
+from tests.integration.test_workbench_logic import ref, seed, server_iteration
+
+DAILY = {"kind": "daily", "atHour": 7, "atMinute": 30}
+
+
+def expected(tz: str, before: dt.datetime, after: dt.datetime) -> set[dt.datetime | None]:
+    return {next_run(parse_cadence(DAILY), after=t, default_tz=tz) for t in (before, after)}
+
+
+async def run_once(db, app_db_url, **settings) -> tuple[dt.datetime, dt.datetime]:  # type: ignore[no-untyped-def]
+    async with (
+        FakeLlmServer(default=conversation_responder()) as llm,
+        running_app(app_db_url, llm, **settings) as app,
+    ):
+        before = utcnow()
+        assert (await app.ticker.tick()).decisions == {"ran": 1}
+        return before, utcnow()
+
+
+async def test_a_cadence_without_zone_follows_the_users_calendar_zone(db, app_db_url, admin_db) -> None:
+    calendar = {"id": "c1", "name": "Persönlich", "isDefault": True, "timezone": "America/New_York"}
+    await put_row(db, "u1", "calendars", "c1", "insert", calendar, app_id="calendar")
+    await put_row(db, "u1", "aiMissions", "m1", "insert", mission("m1", cadence=DAILY))
+    before, after = await run_once(db, app_db_url, default_tz="Europe/Berlin")
+    written = parse_iso((await latest_rows(admin_db, "m1"))[0]["data"]["nextRunAt"])
+    assert written in expected("America/New_York", before, after)
+    assert written not in expected("Europe/Berlin", before, after)
+
+
+async def test_without_a_user_zone_the_deployment_zone_applies(db, app_db_url, admin_db) -> None:
+    await put_row(db, "u1", "aiMissions", "m1", "insert", mission("m1", cadence=DAILY))
+    before, after = await run_once(db, app_db_url, default_tz="Europe/Berlin")
+    written = parse_iso((await latest_rows(admin_db, "m1"))[0]["data"]["nextRunAt"])
+    assert written in expected("Europe/Berlin", before, after)
+    assert written not in expected("UTC", before, after)  # the hour the old default gave
+
+
+async def test_workbench_dates_use_the_users_zone(db) -> None:
+    # 23:30 UTC on 1 Dec is already 2 Dec in Berlin: a drink logged then belongs to the Berlin day.
+    calendar = {"id": "c1", "name": "Persönlich", "isDefault": True, "timezone": "Europe/Berlin"}
+    await put_row(db, "u1", "calendars", "c1", "insert", calendar, app_id="calendar")
+    it = server_iteration("it1", [("log_drink", {"drinkType": "water", "quantityMl": 250})])
+    await seed(db, iterations=[it])
+    now = dt.datetime(2026, 12, 1, 23, 30, tzinfo=dt.UTC)
+    result = await Decider(db, ttl=dt.timedelta(days=7), tz="UTC").approve("u1", ref(it, 0), now=now)
+    assert result.outcome == "done", result.error
+    async with db.with_user("u1") as conn:
+        drink_id = result.records[0]["id"]
+        state = await replay_record(
+            conn, user_id="u1", app_id="drink", table="drinkEntries", record_id=drink_id
+        )
+    assert state is not None and (state.record["date"], state.record["time"]) == ("2026-12-02", "00:30")
