@@ -5,41 +5,20 @@ not on how long the test took."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
 from datetime import timedelta
 
 import pytest
 
 from mana_ai.testing.fake_llm import FakeLlmServer, conversation_responder
 from mana_ai.timefmt import to_js_iso, utcnow
+from tests.acceptance.processes import start_worker
 from tests.acceptance.test_workers import stop, wait_until, written_per_mission
 from tests.integration.helpers import mission, put_row
 from tests.integration.runner_helpers import agent_record
 from tests.integration.test_scheduling import seed_noisy_neighbour
 
 pytestmark = pytest.mark.slow
-
-
-async def start(app_db_url: str, llm_url: str, *args: str, **env_extra: str) -> asyncio.subprocess.Process:
-    env = {
-        **os.environ,
-        "SYNC_DATABASE_URL": app_db_url,
-        "MANA_LLM_URL": llm_url,
-        "MANA_AI_LOG_LEVEL": "WARNING",
-        **env_extra,
-    }
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "mana_ai",
-        "worker",
-        *args,
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
 
 
 async def claim_delays(admin_db, mission_ids: list[str]) -> dict[str, float]:
@@ -55,7 +34,7 @@ async def claim_delays(admin_db, mission_ids: list[str]) -> dict[str, float]:
 async def test_due_mission_is_claimed_within_two_seconds_by_the_cluster_alone(db, app_db_url, admin_db):
     # The periodic tick runs once a minute (the default); nothing calls /internal/tick.
     async with FakeLlmServer(default=conversation_responder()) as llm:
-        proc = await start(app_db_url, llm.url, TICK_INTERVAL_MS="60000")
+        proc = await start_worker(app_db_url, llm.url, TICK_INTERVAL_MS="60000")
         try:
             # A probe proves the worker runs, then a mission falls due a few seconds later.
             await put_row(db, "u1", "aiMissions", "probe", "insert", mission("probe"))
@@ -85,7 +64,7 @@ async def test_noisy_neighbour_does_not_delay_fifty_small_users(db, app_db_url, 
     # One user with 2,000 due missions, fifty users with one each, 200 ms LLM latency, default concurrency
     # (64 missions at once): every small user starts in the first wave, before the big user's 65th mission.
     async with FakeLlmServer(default=conversation_responder(), latency_s=0.2, record=False) as llm:
-        proc = await start(app_db_url, llm.url, TICK_INTERVAL_MS="60000", MANA_AI_SHUTDOWN_GRACE_S="1")
+        proc = await start_worker(app_db_url, llm.url, TICK_INTERVAL_MS="60000", MANA_AI_SHUTDOWN_GRACE_S="1")
         try:
             await put_row(db, "probe", "aiMissions", "probe", "insert", mission("probe"))
             await wait_until(lambda: _written(admin_db, {"probe"}), 60)
@@ -120,7 +99,7 @@ async def test_small_budget_with_three_worker_processes(db, app_db_url, admin_db
     await put_row(db, "u2", "aiMissions", "other", "insert", mission("other"))
     responder = conversation_responder(tool_name="create_task", arguments={"title": "t"}, usage=(250, 100))
     async with FakeLlmServer(default=responder, latency_s=0.3) as llm:
-        procs = [await start(app_db_url, llm.url, TICK_INTERVAL_MS="1000") for _ in range(3)]
+        procs = [await start_worker(app_db_url, llm.url, TICK_INTERVAL_MS="1000") for _ in range(3)]
         try:
             await wait_until(lambda: _written(admin_db, {"other"}), 60)
 
@@ -147,7 +126,7 @@ async def test_sigkilled_workers_missions_are_planned_by_another_within_90_s(db,
         await put_row(db, "u1", "aiMissions", f"k{i}", "insert", mission(f"k{i}"))
     # The default mission timeout (10 min); the LLM never answers the first worker.
     async with FakeLlmServer(default=conversation_responder(), latency_s=3600) as hanging:
-        victim = await start(app_db_url, hanging.url, TICK_INTERVAL_MS="1000")
+        victim = await start_worker(app_db_url, hanging.url, TICK_INTERVAL_MS="1000")
 
         async def claimed() -> bool:
             row = await admin_db.fetchrow(
@@ -160,7 +139,7 @@ async def test_sigkilled_workers_missions_are_planned_by_another_within_90_s(db,
         await victim.wait()
         killed_at = (await admin_db.fetchrow("SELECT now() AS t"))["t"]
     async with FakeLlmServer(default=conversation_responder()) as fast:
-        rescuer = await start(app_db_url, fast.url, TICK_INTERVAL_MS="1000")
+        rescuer = await start_worker(app_db_url, fast.url, TICK_INTERVAL_MS="1000")
         try:
             await wait_until(lambda: _written(admin_db, {f"k{i}" for i in range(4)}), 150)
         finally:
@@ -177,7 +156,7 @@ async def test_sigint_releases_claims_that_will_not_finish(db, app_db_url, admin
     for i in range(3):
         await put_row(db, "u1", "aiMissions", f"i{i}", "insert", mission(f"i{i}"))
     async with FakeLlmServer(default=conversation_responder(), latency_s=3600) as hanging:
-        proc = await start(app_db_url, hanging.url, MANA_AI_SHUTDOWN_GRACE_S="1")
+        proc = await start_worker(app_db_url, hanging.url, MANA_AI_SHUTDOWN_GRACE_S="1")
 
         async def claimed() -> bool:
             row = await admin_db.fetchrow(
@@ -200,7 +179,7 @@ async def test_the_tick_is_not_starved_by_planning_jobs(db, app_db_url, admin_db
     for i in range(24):
         await put_row(db, "u1", "aiMissions", f"h{i:02d}", "insert", mission(f"h{i:02d}"))
     async with FakeLlmServer(default=conversation_responder(), latency_s=3600) as hanging:
-        proc = await start(
+        proc = await start_worker(
             app_db_url,
             hanging.url,
             "--concurrency",
@@ -240,7 +219,7 @@ async def test_provider_limit_is_shared_by_three_processes(db, app_db_url, admin
         default=conversation_responder(), latency_s=0.05, max_rpm=600, record=False
     ) as llm:
         procs = [
-            await start(app_db_url, llm.url, TICK_INTERVAL_MS="1000", MANA_LLM_MAX_RPM="600")
+            await start_worker(app_db_url, llm.url, TICK_INTERVAL_MS="1000", MANA_LLM_MAX_RPM="600")
             for _ in range(3)
         ]
         try:

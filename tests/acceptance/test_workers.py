@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
 import time
 
 import pytest
 
 from mana_ai.testing.fake_llm import FakeLlmServer, conversation_responder
+from tests.acceptance.processes import start_worker as start_process
 from tests.integration.helpers import mission, put_row
 from tests.integration.runner_helpers import agent_record
 
@@ -18,24 +17,8 @@ pytestmark = pytest.mark.slow
 
 
 async def start_worker(app_db_url: str, llm_url: str, **env_extra: str) -> asyncio.subprocess.Process:
-    env = {
-        **os.environ,
-        "SYNC_DATABASE_URL": app_db_url,
-        "MANA_LLM_URL": llm_url,
-        "MANA_LLM_MAX_RETRIES": "0",
-        "TICK_INTERVAL_MS": "1000",
-        "MANA_AI_LOG_LEVEL": "WARNING",
-        **env_extra,
-    }
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "mana_ai",
-        "worker",
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    env = {"MANA_LLM_MAX_RETRIES": "0", "TICK_INTERVAL_MS": "1000", **env_extra}
+    return await start_process(app_db_url, llm_url, **env)
 
 
 async def written_per_mission(admin_db) -> dict[str, int]:
