@@ -64,6 +64,15 @@ ON CONFLICT (user_id, agent_id) DO UPDATE SET
 -- name: advance_refresh_cursor
 UPDATE mana_ai.refresh_cursor SET horizon = %(horizon)s::text::xid8 WHERE name = 'snapshots'
 
+-- name: listen_tick_batches
+-- POST /internal/tick on several planning processes waits here for the reports of the batches it deferred.
+LISTEN mana_ai_tick_batches
+
+-- name: notify_tick_batch
+-- A planning batch deferred by POST /internal/tick reports its decisions (a small JSON object, no text of
+-- any mission) to the process that waits for it.
+SELECT pg_notify('mana_ai_tick_batches', %(payload)s)
+
 -- name: prune_feed
 -- Rows below the cursor are folded into the snapshots already.
 DELETE FROM mana_ai.sync_feed
