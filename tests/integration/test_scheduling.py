@@ -91,6 +91,65 @@ async def test_reservation_follows_the_agents_recent_runs(db, app_db_url, admin_
     assert "300 tokens used and 700 reserved of the agent's 1000" in claims[4].detail
 
 
+ROUND_TOKENS = 350
+"""What one request of :func:`several_rounds` costs (250 prompt + 100 completion tokens)."""
+RACE_CAP = 800
+"""A daily cap of about two rounds."""
+
+
+def several_rounds():
+    """Plans of three rounds (a tool call in each, then a final answer), 350 tokens a request."""
+    return conversation_responder(
+        tool_name="create_task", arguments={"title": "t"}, usage=(250, 100), tool_rounds=3
+    )
+
+
+async def seed_budget_race(db, admin_db, *, missions: int = 5) -> None:
+    """An agent allowing 5 runs at once with a cap of about two rounds, ``missions`` due missions, and ten
+    cheap earlier runs older than 24 h: they do not count against today's cap but make the agent's recent
+    average small (50), so every claim reserves a small share (100) and all five runs are claimed at once."""
+    await put_row(
+        db,
+        "u1",
+        "agents",
+        "a1",
+        "insert",
+        agent_record("a1", maxConcurrentMissions=5, maxTokensPerDay=RACE_CAP),
+    )
+    await admin_db.execute(
+        "INSERT INTO mana_ai.token_usage (user_id, agent_id, mission_id, tokens_used, ts)"
+        " SELECT 'u1', 'a1', 'old' || g, 50, now() - interval '25 hours' - g * interval '1 minute'"
+        " FROM generate_series(1, 10) g"
+    )
+    for i in range(missions):
+        await put_row(db, "u1", "aiMissions", f"b{i}", "insert", mission(f"b{i}", agentId="a1"))
+
+
+async def tokens_recorded_24h(admin_db, agent_id: str = "a1") -> int:
+    row = await admin_db.fetchrow(
+        "SELECT coalesce(sum(tokens_used), 0)::bigint AS t FROM mana_ai.token_usage"
+        " WHERE agent_id = %s AND ts > now() - interval '24 hours'",
+        (agent_id,),
+    )
+    return int(row["t"])
+
+
+async def test_concurrent_runs_overshoot_the_cap_by_at_most_one_round_in_total(db, app_db_url, admin_db):
+    # Before round reservations every one of the five runs could cross its share by a round: 1,750 tokens
+    # against a cap of 800. Now a round is sent only when its worst case fits next to everything recorded and
+    # in flight, or when it is the agent's only round in flight: the cap plus one round at most.
+    await seed_budget_race(db, admin_db)
+    async with FakeLlmServer(default=several_rounds()) as llm, running_app(app_db_url, llm) as app:
+        for _ in range(6):
+            await app.ticker.tick()
+        in_flight = await admin_db.fetchrow(
+            "SELECT count(*) AS n FROM mana_ai.mission_runs WHERE state = 'running'"
+        )
+    assert in_flight["n"] == 0
+    used = await tokens_recorded_24h(admin_db)
+    assert RACE_CAP <= used <= RACE_CAP + ROUND_TOKENS, used
+
+
 # --- fairness -------------------------------------------------------------------------------------------
 
 
