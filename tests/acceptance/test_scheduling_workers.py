@@ -119,7 +119,9 @@ async def _seed_small_budget(db, admin_db) -> None:
 async def test_small_budget_with_three_worker_processes(db, app_db_url, admin_db, case, cap):
     if case == "one-round-over":
         await _seed_small_budget(db, admin_db)
-        responder = conversation_responder(tool_name="create_task", arguments={"title": "t"}, usage=(250, 100))
+        responder = conversation_responder(
+            tool_name="create_task", arguments={"title": "t"}, usage=(250, 100)
+        )
     else:
         await seed_budget_race(db, admin_db)
         responder = several_rounds()
