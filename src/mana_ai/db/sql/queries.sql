@@ -295,6 +295,13 @@ SELECT (SELECT coalesce(sum(t.tokens_used), 0) FROM mana_ai.token_usage t
         WHERE r.user_id = %(user_id)s AND r.agent_id = %(agent_id)s AND r.state = 'running'
           AND r.lease_until > now())::bigint AS reserved
 
+-- name: budget_round
+-- Before an LLM round of a run whose agent has a daily cap: settle the run's earlier rounds to what they
+-- cost and reserve this round's worst case, if it is admitted (mana_ai.reserve_budget_round, migration 0011).
+SELECT admitted, tokens_used_24h, tokens_held, detail
+FROM mana_ai.reserve_budget_round(%(user_id)s, %(mission_id)s, %(agent_id)s, %(owner)s, %(cap)s, %(spent)s,
+                                  %(worst)s)
+
 -- name: llm_pace
 -- Take one slot of a cluster-wide limit (GCRA): the arrival time moves forward by the request's cost; the
 -- caller waits until it is at most one burst ahead of now. An upsert, so a wiped table paces again at once.
