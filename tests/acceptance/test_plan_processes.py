@@ -7,16 +7,14 @@ import asyncio
 import os
 import signal
 import sys
-import time
 
 import aiohttp
 import pytest
 
 from mana_ai.testing.fake_llm import FakeLlmServer, conversation_responder
+from tests.acceptance.processes import seed_agent_missions
 from tests.acceptance.test_serve import free_port, wait_healthy
-from tests.acceptance.test_workers import written_per_mission
-from tests.integration.helpers import mission, put_row
-from tests.integration.runner_helpers import agent_record
+from tests.acceptance.test_workers import wait_until, written_per_mission
 
 pytestmark = pytest.mark.slow
 
@@ -31,15 +29,6 @@ def alive(pid: int) -> bool:
     # A child that exited but was not reaped yet still answers; its state says so.
     with open(f"/proc/{pid}/stat") as stat:
         return stat.read().split(") ", 1)[1][0] != "Z"
-
-
-async def wait_for(predicate, limit_s: float = 60.0) -> None:
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        if await predicate():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError("condition not reached in time")
 
 
 async def start_serve(app_db_url: str, llm_url: str, port: int) -> asyncio.subprocess.Process:
@@ -62,13 +51,7 @@ async def start_serve(app_db_url: str, llm_url: str, port: int) -> asyncio.subpr
 
 async def test_serve_plans_on_two_processes_once_each(db, app_db_url, admin_db):
     missions = 60
-    for user in range(6):
-        await put_row(
-            db, f"u{user}", "agents", f"a{user}", "insert", agent_record(f"a{user}", maxConcurrentMissions=3)
-        )
-    for i in range(missions):
-        user = i % 6
-        await put_row(db, f"u{user}", "aiMissions", f"m{i}", "insert", mission(f"m{i}", agentId=f"a{user}"))
+    await seed_agent_missions(db, users=6, missions=missions, max_concurrent=3)
     port = free_port()
     async with FakeLlmServer(default=conversation_responder(), latency_s=0.2) as llm:
         proc = await start_serve(app_db_url, llm.url, port)
@@ -81,7 +64,7 @@ async def test_serve_plans_on_two_processes_once_each(db, app_db_url, admin_db):
                     async with session.get(f"{base}/health") as resp:
                         return (await resp.json())["planProcesses"]["running"] == 1
 
-                await wait_for(child_running)
+                await wait_until(child_running, 60)
                 async with session.get(f"{base}/health") as resp:
                     health = await resp.json()
                 assert health["planProcesses"]["wanted"] == 1
@@ -95,7 +78,7 @@ async def test_serve_plans_on_two_processes_once_each(db, app_db_url, admin_db):
                     )
                     return row is not None and row["n"] == 4
 
-                await wait_for(workers_listening)
+                await wait_until(workers_listening, 60)
 
                 # Several ticks until every agent's missions are through (3 at once per agent): each
                 # answer counts what it handed out and what came back.
@@ -124,7 +107,7 @@ async def test_serve_plans_on_two_processes_once_each(db, app_db_url, admin_db):
                         state = (await resp.json())["planProcesses"]
                     return state["running"] == 1 and state["pids"] != [child] and state["restarts"] == 1
 
-                await wait_for(replaced)
+                await wait_until(replaced, 60)
                 async with session.get(f"{base}/health") as resp:
                     child = (await resp.json())["planProcesses"]["pids"][0]
         finally:
@@ -153,13 +136,13 @@ async def test_planning_processes_end_with_a_killed_service(app_db_url):
                     async with session.get(f"http://127.0.0.1:{port}/health") as resp:
                         return (await resp.json())["planProcesses"]["running"] == 1
 
-                await wait_for(child_running)
+                await wait_until(child_running, 60)
                 async with session.get(f"http://127.0.0.1:{port}/health") as resp:
                     child = (await resp.json())["planProcesses"]["pids"][0]
         finally:
             proc.kill()  # no chance to stop its children
             try:
-                await wait_for(child_gone, limit_s=30)  # Linux told it its parent died (PR_SET_PDEATHSIG)
+                await wait_until(child_gone, 30)  # Linux told it its parent died (PR_SET_PDEATHSIG)
             finally:
                 if child is not None and alive(child):
                     # An orphan would hold the test database and serve's stderr pipe open.
