@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 import os
 import platform
 import shutil
@@ -109,7 +110,13 @@ def full_plan() -> Plan:
             ThroughputPoint(100, 64, 3, db_pool_size=64),
         ],
         scaleout={"users": USERS, "reps": 3, "warmup_missions": 200},
-        deploy={"latencies": [0, 100], "reps": 3, "refresh_reps": 3, "incremental_reps": 3},
+        deploy={
+            "latencies": [0, 100],
+            "processes": [1, 2],
+            "reps": 3,
+            "refresh_reps": 3,
+            "incremental_reps": 3,
+        },
     )
 
 
@@ -123,7 +130,13 @@ def quick_plan() -> Plan:
         # The full 1,000 missions even here: with fewer, the fixed ramp-up and tail (~0.3 s) weigh on the
         # 4-process window (~3.6 s) and the ratio drops below the target for reasons of size alone.
         scaleout={"users": USERS, "reps": 1, "warmup_missions": 100},
-        deploy={"latencies": [0, 100], "reps": 1, "refresh_reps": 1, "incremental_reps": 2},
+        deploy={
+            "latencies": [0, 100],
+            "processes": [1, 2],
+            "reps": 1,
+            "refresh_reps": 1,
+            "incremental_reps": 2,
+        },
     )
 
 
@@ -322,7 +335,7 @@ class Suite:
             "log_path": str(self.log_path),
         }
         results = []
-        for latency in spec["latencies"]:
+        for latency, processes in itertools.product(spec["latencies"], spec["processes"]):
             server = llm.server(float(latency))
             config = {
                 **common,
@@ -334,8 +347,12 @@ class Suite:
                 "missions_per_user": 10,
                 "warmup_missions": 100,
                 "reps": spec["reps"],
+                "processes": processes,
+                "env": {"MANA_AI_PLAN_PROCESSES": str(processes)},
             }
-            label = f"deployment-shaped planning: serve over HTTP, LLM {latency:g} ms"
+            label = (
+                f"deployment-shaped planning: serve over HTTP, {processes} process(es), LLM {latency:g} ms"
+            )
             result = self.step(
                 label, functools.partial(run_child, "bench.serve_bench", config, log_path=self.log_path)
             )
@@ -347,6 +364,7 @@ class Suite:
                 "latency_ms": latency,
                 "concurrency": 64,
                 "shape": "serve",
+                "processes": processes,
             }
             self.metrics.append(
                 metric(

@@ -203,6 +203,7 @@ def _planning_rep(config: dict[str, Any]) -> dict[str, Any]:
             if warm["plansWrittenBack"] != warm_users * per_user:
                 raise RuntimeError("warm-up tick: " + json.dumps(warm))
             service.tick()  # folds the warm-up's write-backs
+            _wait_for_workers(admin, 2 * config.get("processes", 1))
             seed_planning(admin, users=users, missions_per_user=per_user, max_concurrent=per_user)
             run = _timed_tick(config, service, admin, urls.name)
             done = admin.execute(
@@ -215,6 +216,17 @@ def _planning_rep(config: dict[str, Any]) -> dict[str, Any]:
     if stats["plansWrittenBack"] != users * per_user or run["done"] != users * per_user:
         raise RuntimeError("the timed tick planned " + json.dumps(stats) + ", done " + str(run["done"]))
     return run
+
+
+def _wait_for_workers(admin: psycopg.Connection[Any], count: int, timeout_s: float = 60.0) -> None:
+    """Every planning process's queue workers (plan and tick) are listening: the timed tick can use them."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        row = admin.execute("SELECT count(*) FROM mana_ai_queue.procrastinate_workers").fetchone()
+        if row is not None and int(row[0]) >= count:
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"fewer than {count} queue workers registered after {timeout_s:.0f} s")
 
 
 def _planning(config: dict[str, Any]) -> dict[str, Any]:

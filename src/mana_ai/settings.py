@@ -114,7 +114,11 @@ class Settings(BaseSettings):
     tick_enabled: bool = Field(True, validation_alias=_env("TICK_ENABLED"))
     """Anything but exactly `false` enables the periodic tick."""
     max_concurrency: int = Field(64, validation_alias=_env("MANA_AI_MAX_CONCURRENCY"), ge=1, le=4096)
-    """Missions planned at once per process."""
+    """Missions planned at once per process (`serve` shares it between its planning processes)."""
+    plan_processes: int = Field(1, validation_alias=_env("MANA_AI_PLAN_PROCESSES"), ge=0, le=64)
+    """Processes `serve` plans in: itself and this many minus one `mana-ai worker` processes it starts,
+    restarts and stops with itself (0: one per CPU core it may use). POST /internal/tick then hands the due
+    missions to all of them through the queue and answers when every one is done."""
     due_batch_limit: int = Field(5000, validation_alias=_env("MANA_AI_DUE_BATCH_LIMIT"), ge=1)
     """Due missions taken per tick (oldest nextRunAt first)."""
     default_tz: str = Field("", validation_alias=_env("MANA_AI_DEFAULT_TZ"), validate_default=True)

@@ -1,10 +1,13 @@
-"""Starting `mana-ai worker` processes for the multi-process acceptance tests."""
+"""Starting `mana-ai worker` processes and seeding their work, for the multi-process acceptance tests."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import sys
+
+from tests.integration.helpers import mission, put_row
+from tests.integration.runner_helpers import agent_record
 
 
 async def start_worker(
@@ -28,3 +31,14 @@ async def start_worker(
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
+
+
+async def seed_agent_missions(db, *, users: int, missions: int, max_concurrent: int) -> None:
+    """One agent per user (``u<n>`` / ``a<n>``) allowing ``max_concurrent`` at once; missions ``m<i>`` dealt
+    round-robin over the users, all due now."""
+    for user in range(users):
+        record = agent_record(f"a{user}", maxConcurrentMissions=max_concurrent)
+        await put_row(db, f"u{user}", "agents", f"a{user}", "insert", record)
+    for i in range(missions):
+        user = i % users
+        await put_row(db, f"u{user}", "aiMissions", f"m{i}", "insert", mission(f"m{i}", agentId=f"a{user}"))

@@ -14,10 +14,8 @@ import os
 import shutil
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
@@ -26,6 +24,7 @@ from mana_ai.db.connector import Database
 from mana_ai.db.embedded import start_embedded
 from mana_ai.db.migrate import migrate
 from mana_ai.testing.fake_llm import FakeLlmServer, conversation_responder
+from tests.acceptance.test_workers import wait_until
 from tests.integration.helpers import mission, put_row
 
 pytestmark = pytest.mark.slow
@@ -95,15 +94,6 @@ class Slot:
             await asyncio.sleep(1.0)  # RestartSec
 
 
-async def wait_for(predicate: Any, limit_s: float) -> None:
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        if await predicate():
-            return
-        await asyncio.sleep(0.25)
-    raise AssertionError("condition not reached in time")
-
-
 async def test_two_immediate_restarts_while_three_workers_plan() -> None:
     # Not pytest's tmp_path: concurrent pytest runs prune old numbered temp dirs under a running server.
     base = Path(tempfile.mkdtemp(prefix="mana-ai-pg-restart-"))
@@ -139,7 +129,7 @@ async def test_two_immediate_restarts_while_three_workers_plan() -> None:
                 async def reached(n: int = threshold) -> bool:
                     return len(await written_per_mission(url)) >= n or all(s.down for s in slots)
 
-                await wait_for(reached, 120)
+                await wait_until(reached, 120)
                 if all(s.down for s in slots):
                     break
                 written_at_restart.append(len(await written_per_mission(url)))
@@ -148,7 +138,7 @@ async def test_two_immediate_restarts_while_three_workers_plan() -> None:
             async def all_written() -> bool:
                 return len(await written_per_mission(url)) >= MISSIONS or all(s.down for s in slots)
 
-            await wait_for(all_written, 240)
+            await wait_until(all_written, 240)
             await asyncio.sleep(3)  # further ticks run meanwhile: nothing may be planned twice
             counts = await written_per_mission(url)
             twice = [k for k, v in counts.items() if v > 1]

@@ -9,9 +9,9 @@ import time
 import pytest
 
 from mana_ai.testing.fake_llm import FakeLlmServer, conversation_responder
+from tests.acceptance.processes import seed_agent_missions
 from tests.acceptance.processes import start_worker as start_process
 from tests.integration.helpers import mission, put_row
-from tests.integration.runner_helpers import agent_record
 
 pytestmark = pytest.mark.slow
 
@@ -51,13 +51,7 @@ async def stop(procs) -> None:
 
 async def test_three_workers_plan_each_mission_exactly_once(db, app_db_url, admin_db):
     missions = 300
-    for user in range(30):
-        await put_row(
-            db, f"u{user}", "agents", f"a{user}", "insert", agent_record(f"a{user}", maxConcurrentMissions=4)
-        )
-    for i in range(missions):
-        user = i % 30
-        await put_row(db, f"u{user}", "aiMissions", f"m{i}", "insert", mission(f"m{i}", agentId=f"a{user}"))
+    await seed_agent_missions(db, users=30, missions=missions, max_concurrent=4)
     async with FakeLlmServer(default=conversation_responder(), latency_s=0.02) as llm:
         procs = [await start_worker(app_db_url, llm.url, MANA_AI_MAX_CONCURRENCY="16") for _ in range(3)]
         try:

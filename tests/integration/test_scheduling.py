@@ -91,6 +91,174 @@ async def test_reservation_follows_the_agents_recent_runs(db, app_db_url, admin_
     assert "300 tokens used and 700 reserved of the agent's 1000" in claims[4].detail
 
 
+ROUND_TOKENS = 350
+"""What one request of :func:`several_rounds` costs (250 prompt + 100 completion tokens)."""
+RACE_CAP = 800
+"""A daily cap of about two rounds."""
+
+
+def several_rounds():
+    """Plans of three rounds (a tool call in each, then a final answer), 350 tokens a request."""
+    return conversation_responder(
+        tool_name="create_task", arguments={"title": "t"}, usage=(250, 100), tool_rounds=3
+    )
+
+
+async def seed_budget_race(db, admin_db, *, missions: int = 5) -> None:
+    """An agent allowing 5 runs at once with a cap of about two rounds, ``missions`` due missions, and ten
+    cheap earlier runs older than 24 h: they do not count against today's cap but make the agent's recent
+    average small (50), so every claim reserves a small share (100) and all five runs are claimed at once."""
+    await put_row(
+        db,
+        "u1",
+        "agents",
+        "a1",
+        "insert",
+        agent_record("a1", maxConcurrentMissions=5, maxTokensPerDay=RACE_CAP),
+    )
+    await admin_db.execute(
+        "INSERT INTO mana_ai.token_usage (user_id, agent_id, mission_id, tokens_used, ts)"
+        " SELECT 'u1', 'a1', 'old' || g, 50, now() - interval '25 hours' - g * interval '1 minute'"
+        " FROM generate_series(1, 10) g"
+    )
+    for i in range(missions):
+        await put_row(db, "u1", "aiMissions", f"b{i}", "insert", mission(f"b{i}", agentId="a1"))
+
+
+async def tokens_recorded_24h(admin_db, agent_id: str = "a1") -> int:
+    row = await admin_db.fetchrow(
+        "SELECT coalesce(sum(tokens_used), 0)::bigint AS t FROM mana_ai.token_usage"
+        " WHERE agent_id = %s AND ts > now() - interval '24 hours'",
+        (agent_id,),
+    )
+    return int(row["t"])
+
+
+async def test_concurrent_runs_overshoot_the_cap_by_at_most_one_round_in_total(db, app_db_url, admin_db):
+    # Before round reservations every one of the five runs could cross its share by a round: 1,750 tokens
+    # against a cap of 800. Now a round is sent only when its worst case fits next to everything recorded and
+    # in flight, or when it is the agent's only round in flight: the cap plus one round at most.
+    await seed_budget_race(db, admin_db)
+    async with FakeLlmServer(default=several_rounds()) as llm, running_app(app_db_url, llm) as app:
+        for _ in range(6):
+            await app.ticker.tick()
+        in_flight = await admin_db.fetchrow(
+            "SELECT count(*) AS n FROM mana_ai.mission_runs WHERE state = 'running'"
+        )
+    assert in_flight["n"] == 0
+    used = await tokens_recorded_24h(admin_db)
+    assert RACE_CAP <= used <= RACE_CAP + ROUND_TOKENS, used
+
+
+async def test_a_refused_round_ends_the_run_with_stop_reason_budget_and_keeps_its_steps(
+    db, app_db_url, admin_db
+):
+    await put_row(db, "u1", "agents", "a1", "insert", agent_record("a1", maxTokensPerDay=1000))
+    await put_row(db, "u1", "aiMissions", "m1", "insert", mission("m1", agentId="a1"))
+    # Another run of the agent in flight has spent 700 tokens (no round of it is in flight right now).
+    await admin_db.execute(
+        "INSERT INTO mana_ai.mission_runs (user_id, mission_id, due_at, agent_id, state, owner, lease_until,"
+        " started_at, tokens_spent, round_at) VALUES ('u1', 'other', 'x', 'a1', 'running', 'elsewhere',"
+        " now() + interval '1 minute', now() - interval '1 second', 700, now())"
+    )
+    async with FakeLlmServer(default=several_rounds()) as llm, running_app(app_db_url, llm) as app:
+        stats = await app.ticker.tick()
+        # Round 1 goes alone (700 + 0 < 1,000); round 2 would start at 700 + 350: refused before sending.
+        assert stats.decisions == {"ran": 1}, stats.to_json()
+        assert llm.request_count == 1
+    it = (await runner_rows(admin_db, "m1"))[-1]["data"]["iterations"][-1]
+    assert it["stopReason"] == "budget"
+    assert [s["intent"]["toolName"] for s in it["plan"]] == ["create_task"]
+    assert "another round could take the agent past its daily token budget" in it["summary"]
+    assert await tokens_recorded_24h(admin_db) == ROUND_TOKENS
+
+
+async def claimed_run(admin_db, mission_id: str, *, owner: str = "w1") -> None:
+    await admin_db.execute(
+        "INSERT INTO mana_ai.mission_runs (user_id, mission_id, due_at, agent_id, state, owner, lease_until,"
+        " started_at) VALUES ('u1', %s, 'x', 'a1', 'running', %s, now() + interval '1 minute', now())"
+        " ON CONFLICT (user_id, mission_id) DO UPDATE SET state = 'running', owner = EXCLUDED.owner,"
+        " lease_until = EXCLUDED.lease_until, started_at = now()",
+        (mission_id, owner),
+    )
+
+
+async def finished_run(admin_db, mission_id: str, tokens: int) -> None:
+    """The write-back's effect on the budget: the run's usage recorded, the run no longer in flight."""
+    await admin_db.execute(
+        "INSERT INTO mana_ai.token_usage (user_id, agent_id, mission_id, tokens_used) VALUES ('u1', 'a1', %s, %s)",
+        (mission_id, tokens),
+    )
+    await admin_db.execute(
+        "UPDATE mana_ai.mission_runs SET state = 'done' WHERE mission_id = %s", (mission_id,)
+    )
+
+
+async def reserve_round(db, mission_id: str, *, worst: int, spent: int = 0, owner: str = "w1"):
+    from mana_ai.db.queries import q
+
+    return await db.fetchrow(
+        q("budget_round"),
+        {
+            "user_id": "u1",
+            "mission_id": mission_id,
+            "agent_id": "a1",
+            "owner": owner,
+            "cap": 1000,
+            "spent": spent,
+            "worst": worst,
+        },
+    )
+
+
+async def test_a_round_is_admitted_when_it_fits_or_is_the_agents_only_round_in_flight(db, admin_db):
+    # As the service's role (grants), against a cap of 1,000.
+    for m in ("r1", "r2", "r3", "r4"):
+        await claimed_run(admin_db, m)
+    # Two rounds of at most 400 fit; a third does not while both are in flight.
+    assert (await reserve_round(db, "r1", worst=400))["admitted"]
+    assert (await reserve_round(db, "r2", worst=400))["admitted"]
+    refused = await reserve_round(db, "r3", worst=400)
+    assert not refused["admitted"] and refused["tokens_held"] == 800
+    assert "up to 400 tokens, 200 of the agent's 1000 per 24 h are left" in refused["detail"]
+    assert "2 other round(s)" in refused["detail"]
+    # r1's round cost 100: its next reservation settles it (100 + 400 next to r2's 400 still fits).
+    assert (await reserve_round(db, "r1", spent=100, worst=400))["admitted"]
+    await finished_run(admin_db, "r1", 300)
+    await finished_run(admin_db, "r2", 300)
+    # 600 used, nothing in flight: a round larger than what is left goes, as the only one...
+    assert (await reserve_round(db, "r3", worst=5000))["admitted"]
+    # ...and no other round goes while it is in flight, however small.
+    assert not (await reserve_round(db, "r4", worst=10))["admitted"]
+    # A dead process's reservation stops counting when its lease runs out.
+    await admin_db.execute(
+        "UPDATE mana_ai.mission_runs SET lease_until = now() - interval '1 second' WHERE mission_id = 'r3'"
+    )
+    row = await reserve_round(db, "r4", worst=5000)
+    assert row["admitted"] and row["tokens_held"] == 0 and row["tokens_used_24h"] == 600
+    # Once used and held reach the cap, not even a round alone goes.
+    await finished_run(admin_db, "r4", 400)
+    await claimed_run(admin_db, "r5")
+    row = await reserve_round(db, "r5", worst=10)
+    assert not row["admitted"]
+    assert row["detail"] == (
+        "1000 tokens used, 0 held by runs in flight and 0 spent by this run: the agent's 1000 per 24 h are taken"
+    )
+    # The run whose lease expired is refused too: its claim is lost.
+    row = await reserve_round(db, "r3", spent=50, worst=10)
+    assert not row["admitted"] and row["detail"] == "the run's claim was lost"
+
+
+async def test_a_reclaimed_mission_does_not_carry_its_last_runs_reservation(db, admin_db):
+    await claimed_run(admin_db, "r1")
+    assert (await reserve_round(db, "r1", spent=300, worst=400))["admitted"]
+    await finished_run(admin_db, "r1", 500)
+    await claimed_run(admin_db, "r1")  # the next due run of the same mission, claimed again
+    await claimed_run(admin_db, "r2")
+    row = await reserve_round(db, "r2", worst=400)
+    assert row["admitted"] and row["tokens_held"] == 0 and row["tokens_used_24h"] == 500
+
+
 # --- fairness -------------------------------------------------------------------------------------------
 
 

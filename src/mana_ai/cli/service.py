@@ -14,6 +14,12 @@ from mana_ai import __version__
 from mana_ai.app import App
 from mana_ai.cli.common import async_command, console, err_console, open_app, settings_from_env
 from mana_ai.logs import configure_logging
+from mana_ai.runner.worker_processes import (
+    WorkerProcesses,
+    concurrency_share,
+    planning_processes,
+    worker_environment,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +50,12 @@ async def serve() -> None:
     refuse_master_key(settings)  # before anything starts: the service never holds a master key
     refuse_weak_service_key(settings)  # nor a default key on a network address
     check_port_free(settings.host, settings.port)
+    processes = planning_processes(settings.plan_processes)
+    if processes > 1:
+        # The concurrency limit is the service's: its planning processes share it.
+        settings = settings.model_copy(
+            update={"max_concurrency": concurrency_share(settings.max_concurrency, processes)}
+        )
     async with App(settings) as app:
         print_banner(app, http=True)
         server = uvicorn.Server(server_config(create_http_app(app), settings))
@@ -178,6 +190,9 @@ async def _run_with_worker(app: App, server: Any, *, concurrency: int | None = N
                 )
             )
         tasks: list[asyncio.Task[Any]] = [worker_task, tick_worker]
+        helpers = _start_plan_processes(app, queue) if server is not None else None
+        if helpers is not None:
+            tasks.append(asyncio.create_task(helpers.run(), name="plan-processes"))
         http_task = asyncio.create_task(server.serve(), name="http") if server is not None else None
         if http_task is not None:
             tasks.append(http_task)
@@ -192,7 +207,11 @@ async def _run_with_worker(app: App, server: Any, *, concurrency: int | None = N
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
         # Stop taking work; in-flight plans get the grace period; unfinished ones give their claims back.
-        await app.ticker.dispatcher.drain(settings.shutdown_grace_s)
+        # The planning processes drain the same way at the same time (SIGTERM).
+        await asyncio.gather(
+            app.ticker.dispatcher.drain(settings.shutdown_grace_s),
+            *([helpers.stop()] if helpers is not None else []),
+        )
         if server is not None:
             server.should_exit = True
             assert http_task is not None
@@ -208,6 +227,27 @@ async def _run_with_worker(app: App, server: Any, *, concurrency: int | None = N
             # Exit non-zero so the service manager restarts the process (exit 0 means "stopped on purpose").
             ended = ", ".join(sorted(t.get_name() for t in done))
             raise UnexpectedStop(f"{ended} stopped although no stop was requested")
+
+
+def _start_plan_processes(app: App, queue: Any) -> WorkerProcesses | None:
+    """``MANA_AI_PLAN_PROCESSES`` above 1: the worker processes beside ``serve`` (not started yet), and
+    POST /internal/tick handing its missions to all of them."""
+    import os
+
+    from mana_ai.runner.queue import worker_tick
+
+    settings = app.settings
+    processes = planning_processes(settings.plan_processes)
+    if processes <= 1:
+        return None
+    env = worker_environment(
+        os.environ, database_url=app.database_url, max_concurrency=settings.max_concurrency
+    )
+    helpers = WorkerProcesses(processes - 1, env, grace_s=settings.shutdown_grace_s)
+    app.extra["plan_processes"] = helpers
+    wait_s = settings.mission_timeout.total_seconds() + settings.claim_lease.total_seconds()
+    app.extra["tick_workers"] = worker_tick(queue, app.database_url, processes=processes, wait_s=wait_s)
+    return helpers
 
 
 @click.command()

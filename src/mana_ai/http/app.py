@@ -95,6 +95,9 @@ def create_http_app(app: App, *, owns_app: bool = False) -> FastAPI:
             },
             "worker": app.extra.get("worker_state", {"state": "not-started"}),
         }
+        helpers = app.extra.get("plan_processes")
+        if helpers is not None:
+            body["planProcesses"] = helpers.state()
         return JSONResponse(body, status_code=200 if db_ok else 503)
 
     @api.get("/metrics", summary="Prometheus metrics")
@@ -110,7 +113,7 @@ def create_http_app(app: App, *, owns_app: bool = False) -> FastAPI:
         # Constant-time comparison (W20): the time taken does not reveal how much of the key matched.
         if not x_service_key or not hmac.compare_digest(given, expected):
             return JSONResponse({"error": "invalid or missing service key"}, status_code=401)
-        stats = await app.ticker.tick()
+        stats = await app.ticker.tick(workers=app.extra.get("tick_workers"))
         return JSONResponse(stats.to_json())
 
     verifier = JwtVerifier(app.settings)

@@ -9,6 +9,8 @@ Differences from the original, all visible in :class:`PlannerLoopResult`:
   raising, so the usage of the rounds before it (and of a compaction) is not lost (W13);
 - compaction usage is added to the result usage (W13);
 - ``token_allowance`` cuts the loop off after the round that reaches it (``budget-exhausted``);
+- a round the client refuses for the agent's budget (:class:`~mana_ai.errors.BudgetExceeded`, raised before
+  anything is sent) ends the loop with ``budget``, keeping the earlier rounds;
 - a reply cut off by the token limit (``finish_reason == "length"``) without tool calls ends with
   ``truncated`` rather than passing for a finished plan;
 - a tool call whose arguments are not a JSON object is answered with a failure result instead of
@@ -31,6 +33,7 @@ from typing import Any, Final, Literal
 import orjson
 
 from mana_ai import tracing
+from mana_ai.errors import BudgetExceeded
 from mana_ai.planner.types import (
     ChatMessage,
     Compactor,
@@ -50,7 +53,7 @@ from mana_ai.planner.types import (
 logger = logging.getLogger(__name__)
 
 StopReason = Literal[
-    "assistant-stop", "no-tool-calls", "max-rounds", "budget-exhausted", "llm-error", "truncated"
+    "assistant-stop", "no-tool-calls", "max-rounds", "budget-exhausted", "budget", "llm-error", "truncated"
 ]
 
 PARALLEL_BATCH_SIZE: Final = 10
@@ -197,6 +200,10 @@ async def run_planner_loop(
         if compactor is not None and not compactions and should_compact(usage, compactor):
             try:
                 compacted = await compactor.compact(messages)
+            except BudgetExceeded:
+                rounds -= 1  # refused before anything was sent
+                stop_reason = "budget"
+                break
             except Exception as exc:
                 # The compactor talks to the same provider; treat its failure like the model's.
                 error, stop_reason = exc, "llm-error"
@@ -228,6 +235,10 @@ async def run_planner_loop(
                 response = await llm.complete(
                     request, tools_json=tools_json, model=model, temperature=temperature
                 )
+            except BudgetExceeded:
+                rounds -= 1
+                stop_reason = "budget"
+                break
             except Exception as exc:
                 tracing.mark_error(llm_span, exc)
                 error, stop_reason = exc, "llm-error"

@@ -14,8 +14,9 @@ class Plan:
     summary: str
     steps: tuple[PlannedStep, ...]
     stop_reason: str = ""
-    """Why planning ended: ``finished``, ``no-tool-calls``, ``max-rounds``, ``budget-exhausted``,
-    ``truncated`` or ``llm-error`` (steps of earlier rounds kept); stored as ``stopReason``."""
+    """Why planning ended: ``finished``, ``no-tool-calls``, ``max-rounds``, ``budget-exhausted``, ``budget``
+    (the next round was refused), ``truncated`` or ``llm-error`` (steps of earlier rounds kept); stored as
+    ``stopReason``."""
 
 
 def _always_review(_tool_name: str) -> tuple[str, str]:

@@ -16,6 +16,8 @@ from mana_ai.planner.loop import run_planner_loop
 from mana_ai.planner.prompts import ResolvedInput, build_system_prompt, build_user_prompt
 from mana_ai.planner.recorder import PlanRecorder
 from mana_ai.planner.reminders import build_reminder_channel
+from mana_ai.planner.types import LlmClient
+from mana_ai.runner.budget import RoundBudget
 from mana_ai.runner.context import InputContext, MissionText, ResearchPending, RunnerContext
 from mana_ai.runner.iteration import Plan
 from mana_ai.synclog.records import ServerAgent, ServerMission
@@ -49,6 +51,7 @@ class Failed:
 @dataclass(frozen=True)
 class Skipped:
     reason: str
+    detail: str = ""
 
 
 Outcome = Planned | Failed | Skipped
@@ -63,6 +66,8 @@ class PlanRequest:
     token_share: int | None = None
     """The run's reservation from its claim: the loop stops once it has used this many tokens."""
     inputs: list[ResolvedInput] = field(default_factory=list)
+    budget: RoundBudget | None = None
+    """The LLM client that reserves each round against the agent's cap (None: the agent has none)."""
 
 
 def linked_modules(mission: ServerMission) -> set[str]:
@@ -130,10 +135,11 @@ async def plan_mission(ctx: RunnerContext, request: PlanRequest) -> Outcome:
         allowance: int | None = max(request.token_share, 0)
     else:
         allowance = max(cap - request.tokens_used_24h, 0) if cap is not None and cap > 0 else None
-    compactor = make_compactor(ctx.llm, max_context_tokens=settings.compaction_ceiling)
+    llm: LlmClient = request.budget if request.budget is not None else ctx.llm
+    compactor = make_compactor(llm, max_context_tokens=settings.compaction_ceiling)
 
     result = await run_planner_loop(
-        ctx.llm,
+        llm,
         system_prompt=system_prompt,
         user_prompt=user_prompt,
         tools_json=toolset.json,
@@ -173,6 +179,11 @@ async def plan_mission(ctx: RunnerContext, request: PlanRequest) -> Outcome:
             call.name[:64], "unknown" if call.name not in toolset else "propose", "rejected"
         ).inc()
 
+    if result.stop_reason == "budget" and not recorder.steps and tokens == 0:
+        # Refused before the first round: like a claim the budget refused, nothing happened.
+        refused = request.budget.refused if request.budget is not None else None
+        return Skipped("budget", refused or "")
+
     if result.stop_reason == "truncated" and not recorder.steps:
         return Failed(
             "truncated",
@@ -206,6 +217,7 @@ _STOP_NOTES = {
     "no-tool-calls": "The model answered without calling a tool, so there is nothing to review.",
     "max-rounds": "Planning stopped after the last allowed round.",
     "budget-exhausted": "Planning stopped: the agent's daily token budget is used up.",
+    "budget": "Planning stopped: another round could take the agent past its daily token budget.",
     "truncated": "The model's answer was cut off by the token limit (MANA_LLM_MAX_TOKENS).",
 }
 

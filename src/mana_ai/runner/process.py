@@ -15,6 +15,7 @@ from datetime import timedelta
 from typing import Any
 
 from mana_ai import tracing
+from mana_ai.runner.budget import RoundBudget
 from mana_ai.runner.context import RunnerContext
 from mana_ai.runner.iteration import failed_iteration, plan_to_iteration
 from mana_ai.runner.pipeline import Failed, Planned, PlanRequest, Skipped, plan_mission
@@ -210,26 +211,36 @@ async def _claimed(
     if missed is not None:
         return missed
 
+    budget = _round_budget(ctx, mission, agent, claim)
     request = PlanRequest(
         mission,
         agent,
         iteration_id,
         tokens_used_24h=claim.tokens_used_24h,
         token_share=claim.token_share,
+        budget=budget,
     )
     try:
         outcome = await asyncio.wait_for(plan_mission(ctx, request), settings.mission_timeout.total_seconds())
     except TimeoutError:
         outcome = Failed(
-            "timeout", f"planning took longer than {settings.mission_timeout}", phase="calling-llm"
+            "timeout",
+            f"planning took longer than {settings.mission_timeout}",
+            # What the finished rounds of a capped run cost is known: record it rather than lose it.
+            tokens=budget.spent if budget is not None else 0,
+            phase="calling-llm",
         )
 
     if isinstance(outcome, Skipped):
         if outcome.reason == "research-pending":
             metrics.research_pending_skips.inc()
+        elif outcome.reason == "budget":
+            metrics.agent_decisions.labels("skipped-budget").inc()
         await store.release(mission)
         detail = "waiting for deep research" if outcome.reason == "research-pending" else outcome.reason
-        return MissionResult(mission.id, mission.user_id, f"skipped-{outcome.reason}", detail=detail)
+        return MissionResult(
+            mission.id, mission.user_id, f"skipped-{outcome.reason}", detail=outcome.detail or detail
+        )
 
     now = utcnow()
     now_iso = to_js_iso(now)
@@ -338,6 +349,26 @@ async def _claimed(
     except LostClaim as exc:
         logger.warning("lost claim", extra={"action": "runner.lost_claim", "mission_id": mission.id})
         return MissionResult(mission.id, mission.user_id, "lost-claim", detail=str(exc))
+
+
+def _round_budget(
+    ctx: RunnerContext, mission: ServerMission, agent: ServerAgent | None, claim: Claim
+) -> RoundBudget | None:
+    """The run's per-round reservations against its agent's cap; None (no extra round trip) without one."""
+    if agent is None or agent.max_tokens_per_day is None or claim.token_share is None:
+        return None
+    settings = ctx.settings
+    return RoundBudget(
+        ctx.llm,
+        ctx.db,
+        user_id=mission.user_id,
+        mission_id=mission.id,
+        agent_id=agent.id,
+        owner=ctx.owner,
+        cap=agent.max_tokens_per_day,
+        max_tokens=settings.llm_max_tokens or None,
+        context_tokens=settings.llm_context_tokens,
+    )
 
 
 async def _skip_missed(

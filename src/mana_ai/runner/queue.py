@@ -19,15 +19,20 @@ The process's :class:`~mana_ai.app.App` reaches the tasks through the worker's `
 from __future__ import annotations
 
 import logging
+import time
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 import procrastinate
+import psycopg
 from procrastinate import JobContext, PsycopgConnector
 from procrastinate.jobs import Status
 
 from mana_ai.db.migrate import QUEUE_SCHEMA
+from mana_ai.db.queries import q
+from mana_ai.runner.tick import BatchReport, WorkerRun
 from mana_ai.timefmt import to_js_iso, utcnow
 
 logger = logging.getLogger(__name__)
@@ -61,7 +66,9 @@ def build_queue(database_url: str, *, tick_interval_s: float, tick_enabled: bool
     queue = procrastinate.App(connector=connector)
 
     @queue.task(name="mana_ai.plan_batch", queue="plan", pass_context=True)
-    async def plan_batch(context: JobContext, missions: list[list[str]]) -> dict[str, int]:
+    async def plan_batch(
+        context: JobContext, missions: list[list[str]], tick: str | None = None
+    ) -> dict[str, int]:
         runtime = _runtime(context)
         store = runtime.ticker.store
         keys = [(user_id, mission_id) for user_id, mission_id in missions]
@@ -84,10 +91,11 @@ def build_queue(database_url: str, *, tick_interval_s: float, tick_enabled: bool
         finally:
             store.holding.difference_update(keys)
             await store.dispatch_done(keys)
-        summary: dict[str, int] = {}
-        for result in results:
-            summary[result.decision] = summary.get(result.decision, 0) + 1
-        return summary
+        report = BatchReport.of(tick or "", results)
+        if tick is not None:
+            # POST /internal/tick waits for the reports of the batches it deferred (see worker_tick).
+            await store.notify_tick_batch(report.to_payload())
+        return report.decisions
 
     async def tick(context: JobContext, timestamp: int) -> dict[str, Any]:
         runtime = _runtime(context)
@@ -116,6 +124,62 @@ def batch_deferrer(
         await task.batch_defer_async(*jobs)
 
     return defer
+
+
+def tick_batch_size(missions: int, processes: int) -> int:
+    """Batches for a tick over HTTP: two per planning process (a process that finishes early takes the other's
+    second one), never smaller than the cluster tick's (:data:`BATCH_SIZE`). The queue costs a few statements
+    per job, and every idle worker slot of every process races for each new job: many small jobs made the
+    queue itself a third of the database work of a tick."""
+    return max(BATCH_SIZE, -(-missions // (2 * max(1, processes))))
+
+
+def worker_tick(queue: procrastinate.App, database_url: str, *, processes: int, wait_s: float) -> WorkerRun:
+    """POST /internal/tick on several planning processes: defer the keys as batches tagged with a fresh tick
+    id, then wait for every batch's report (``NOTIFY`` from :func:`plan_batch`, listened for before the
+    batches exist). A batch that sends nothing for ``wait_s`` (its worker was killed; its missions' claims
+    expire and a later tick plans them) ends the wait with an error line instead of hanging the request."""
+    task = queue.tasks["mana_ai.plan_batch"]
+
+    async def run(keys: list[tuple[str, str]]) -> list[BatchReport]:
+        tick_id = uuid.uuid4().hex
+        size = tick_batch_size(len(keys), processes)
+        batches = [keys[start : start + size] for start in range(0, len(keys), size)]
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as listener:
+            await listener.execute(q("listen_tick_batches"))
+            jobs: list[dict[str, Any]] = [
+                {"missions": [list(k) for k in b], "tick": tick_id} for b in batches
+            ]
+            await task.batch_defer_async(*jobs)
+            reports = await _reports(listener, tick_id, len(batches), wait_s)
+        missing = len(batches) - len(reports)
+        if missing:
+            reports.append(
+                BatchReport(
+                    tick_id,
+                    errors=[
+                        f"{missing} planning batches sent no report within {wait_s:.0f} s; a later tick plans them"
+                    ],
+                )
+            )
+        return reports
+
+    return run
+
+
+async def _reports(listener: Any, tick_id: str, expected: int, wait_s: float) -> list[BatchReport]:
+    reports: list[BatchReport] = []
+    deadline = time.monotonic() + wait_s
+    while len(reports) < expected and (remaining := deadline - time.monotonic()) > 0:
+        async for note in listener.notifies(timeout=remaining):
+            report = BatchReport.from_payload(note.payload)
+            if report is None or report.tick != tick_id:
+                continue
+            reports.append(report)
+            deadline = time.monotonic() + wait_s  # the wait is for progress, not for the whole tick
+            if len(reports) == expected:
+                break
+    return reports
 
 
 def backlog_counter(queue: procrastinate.App) -> Callable[[], Awaitable[int]]:

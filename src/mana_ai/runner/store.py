@@ -255,6 +255,9 @@ class RunnerStore:
             q("dispatch_done"), {"users": [k[0] for k in keys], "ids": [k[1] for k in keys]}
         )
 
+    async def notify_tick_batch(self, payload: str) -> None:
+        await self.db.execute(q("notify_tick_batch"), {"payload": payload})
+
     async def next_due_at(self, now_iso: str) -> str | None:
         row = await self.db.fetchrow(q("next_due_at"), {"now": now_iso})
         return row["next_due"] if row else None

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+import orjson
+
 from mana_ai import tracing
 from mana_ai.errors import StorageError
 from mana_ai.runner.context import RunnerContext
@@ -55,6 +57,16 @@ class TickStats:
             "decisions": dict(self.decisions),
         }
 
+    def add_report(self, report: BatchReport) -> None:
+        for decision, count in report.decisions.items():
+            self.decisions[decision] += count
+            if decision == "ran":
+                self.plans_produced += count
+                self.plans_written_back += count
+            elif decision in ("failed", "paused-after-failures"):
+                self.parse_failures += count
+        self.errors.extend(report.errors)
+
     def add(self, result: MissionResult) -> None:
         self.results.append(result)
         self.decisions[result.decision] += 1
@@ -65,6 +77,45 @@ class TickStats:
             self.parse_failures += 1
         elif result.decision == "error":
             self.errors.append(f"mission={result.mission_id}: {result.detail}")
+
+
+REPORT_ERRORS = 10
+"""Error lines one batch report carries at most (a NOTIFY payload must stay under 8,000 bytes)."""
+
+
+@dataclass
+class BatchReport:
+    """What one planning batch deferred by a tick did: decisions counted, the first error lines."""
+
+    tick: str
+    decisions: dict[str, int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, tick: str, results: Iterable[MissionResult]) -> BatchReport:
+        report = cls(tick)
+        for result in results:
+            report.decisions[result.decision] = report.decisions.get(result.decision, 0) + 1
+            if result.decision == "error" and len(report.errors) < REPORT_ERRORS:
+                report.errors.append(f"mission={result.mission_id}: {result.detail}"[:300])
+        return report
+
+    def to_payload(self) -> str:
+        return orjson.dumps({"tick": self.tick, "decisions": self.decisions, "errors": self.errors}).decode()
+
+    @classmethod
+    def from_payload(cls, payload: str) -> BatchReport | None:
+        """None for anything that is not a report (another sender on the channel)."""
+        try:
+            raw = orjson.loads(payload)
+            decisions = {str(k): int(v) for k, v in raw["decisions"].items()}
+            return cls(str(raw["tick"]), decisions, [str(e) for e in raw["errors"]])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+            return None
+
+
+WorkerRun = Callable[[list[tuple[str, str]]], Awaitable[list[BatchReport]]]
+"""Hands (user id, mission id) keys to the planning processes and returns their reports once all are done."""
 
 
 def _ms_since(started: float) -> float:
@@ -182,8 +233,13 @@ class Ticker:
             metrics.snapshot_rows_skipped.labels("agents").inc(refreshed.agents.rows_skipped)
         return refreshed
 
-    async def tick(self) -> TickStats:
-        """Run one tick in this process and wait for every due mission's outcome."""
+    async def tick(self, workers: WorkerRun | None = None) -> TickStats:
+        """Run one tick and wait for every due mission's outcome.
+
+        Without ``workers`` the due missions are planned in this process. With it (``serve`` planning on
+        several processes) they are picked as the cluster dispatcher picks them (agents with a free slot,
+        nothing held by another job) and handed to the planning processes through the queue.
+        """
         now = utcnow()
         stats = TickStats(scanned_at=to_js_iso(now))
         if self._running.locked():
@@ -198,13 +254,16 @@ class Ticker:
                 if await self.refresh(stats) is None and not await self.ctx.db.ping():
                     raise StorageError("database unreachable; tick skipped")
                 phases["refresh_ms"] = _ms_since(started)
-                due = await self.store.due_missions(stats.scanned_at, self.ctx.settings.due_batch_limit)
-                stats.due_mission_count = len(due)
-                phases["due_ms"] = _ms_since(started) - phases["refresh_ms"]
-                if due:
-                    agents = await self.store.agents_for_users(m.user_id for m in due)
-                    for result in await self.dispatcher.run_all(due, agents):
-                        stats.add(result)
+                if workers is not None:
+                    await self._tick_on_workers(stats, workers)
+                else:
+                    due = await self.store.due_missions(stats.scanned_at, self.ctx.settings.due_batch_limit)
+                    stats.due_mission_count = len(due)
+                    phases["due_ms"] = _ms_since(started) - phases["refresh_ms"]
+                    if due:
+                        agents = await self.store.agents_for_users(m.user_id for m in due)
+                        for result in await self.dispatcher.run_all(due, agents):
+                            stats.add(result)
                 self.start_maintenance()
             except Exception as exc:
                 stats.errors.append(str(exc))
@@ -234,6 +293,15 @@ class Ticker:
                 },
             )
             return stats
+
+    async def _tick_on_workers(self, stats: TickStats, workers: WorkerRun) -> None:
+        keys = await self.store.dispatch_due(
+            stats.scanned_at, self.ctx.settings.due_batch_limit, DISPATCH_HOLD
+        )
+        stats.due_mission_count = len(keys)
+        if keys:
+            for report in await workers(keys):
+                stats.add_report(report)
 
     async def dispatch_tick(
         self,

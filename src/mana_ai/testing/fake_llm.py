@@ -376,8 +376,13 @@ def conversation_responder(
     arguments: Mapping[str, Any] | None = None,
     final_text: str = "Plan fertig.",
     usage: UsageSpec = (120, 30),
+    tool_rounds: int = 1,
 ) -> Responder:
-    """Default responder: one tool call for a fresh conversation, final text once a tool has answered."""
+    """Default responder: one tool call for a fresh conversation, final text once a tool has answered.
+
+    With ``tool_rounds`` > 1 it calls the tool again in every round until the history holds that many tool
+    answers (a plan of several rounds).
+    """
     first = FakeResponse(
         body=completion_body(
             tool_calls=[("call_1", tool_name, dict(arguments or {}))], finish_reason="tool_calls", usage=usage
@@ -387,6 +392,9 @@ def conversation_responder(
 
     def respond(request: Any) -> FakeResponse:
         messages = request.get("messages") if isinstance(request, dict) else None
+        if isinstance(messages, list) and tool_rounds > 1:
+            answered = sum(1 for m in messages if isinstance(m, dict) and m.get("role") == "tool")
+            return final if answered >= tool_rounds else first
         if isinstance(messages, list):
             # Skip transient reminders (system turns) appended after the history.
             for message in reversed(messages):

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 import orjson
 import pytest
 
-from mana_ai.errors import ProviderError
+from mana_ai.errors import BudgetExceeded, ProviderError
 from mana_ai.planner.loop import Finish, RunTools, classify_response, run_planner_loop, tool_message
 from mana_ai.planner.types import (
     ChatMessage,
@@ -384,6 +384,26 @@ async def test_budget_cut_off_after_the_round_that_reaches_the_allowance() -> No
     assert result.rounds == 2
     assert len(result.executed_calls) == 2  # the calls of the last round are still executed
     assert result.usage == Usage(600, 100)
+
+
+async def test_a_round_refused_for_the_budget_ends_the_loop_and_keeps_the_earlier_rounds() -> None:
+    refused = BudgetExceeded("the next round may cost up to 9000 tokens")
+    llm = ScriptedLlmClient([completion(calls=[("a", {})], usage=(300, 50)), refused])
+    result = await run(llm)
+    assert result.stop_reason == "budget"
+    assert result.rounds == 1  # the refused round sent nothing
+    assert [c.call.name for c in result.executed_calls] == ["a"]
+    assert result.usage == Usage(300, 50) and result.error is None
+
+
+async def test_a_compaction_refused_for_the_budget_ends_the_loop() -> None:
+    async def refuse(messages: list[ChatMessage]) -> CompactResult:
+        raise BudgetExceeded("taken")
+
+    llm = ScriptedLlmClient([completion(calls=[("a", {})], usage=(900, 50))])
+    result = await run(llm, compactor=Compactor(max_context_tokens=1000, compact=refuse))
+    assert (result.stop_reason, result.rounds, len(result.executed_calls)) == ("budget", 1, 1)
+    llm.assert_complete()
 
 
 async def test_budget_not_reached_runs_normally() -> None:

@@ -90,6 +90,8 @@ async def test_an_unreachable_llm_is_named_as_the_llm() -> None:
         ("no-tool-calls", False, "no-tool-calls"),
         ("max-rounds", True, "max-rounds"),
         ("budget-exhausted", True, "budget-exhausted"),
+        ("budget", True, "budget"),
+        ("budget", False, "budget"),
         ("llm-error", True, "llm-error"),
     ],
 )

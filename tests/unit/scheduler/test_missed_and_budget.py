@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from mana_ai.scheduler.budget import budget_line
+from mana_ai.scheduler.budget import TEMPLATE_TOKENS, budget_line, round_worst_case
 from mana_ai.scheduler.cadence import parse_cadence
 from mana_ai.scheduler.missed import grace_window, is_missed, missed_iteration
 
@@ -48,3 +48,10 @@ def test_budget_line() -> None:
     assert budget_line(100, 50, 1000) == "100 used + 50 reserved of 1,000 tokens per 24 h (15 %)"
     assert budget_line(700, 100, 1000).endswith("(80 %) — running out")
     assert budget_line(5, 0, None) == "5 used + 0 reserved tokens in the last 24 h (no daily cap)"
+
+
+def test_the_worst_case_of_a_round_is_its_body_in_bytes_plus_the_template_plus_the_answer() -> None:
+    assert round_worst_case(12_000, 1024, 32768) == 12_000 + TEMPLATE_TOKENS + 1024
+    # Without max_tokens only the context window bounds the answer.
+    assert round_worst_case(12_000, None, 32768) == 12_000 + TEMPLATE_TOKENS + 32768
+    assert round_worst_case(12_000, 0, 8192) == 12_000 + TEMPLATE_TOKENS + 8192

@@ -9,6 +9,7 @@ REVOKE UPDATE, DELETE, TRUNCATE ON mana_ai.decrypt_audit FROM mana_ai_app;
 GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA mana_ai TO mana_ai_app;
 GRANT EXECUTE ON FUNCTION mana_ai.claim_mission_run(TEXT, TEXT, TEXT, TEXT, INT, BIGINT, TEXT, INTERVAL) TO mana_ai_app;
 GRANT EXECUTE ON FUNCTION mana_ai.restore_refresh_cursor() TO mana_ai_app;
+GRANT EXECUTE ON FUNCTION mana_ai.reserve_budget_round(TEXT, TEXT, TEXT, TEXT, BIGINT, BIGINT, BIGINT) TO mana_ai_app;
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA mana_ai_queue TO mana_ai_app;
 GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA mana_ai_queue TO mana_ai_app;
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA mana_ai_queue TO mana_ai_app;

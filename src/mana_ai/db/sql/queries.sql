@@ -64,6 +64,15 @@ ON CONFLICT (user_id, agent_id) DO UPDATE SET
 -- name: advance_refresh_cursor
 UPDATE mana_ai.refresh_cursor SET horizon = %(horizon)s::text::xid8 WHERE name = 'snapshots'
 
+-- name: listen_tick_batches
+-- POST /internal/tick on several planning processes waits here for the reports of the batches it deferred.
+LISTEN mana_ai_tick_batches
+
+-- name: notify_tick_batch
+-- A planning batch deferred by POST /internal/tick reports its decisions (a small JSON object, no text of
+-- any mission) to the process that waits for it.
+SELECT pg_notify('mana_ai_tick_batches', %(payload)s)
+
 -- name: prune_feed
 -- Rows below the cursor are folded into the snapshots already.
 DELETE FROM mana_ai.sync_feed
@@ -285,6 +294,13 @@ SELECT (SELECT coalesce(sum(t.tokens_used), 0) FROM mana_ai.token_usage t
        (SELECT coalesce(sum(r.token_share), 0) FROM mana_ai.mission_runs r
         WHERE r.user_id = %(user_id)s AND r.agent_id = %(agent_id)s AND r.state = 'running'
           AND r.lease_until > now())::bigint AS reserved
+
+-- name: budget_round
+-- Before an LLM round of a run whose agent has a daily cap: settle the run's earlier rounds to what they
+-- cost and reserve this round's worst case, if it is admitted (mana_ai.reserve_budget_round, migration 0011).
+SELECT admitted, tokens_used_24h, tokens_held, detail
+FROM mana_ai.reserve_budget_round(%(user_id)s, %(mission_id)s, %(agent_id)s, %(owner)s, %(cap)s, %(spent)s,
+                                  %(worst)s)
 
 -- name: llm_pace
 -- Take one slot of a cluster-wide limit (GCRA): the arrival time moves forward by the request's cost; the
