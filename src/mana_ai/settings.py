@@ -96,6 +96,8 @@ class Settings(BaseSettings):
     """The model's context window. The offered tools are cut to fit it, compaction scales with it."""
     llm_max_tools: int = Field(0, validation_alias=_env("MANA_LLM_MAX_TOOLS"), ge=0)
     """At most this many tools offered per run, the best-ranked for the mission; 0: as many as fit."""
+    llm_max_argument_chars: int = Field(0, validation_alias=_env("MANA_LLM_MAX_ARGUMENT_CHARS"), ge=0)
+    """Longest string tool argument, sent as maxLength in the tool schemas and checked; 0: no limit."""
     compact_max_ctx: int | None = Field(None, validation_alias=_env("MANA_AI_COMPACT_MAX_CTX"), ge=0)
     """Context-compaction ceiling in tokens (default: MANA_LLM_CONTEXT_TOKENS); 0 disables compaction."""
     policy_mode: Literal["off", "log-only", "enforce"] = Field(

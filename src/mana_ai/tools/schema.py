@@ -8,10 +8,17 @@ request body, so the catalog is never re-encoded per request.
 ``toolset_for_policy`` memoises tool sets per (agent policy, candidate tools): a tick with
 thousands of missions but a handful of distinct agent policies builds a handful of tool sets.
 The memo is bounded and holds only immutable values, so sharing it between missions is safe.
+
+``limit_strings`` gives every free-form string parameter a ``maxLength`` (``MANA_LLM_MAX_ARGUMENT_CHARS``).
+Servers that constrain tool-call arguments with a grammar built from the schema (llama-cpp-python's,
+llama.cpp's) then cannot write a string without end; without it, a small model that starts repeating
+itself inside a string keeps the server busy until its context window is full, whatever ``max_tokens``
+says (see the README's "LLM servers").
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
@@ -24,7 +31,7 @@ from mana_ai.tools.catalog import CATALOG, PROPOSABLE
 from mana_ai.tools.policy import filter_tools, promoted_tools
 from mana_ai.tools.types import ToolSchema
 
-__all__ = ["ToolSet", "clear_toolset_cache", "to_function_schema", "toolset_for_policy"]
+__all__ = ["ToolSet", "clear_toolset_cache", "limit_strings", "to_function_schema", "toolset_for_policy"]
 
 _JSON_TYPES = frozenset({"string", "number", "boolean", "array", "object"})
 
@@ -41,8 +48,8 @@ def to_function_schema(tool: ToolSchema) -> dict[str, Any]:
     Returns:
         ``{"type": "function", "function": {"name", "description", "parameters": {"type":
         "object", "properties": {...}, "required": [...]}}}``; each property has ``type`` and
-        ``description``, plus ``enum`` only when the parameter has allowed values; ``required``
-        lists required parameter names in catalog order.
+        ``description``, plus ``enum`` only when the parameter has allowed values and ``maxLength``
+        only when it has a length limit; ``required`` lists required parameter names in catalog order.
 
     Raises:
         ValueError: a parameter type is not one of string, number, boolean, array, object.
@@ -57,6 +64,8 @@ def to_function_schema(tool: ToolSchema) -> dict[str, Any]:
         prop: dict[str, Any] = {"type": param.type, "description": param.description}
         if param.enum:
             prop["enum"] = list(param.enum)
+        if param.max_length is not None:
+            prop["maxLength"] = param.max_length
         properties[param.name] = prop
         if param.required:
             required.append(param.name)
@@ -194,8 +203,51 @@ def toolset_for_policy(policy: Mapping[str, Any] | None, tools: Sequence[ToolSch
     return toolset
 
 
+# key: (tool set, limit); the key holds the tool set itself, so its id cannot be reused meanwhile.
+_limited: OrderedDict[tuple[ToolSet, int], ToolSet] = OrderedDict()
+
+
+def limit_strings(toolset: ToolSet, max_chars: int) -> ToolSet:
+    """The same tools, each free-form string parameter limited to ``max_chars`` characters (memoised).
+
+    A parameter with an ``enum`` is bounded already and stays as it is; a smaller existing limit is kept.
+
+    Args:
+        toolset: the tools to limit.
+        max_chars: the longest string argument; 0 (or less) means no limit.
+
+    Returns:
+        ``toolset`` itself when ``max_chars`` is 0 or nothing changes, else a new set with the same tools
+        in the same order (the same one for the same arguments).
+    """
+    if max_chars <= 0:
+        return toolset
+    key = (toolset, max_chars)
+    with _lock:
+        hit = _limited.get(key)
+        if hit is not None:
+            _limited.move_to_end(key)
+            return hit
+    tools = tuple(_limit_tool(tool, max_chars) for tool in toolset.tools)
+    limited = toolset if tools == toolset.tools else ToolSet(tools)
+    with _lock:
+        _remember(_limited, key, limited)
+    return limited
+
+
+def _limit_tool(tool: ToolSchema, max_chars: int) -> ToolSchema:
+    params = tuple(
+        dataclasses.replace(p, max_length=min(p.max_length or max_chars, max_chars))
+        if p.type == "string" and not p.enum
+        else p
+        for p in tool.params
+    )
+    return tool if params == tool.params else dataclasses.replace(tool, params=params)
+
+
 def clear_toolset_cache() -> None:
     """Forget all memoised tool sets (for tests)."""
     with _lock:
         _by_policy.clear()
         _by_tools.clear()
+        _limited.clear()

@@ -19,6 +19,8 @@ class ToolParam:
     description: str
     enum: tuple[str, ...] = ()
     """Allowed values; empty means any value of ``type``."""
+    max_length: int | None = None
+    """Longest allowed string in characters (JSON Schema ``maxLength``); ``None``: no limit."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,8 @@ result.
 Deliberate differences from the web app's executor: no coercion (``"5"`` is not a number and
 ``"true"`` is not a boolean, because the recorded step must be runnable as it is); ``null`` for
 an optional parameter counts as "not given"; an empty or whitespace-only string for a required
-parameter counts as missing; unknown parameters are reported.
+parameter counts as missing; unknown parameters are reported; a string longer than the parameter's
+``max_length`` (set on the offered tools by ``MANA_LLM_MAX_ARGUMENT_CHARS``) is reported.
 
 Pure functions, no I/O.
 """
@@ -56,7 +57,7 @@ def validate_arguments(tool: ToolSchema, arguments: Mapping[str, Any] | None) ->
             object.
 
     Returns:
-        Problems in parameter order (missing, wrong type, not in enum), then unknown parameters
+        Problems in parameter order (missing, wrong type, not in enum, too long), then unknown parameters
         in the order given; empty when the arguments are valid.
     """
     if not isinstance(arguments, Mapping):
@@ -79,6 +80,8 @@ def validate_arguments(tool: ToolSchema, arguments: Mapping[str, Any] | None) ->
             continue
         if param.enum and value not in param.enum:
             problems.append("Parameter {} must be one of: {}".format(param.name, ", ".join(param.enum)))
+        elif param.max_length is not None and isinstance(value, str) and len(value) > param.max_length:
+            problems.append(f"Parameter {param.name} must be at most {param.max_length} characters")
     for name in arguments:
         if name not in known:
             problems.append(f"Unknown parameter: {name}")

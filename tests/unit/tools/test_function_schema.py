@@ -10,7 +10,13 @@ import orjson
 import pytest
 
 from mana_ai.tools.catalog import CATALOG, PROPOSABLE, PROPOSABLE_NAMES
-from mana_ai.tools.schema import ToolSet, clear_toolset_cache, to_function_schema, toolset_for_policy
+from mana_ai.tools.schema import (
+    ToolSet,
+    clear_toolset_cache,
+    limit_strings,
+    to_function_schema,
+    toolset_for_policy,
+)
 from mana_ai.tools.types import ToolParam, ToolSchema
 
 
@@ -189,3 +195,47 @@ def test_serialisation_happens_once_per_distinct_policy(monkeypatch: pytest.Monk
     for i in range(1000):
         toolset_for_policy(policies[i % 3])
     assert calls == 61 + (62 - 5) + 62
+
+
+def test_max_length_sent_only_when_set() -> None:
+    spec = to_function_schema(
+        _tool(ToolParam("title", "string", True, "T.", max_length=200), ToolParam("x", "string", False, "X."))
+    )
+    props = spec["function"]["parameters"]["properties"]
+    assert props["title"] == {"type": "string", "description": "T.", "maxLength": 200}
+    assert "maxLength" not in props["x"]
+
+
+def test_limit_strings_bounds_free_form_strings_only() -> None:
+    tool = _tool(
+        ToolParam("title", "string", True, "T."),
+        ToolParam("priority", "string", False, "P.", ("low", "high")),
+        ToolParam("code", "string", False, "C.", max_length=8),
+        ToolParam("count", "number", False, "N."),
+        ToolParam("items", "array", False, "I."),
+    )
+    limited = limit_strings(ToolSet([tool]), 500)
+    props = limited.specs[0]["function"]["parameters"]["properties"]
+    assert props["title"]["maxLength"] == 500
+    assert props["code"]["maxLength"] == 8  # a smaller limit of the catalog stays
+    assert [name for name, p in props.items() if "maxLength" in p] == ["title", "code"]
+    assert limited.by_name["do_thing"].params[0].max_length == 500
+    assert limited.names == {"do_thing"}
+
+
+def test_limit_strings_zero_or_no_strings_returns_the_same_set() -> None:
+    ts = toolset_for_policy(None)
+    assert limit_strings(ts, 0) is ts
+    no_strings = ToolSet([_tool(ToolParam("count", "number", True, "N."))])
+    assert limit_strings(no_strings, 100) is no_strings
+
+
+def test_limit_strings_memoised_per_set_and_limit() -> None:
+    ts = toolset_for_policy(None)
+    first = limit_strings(ts, 300)
+    assert first is not ts
+    assert limit_strings(ts, 300) is first
+    assert limit_strings(ts, 400) is not first
+    assert [t.name for t in first] == [t.name for t in ts]
+    assert b'"maxLength":300' in first.json
+    assert b"maxLength" not in ts.json

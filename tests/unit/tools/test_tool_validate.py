@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from mana_ai.tools.catalog import CATALOG_BY_NAME
+from mana_ai.tools.schema import ToolSet, limit_strings
 from mana_ai.tools.validate import validate_arguments
 
 T = CATALOG_BY_NAME
@@ -93,3 +94,13 @@ def test_unknown_parameters_reported_after_param_problems() -> None:
         "Unknown parameter: id",
         "Unknown parameter: force",
     ]
+
+
+def test_string_longer_than_its_limit() -> None:
+    tool = limit_strings(ToolSet([T["create_task"]]), 10).by_name["create_task"]
+    assert validate_arguments(tool, {"title": "x" * 10, "priority": "high"}) == []
+    assert validate_arguments(tool, {"title": "x" * 11, "description": "ü" * 10}) == [
+        "Parameter title must be at most 10 characters"
+    ]
+    # The catalog itself sets no limit: edits in the workbench are validated against it.
+    assert validate_arguments(T["create_task"], {"title": "x" * 5000}) == []
