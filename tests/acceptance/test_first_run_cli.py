@@ -127,6 +127,26 @@ async def test_missions_run_plans_one_mission_with_live_progress(env, db):
     paused.one_error_line("is paused", "missions resume")
 
 
+async def test_missions_run_leaves_a_mission_being_planned_alone(env, db, admin_db):
+    # A run in flight elsewhere (the service): making the mission due again would turn that run's plan into a
+    # stale write-back that is thrown away.
+    await put_row(
+        db, "local", "aiMissions", "m1", "insert", mission("m1", nextRunAt="2026-01-01T00:00:00.000Z")
+    )
+    await admin_db.execute(
+        "INSERT INTO mana_ai.mission_runs (user_id, mission_id, due_at, state, owner, lease_until)"
+        " VALUES ('local', 'm1', '2026-01-01T00:00:00.000Z', 'running', 'vm:1:serve', now() + interval '1 minute')"
+    )
+    async with FakeLlmServer(default=conversation_responder()) as llm:
+        result = await run(llm_env(env, llm), "missions", "run", "m1")
+        assert llm.requests == []
+    result.one_error_line("being planned right now", "missions show")
+    rows = await admin_db.fetch(
+        "SELECT count(*) AS n FROM public.sync_changes WHERE record_id = 'm1' AND client_id <> 'test-client'"
+    )
+    assert rows[0]["n"] == 0  # nothing written: its nextRunAt is untouched
+
+
 async def test_a_second_serve_on_a_taken_port_says_so_in_one_line(env):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -63,6 +63,13 @@ async def missions_run(mission: str, user: str) -> None:
         await refresh_snapshots(app.db)
         found = _pick(await _missions(app, user), mission, "mission", "title")
         mission_id = str(found["id"])
+        running = await app.ticker.store.running_claim(user, mission_id)
+        if running is not None:
+            # Making it due again would turn that run's plan into a stale write-back, thrown away.
+            raise InvalidOption(
+                f"mission {mission_id[:8]} is being planned right now by {running[0]} (claim until {running[1]});"
+                f" its plan will show in `mana-ai missions show {mission_id[:8]}`"
+            )
 
         def due_now(current: Mapping[str, Any]) -> tuple[dict[str, Any] | None, str]:
             state = str(current.get("state", "active"))

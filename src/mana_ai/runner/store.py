@@ -111,6 +111,11 @@ class RunnerStore:
         rows = await self.db.fetch(q("due_missions"), {"now": now_iso, "limit": limit})
         return [ServerMission.from_record(r["user_id"], r["record"]) for r in rows]
 
+    async def running_claim(self, user_id: str, mission_id: str) -> tuple[str, str] | None:
+        """(owner, lease end ``HH:MM:SSZ``) while some worker is planning the mission, else None."""
+        row = await self.db.fetchrow(q("running_claim"), {"user_id": user_id, "mission_id": mission_id})
+        return (str(row["owner"]), str(row["lease_until"])) if row else None
+
     async def missions_by_key(self, keys: Iterable[tuple[str, str]]) -> list[ServerMission]:
         pairs = list(keys)
         if not pairs:

@@ -252,6 +252,12 @@ RETURNING id
 -- Serialises our own writers of one record (write-back, approvals) so none appends from a stale base.
 SELECT pg_advisory_xact_lock(hashtextextended('mana_ai.record:' || %(user_id)s || ':' || %(record_id)s, 0))
 
+-- name: running_claim
+-- The live claim of a mission, if a worker is planning it right now (`mana-ai missions run` leaves it alone).
+SELECT owner, to_char(lease_until AT TIME ZONE 'UTC', 'HH24:MI:SS"Z"') AS lease_until
+FROM mana_ai.mission_runs
+WHERE user_id = %(user_id)s AND mission_id = %(mission_id)s AND state = 'running' AND lease_until > now()
+
 -- name: claim_run
 SELECT decision, tokens_used_24h, attempt, consecutive_failures, token_share, tokens_reserved, detail
 FROM mana_ai.claim_mission_run(%(user_id)s, %(mission_id)s, %(due_at)s, %(agent_id)s, %(max_concurrent)s,
