@@ -41,7 +41,15 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+README_SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+
+
+def screenshot_dir(tmp_path: Path) -> Path:
+    """``docs/screenshots`` with ``MANA_AI_UPDATE_SCREENSHOTS=1`` (the README's pictures), else a temporary
+    folder: a test run leaves the checkout as it found it."""
+    return README_SCREENSHOTS if os.environ.get("MANA_AI_UPDATE_SCREENSHOTS") == "1" else tmp_path
+
+
 USER = "local"
 FEEDBACK = "Lesen mache ich lieber abends selbst"
 
@@ -83,11 +91,14 @@ async def name_tool_propose(db: Database, agent_id: str, tool: str) -> None:
         )
 
 
-async def test_workbench_end_to_end_in_chromium(db: Database, admin_db: Database, app_db_url: str) -> None:
+async def test_workbench_end_to_end_in_chromium(
+    db: Database, admin_db: Database, app_db_url: str, tmp_path: Path
+) -> None:
     executable = chromium_or_fail()
     from playwright.async_api import async_playwright
 
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    shots = screenshot_dir(tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
     async with FakeLlmServer() as llm, running_app(app_db_url, llm) as app, serve_http(app) as base:
         wb = app.extra[STATE_KEY]
         async with async_playwright() as pw:
@@ -167,7 +178,7 @@ async def test_workbench_end_to_end_in_chromium(db: Database, admin_db: Database
                 assert "4 open proposal(s)" in await page.inner_text("#open-count")
                 group = page.locator('section.group[data-mission="' + mission_id + '"]')
                 assert "Koch" in await group.inner_text() and "♨" in await group.inner_text()
-                await page.screenshot(path=str(SCREENSHOTS / "workbench-inbox.png"), full_page=True)
+                await page.screenshot(path=str(shots / "workbench-inbox.png"), full_page=True)
 
                 # Edit and approve the first create_task (htmx swaps the card in place).
                 card = page.locator('article[data-step="' + tasks[0].ref.step_id + '"]')
@@ -241,7 +252,7 @@ async def test_workbench_end_to_end_in_chromium(db: Database, admin_db: Database
                 await page.goto(base + "/workbench/timeline?mission=" + mission_id)
                 text = await page.inner_text(".timeline")
                 assert "GoalReached" in text and "approved create_task" in text and FEEDBACK in text
-                await page.screenshot(path=str(SCREENSHOTS / "workbench-timeline.png"), full_page=True)
+                await page.screenshot(path=str(shots / "workbench-timeline.png"), full_page=True)
 
                 audit = AuditLog(app.db)
                 for status, reason, record in (
@@ -254,9 +265,9 @@ async def test_workbench_end_to_end_in_chromium(db: Database, admin_db: Database
                 await page.goto(base + "/workbench/audit")
                 assert await page.locator("#audit tbody tr").count() == 3
                 assert "record-not-in-grant-allowlist" in await page.inner_text("#audit")
-                await page.screenshot(path=str(SCREENSHOTS / "workbench-audit.png"), full_page=True)
+                await page.screenshot(path=str(shots / "workbench-audit.png"), full_page=True)
                 assert problems == [], problems
             finally:
                 await browser.close()
     for name in ("workbench-inbox.png", "workbench-timeline.png", "workbench-audit.png"):
-        assert (SCREENSHOTS / name).stat().st_size > 10_000, name
+        assert (shots / name).stat().st_size > 10_000, name
