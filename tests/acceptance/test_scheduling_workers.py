@@ -13,7 +13,7 @@ import pytest
 from mana_ai.testing.fake_llm import FakeLlmServer, conversation_responder
 from mana_ai.timefmt import to_js_iso, utcnow
 from tests.acceptance.processes import start_worker
-from tests.acceptance.test_workers import stop, wait_until, written_per_mission
+from tests.acceptance.test_workers import stop, wait_for_claims, wait_until, written_per_mission
 from tests.integration.helpers import mission, put_row
 from tests.integration.runner_helpers import agent_record
 from tests.integration.test_scheduling import (
@@ -154,13 +154,7 @@ async def test_sigkilled_workers_missions_are_planned_by_another_within_90_s(db,
     async with FakeLlmServer(default=conversation_responder(), latency_s=3600) as hanging:
         victim = await start_worker(app_db_url, hanging.url, TICK_INTERVAL_MS="1000")
 
-        async def claimed() -> bool:
-            row = await admin_db.fetchrow(
-                "SELECT count(*) AS n FROM mana_ai.mission_runs WHERE state = 'running'"
-            )
-            return row["n"] == 4
-
-        await wait_until(claimed, 60)
+        await wait_for_claims(admin_db, 4)
         victim.send_signal(signal.SIGKILL)
         await victim.wait()
         killed_at = (await admin_db.fetchrow("SELECT now() AS t"))["t"]
@@ -184,13 +178,7 @@ async def test_sigint_releases_claims_that_will_not_finish(db, app_db_url, admin
     async with FakeLlmServer(default=conversation_responder(), latency_s=3600) as hanging:
         proc = await start_worker(app_db_url, hanging.url, MANA_AI_SHUTDOWN_GRACE_S="1")
 
-        async def claimed() -> bool:
-            row = await admin_db.fetchrow(
-                "SELECT count(*) AS n FROM mana_ai.mission_runs WHERE state = 'running'"
-            )
-            return row["n"] == 3
-
-        await wait_until(claimed, 60)
+        await wait_for_claims(admin_db, 3)
         proc.send_signal(signal.SIGINT)
         await asyncio.wait_for(proc.wait(), 60)
     assert proc.returncode == 0

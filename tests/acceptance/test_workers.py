@@ -38,6 +38,18 @@ async def wait_until(predicate, limit_s: float) -> None:
     raise AssertionError("condition not reached in time")
 
 
+async def wait_for_claims(admin_db, count: int, limit_s: float = 60) -> None:
+    """Until at least ``count`` runs are claimed and running (a worker is planning them)."""
+
+    async def claimed() -> bool:
+        row = await admin_db.fetchrow(
+            "SELECT count(*) AS n FROM mana_ai.mission_runs WHERE state = 'running'"
+        )
+        return row["n"] >= count
+
+    await wait_until(claimed, limit_s)
+
+
 async def stop(procs) -> None:
     for proc in procs:
         if proc.returncode is None:
@@ -78,13 +90,7 @@ async def test_killed_worker_leaves_its_missions_to_another(db, app_db_url, admi
     async with FakeLlmServer(default=conversation_responder(), latency_s=3.0) as slow:
         victim = await start_worker(app_db_url, slow.url, MANA_AI_MISSION_TIMEOUT="4s")
 
-        async def claimed() -> bool:
-            row = await admin_db.fetchrow(
-                "SELECT count(*) AS n FROM mana_ai.mission_runs WHERE state = 'running'"
-            )
-            return row["n"] >= 1
-
-        await wait_until(claimed, 60)
+        await wait_for_claims(admin_db, 1)
         victim.send_signal(signal.SIGKILL)
         await victim.wait()
     assert await written_per_mission(admin_db) == {}
@@ -107,13 +113,7 @@ async def test_sigterm_drains_in_flight_plans(db, app_db_url, admin_db):
     async with FakeLlmServer(default=conversation_responder(), latency_s=1.0) as llm:
         proc = await start_worker(app_db_url, llm.url, MANA_AI_SHUTDOWN_GRACE_S="20")
 
-        async def claimed() -> bool:
-            row = await admin_db.fetchrow(
-                "SELECT count(*) AS n FROM mana_ai.mission_runs WHERE state = 'running'"
-            )
-            return row["n"] >= 4
-
-        await wait_until(claimed, 60)
+        await wait_for_claims(admin_db, 4)
         proc.send_signal(signal.SIGTERM)
         await asyncio.wait_for(proc.wait(), 40)
     assert proc.returncode == 0

@@ -24,8 +24,8 @@ from typing import Any, Final
 from mana_ai.db.connector import Database
 from mana_ai.db.queries import q
 from mana_ai.synclog.actor import system_actor
-from mana_ai.synclog.lww import RecordState, apply_change, next_stamp
-from mana_ai.synclog.store import update_fields
+from mana_ai.synclog.lww import RecordState, apply_change
+from mana_ai.synclog.store import update_iterations
 from mana_ai.synclog.validate import prepare_row
 from mana_ai.timefmt import to_js_iso, utcnow
 from mana_ai.workbench.proposals import overall_status
@@ -199,14 +199,13 @@ async def _restore_one(db: Database, key: Key, marks: list[Mark]) -> RestoreStat
         iterations, stats = restored_iterations(state.record.get("iterations"), merged_history(arrays), marks)
         if not (stats.iterations or stats.decisions):
             return stats
-        await update_fields(
+        await update_iterations(
             conn,
             user_id=user_id,
-            app_id="ai",
-            table="aiMissions",
-            record_id=mission_id,
-            fields={"iterations": iterations},
-            at=next_stamp(state.field_meta, ("iterations",), to_js_iso(utcnow())),
+            mission_id=mission_id,
+            state=state,
+            iterations=iterations,
+            now_iso=to_js_iso(utcnow()),
             client_id=RESTORE_CLIENT_ID,
             actor=system_actor(RESTORE_ACTOR),
         )

@@ -15,7 +15,7 @@ from psycopg.types.json import Jsonb, set_json_loads
 from mana_ai.db.connector import AsyncConn
 from mana_ai.db.queries import q
 from mana_ai.synclog.actor import origin_of
-from mana_ai.synclog.lww import ChangeRow, RecordState, apply_row
+from mana_ai.synclog.lww import ChangeRow, RecordState, apply_row, next_stamp
 from mana_ai.synclog.validate import MAX_ROW_BYTES, check_row, clean_data, clean_field_meta
 
 RUNNER_CLIENT_ID = "mana-ai-runner"
@@ -136,6 +136,31 @@ async def update_fields(
         op="update",
         data=fields,
         field_meta={name: at for name in fields},
+        client_id=client_id,
+        actor=actor,
+    )
+
+
+async def update_iterations(
+    conn: AsyncConn,
+    *,
+    user_id: str,
+    mission_id: str,
+    state: RecordState,
+    iterations: Any,
+    now_iso: str,
+    client_id: str,
+    actor: Mapping[str, Any],
+) -> str:
+    """A mission's whole ``iterations`` field rewritten, stamped after every stamp the record has for it."""
+    return await update_fields(
+        conn,
+        user_id=user_id,
+        app_id="ai",
+        table="aiMissions",
+        record_id=mission_id,
+        fields={"iterations": iterations},
+        at=next_stamp(state.field_meta, ("iterations",), now_iso),
         client_id=client_id,
         actor=actor,
     )

@@ -36,9 +36,9 @@ from mana_ai.db.connector import AsyncConn, Database
 from mana_ai.db.queries import q
 from mana_ai.errors import CryptoError, ManaAiError
 from mana_ai.synclog.actor import ai_actor, user_actor
-from mana_ai.synclog.lww import RecordState, next_stamp
+from mana_ai.synclog.lww import RecordState
 from mana_ai.synclog.records import ServerAgent
-from mana_ai.synclog.store import replay_record, update_fields
+from mana_ai.synclog.store import replay_record, update_iterations
 from mana_ai.synclog.validate import MAX_DEPTH, too_deep
 from mana_ai.timefmt import to_js_iso, utcnow
 from mana_ai.tools.catalog import CATALOG_BY_NAME
@@ -472,14 +472,13 @@ class Decider:
         iterations: Any,
         now: dt.datetime,
     ) -> None:
-        await update_fields(
+        await update_iterations(
             conn,
             user_id=user_id,
-            app_id="ai",
-            table="aiMissions",
-            record_id=mission_id,
-            fields={"iterations": iterations},
-            at=next_stamp(state.field_meta, ("iterations",), to_js_iso(now)),
+            mission_id=mission_id,
+            state=state,
+            iterations=iterations,
+            now_iso=to_js_iso(now),
             client_id=WORKBENCH_CLIENT_ID,
             actor=user_actor(user_id),
         )
