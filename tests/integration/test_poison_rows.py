@@ -109,13 +109,16 @@ async def test_oversized_row_is_skipped(db: Database) -> None:
     assert await mission_ids(db) == {"m1"}
 
 
-@pytest.mark.parametrize("flush_records", [2, 1000])
-async def test_large_batch_is_folded_in_bounded_chunks(db: Database, flush_records: int) -> None:
-    # Many rows of one record and of many records, folded three rows at a time (and written out every two
-    # records): the same snapshots as one fold, each record counted as new once.
+@pytest.mark.parametrize(("flush_records", "fold_slice"), [(2, 500), (1000, 500), (1000, 2)])
+async def test_large_batch_is_folded_in_bounded_chunks(
+    db: Database, flush_records: int, fold_slice: int
+) -> None:
+    # Many rows of one record and of many records, read three rows at a time (the next three while these
+    # are folded, in slices of two rows when fold_slice is 2) and written out every two records: the same
+    # snapshots as one fold, each record counted as new once.
     for i in range(10):
         await put_row(db, "alice", "aiMissions", f"m{i % 4}", "insert", mission(f"m{i % 4}", title=f"t{i}"))
-    stats = await refresh_snapshots(db, chunk_rows=3, flush_records=flush_records)
+    stats = await refresh_snapshots(db, chunk_rows=3, flush_records=flush_records, fold_slice=fold_slice)
     assert stats.missions.rows_applied == 10
     assert (stats.missions.new_snapshots, stats.missions.updated_snapshots) == (4, 0)
     rows = await db.fetch("SELECT mission_id, record FROM mana_ai.mission_snapshots ORDER BY mission_id")

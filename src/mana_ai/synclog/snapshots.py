@@ -81,12 +81,19 @@ CHUNK_ROWS = 5_000
 """Feed rows read and folded per step. A bootstrap of hundreds of thousands of rows is read through a
 server-side cursor and folded chunk by chunk, releasing the event loop between chunks, instead of one fetch
 and one fold holding the loop for seconds and every row in memory (one user's 200k-row batch once did)."""
+FOLD_SLICE = 500
+"""Rows folded between two turns of the event loop (about a millisecond): the fetch of the next chunk
+and any request waiting run in between."""
 FLUSH_RECORDS = 20_000
 """Merged records kept in memory before they are written out; later rows of a written record reload it."""
 
 
 async def refresh_snapshots(
-    db: Database, *, chunk_rows: int = CHUNK_ROWS, flush_records: int = FLUSH_RECORDS
+    db: Database,
+    *,
+    chunk_rows: int = CHUNK_ROWS,
+    flush_records: int = FLUSH_RECORDS,
+    fold_slice: int = FOLD_SLICE,
 ) -> RefreshStats:
     """Fold every committed feed row not yet applied into the snapshot tables.
 
@@ -108,23 +115,27 @@ async def refresh_snapshots(
         # measurable share of the whole refresh.
         feed = conn.cursor("mana_ai_feed_window", row_factory=tuple_row)
         await feed.execute(q("feed_window"), {"old": old, "new": new})
-        while True:
-            with _gc_paused():
-                rows: list[FeedRow] = await feed.fetchmany(chunk_rows)
-            if not rows:
-                break
-            by_table: dict[str, list[FeedRow]] = {"aiMissions": [], "agents": []}
-            for row in rows:
-                bucket = by_table.get(row[0])
-                if bucket is not None:
-                    bucket.append(row)
-            del rows
-            for table, table_rows in by_table.items():
-                if table_rows:
-                    await folds[table].add(table_rows)
+        with _gc_paused():
+            rows: list[FeedRow] = await feed.fetchmany(chunk_rows)
+            while rows:
+                by_table = _split_by_table(rows)
+                del rows
+                for table, table_rows in by_table.items():
+                    await folds[table].load(table_rows)
+                # PostgreSQL reads the next chunk while this one is folded: the fold yields every
+                # FOLD_SLICE rows, so the fetch keeps draining the socket instead of stalling the server.
+                following = asyncio.ensure_future(feed.fetchmany(chunk_rows))
+                try:
+                    for table, table_rows in by_table.items():
+                        await folds[table].fold(table_rows, fold_slice)
+                    rows = await following
+                except BaseException:
+                    following.cancel()
+                    await asyncio.wait([following])
+                    raise
+                for table in by_table:
                     if len(folds[table].last_applied) >= flush_records:
                         await folds[table].flush()
-            await asyncio.sleep(0)  # let requests in between chunks
         await feed.close()
         for fold in folds.values():
             await fold.flush()
@@ -135,6 +146,15 @@ async def refresh_snapshots(
     if stats.rows_applied or stats.missions.rows_skipped or stats.agents.rows_skipped:
         logger.info("snapshots refreshed", extra={"action": "snapshots.refresh", **stats.as_dict()})
     return stats
+
+
+def _split_by_table(rows: list[FeedRow]) -> dict[str, list[FeedRow]]:
+    by_table: dict[str, list[FeedRow]] = {table: [] for table in TABLES}
+    for row in rows:
+        bucket = by_table.get(row[0])
+        if bucket is not None:
+            bucket.append(row)
+    return {table: table_rows for table, table_rows in by_table.items() if table_rows}
 
 
 async def _restore(db: Database, changed: set[Key], stats: RefreshStats) -> None:
@@ -187,7 +207,8 @@ class _TableFold:
         self.counted: set[Key] = set()
         """Records already counted as new or updated (a record written by two flushes counts once)."""
 
-    async def add(self, rows: list[FeedRow]) -> None:
+    async def load(self, rows: list[FeedRow]) -> None:
+        """Read the snapshots of the records ``rows`` touch that are not in memory yet."""
         keys = [k for k in dict.fromkeys((row[1], row[2]) for row in rows) if k not in self.loaded]
         if keys:
             cur = await self.conn.execute(
@@ -199,8 +220,12 @@ class _TableFold:
                 if key not in self.counted:
                     self.existed.add(key)
             self.loaded.update(keys)
-        with _gc_paused():
-            _fold(self.table, rows, self.states, self.last_applied, self.stats)
+
+    async def fold(self, rows: list[FeedRow], slice_rows: int) -> None:
+        """Merge ``rows`` (their records loaded) in slices, letting the event loop run between them."""
+        for start in range(0, len(rows), slice_rows):
+            _fold(self.table, rows[start : start + slice_rows], self.states, self.last_applied, self.stats)
+            await asyncio.sleep(0)
 
     async def flush(self) -> None:
         """Write every changed record (one upsert), then forget them all: later rows reload from the table."""
