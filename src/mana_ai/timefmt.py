@@ -7,7 +7,6 @@ JavaScript's ``Date.prototype.toISOString()``: ``YYYY-MM-DDTHH:MM:SS.mmmZ`` (UTC
 from __future__ import annotations
 
 import datetime as dt
-import re
 
 UTC = dt.UTC
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
@@ -41,12 +40,21 @@ def parse_iso(value: str) -> dt.datetime:
     return parsed.astimezone(UTC)
 
 
-_JS_ISO = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+JS_ISO_SHAPE = b"0000-00-00T00:00:00.000Z"
+"""What a JS ``toISOString()`` timestamp becomes with every ASCII digit turned into ``0``."""
+
+
+def js_iso_shape(value: str) -> bytes:
+    """``value`` as UTF-8 with every ASCII digit turned into ``0``: one C-level pass, several times cheaper
+    than a regular expression; compare it with :data:`JS_ISO_SHAPE` (or several joined)."""
+    return value.encode("utf-8", "surrogatepass").translate(_DIGITS_AS_ZERO)
 
 
 def is_js_iso(value: str) -> bool:
-    """True when ``value`` already has the exact JS ``toISOString()`` form (the common case: cheap)."""
-    return len(value) == 24 and _JS_ISO.fullmatch(value) is not None
+    """True when ``value`` already has the exact JS ``toISOString()`` form, ASCII digits only (the common
+    case: cheap)."""
+    return len(value) == 24 and js_iso_shape(value) == JS_ISO_SHAPE
 
 
 def normalize_iso(value: str) -> str:

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from mana_ai.timefmt import is_js_iso, normalize_iso, parse_iso
+from mana_ai.timefmt import JS_ISO_SHAPE, is_js_iso, js_iso_shape, normalize_iso, parse_iso
 
 MAX_STRING = 200_000
 MAX_ROW_BYTES = 5_000_000
@@ -164,9 +164,20 @@ AGENT_FIELDS: dict[str, Check] = {
 FIELDS_BY_TABLE: dict[str, dict[str, Check]] = {"aiMissions": MISSION_FIELDS, "agents": AGENT_FIELDS}
 
 
-_STAMP = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z"
-_STAMPS = re.compile(f"{_STAMP}(?:\\|{_STAMP})*")
-"""Several JS-ISO stamps joined by ``|``: one regex call checks a whole field_meta (the hot path)."""
+_STAMPS_SHAPES = [b"|".join([JS_ISO_SHAPE] * n) for n in range(17)]
+"""The shape of 0..16 JS-ISO stamps joined by ``|``: one comparison checks a whole field_meta (hot path)."""
+
+
+def _all_js_iso(stamps: Any) -> bool:
+    """Whether every value of ``stamps`` (a field_meta) is a string in the exact JS-ISO form."""
+    try:
+        joined = "|".join(stamps.values())
+    except TypeError:  # a stamp that is not a string
+        return False
+    if len(stamps) < len(_STAMPS_SHAPES):
+        return js_iso_shape(joined) == _STAMPS_SHAPES[len(stamps)]
+    return all(is_js_iso(stamp) for stamp in stamps.values())
+
 
 Prepared = tuple[Mapping[str, Any] | None, Mapping[str, Any] | None]
 _NO_CHECKS: dict[str, Check] = {}
@@ -196,11 +207,7 @@ def prepare_row(table: str, op: Any, data: Any, field_meta: Any, *, shallow: boo
     if field_meta:
         if type(field_meta) is not dict and not isinstance(field_meta, Mapping):
             return "field_meta is not a JSON object"
-        try:
-            joined: str | None = "|".join(field_meta.values())
-        except TypeError:  # a stamp that is not a string
-            joined = None
-        if joined is None or _STAMPS.fullmatch(joined) is None:
+        if not _all_js_iso(field_meta):
             for key, stamp in field_meta.items():
                 if _timestamp(stamp) is not None:
                     return f"field_meta[{str(key)[:40]!r}] is not a valid timestamp"

@@ -1,0 +1,58 @@
+"""Timestamp checks of incoming sync rows (synclog/validate.py, timefmt.is_js_iso)."""
+
+from __future__ import annotations
+
+import pytest
+
+from mana_ai.synclog.validate import prepare_row
+from mana_ai.timefmt import is_js_iso
+
+STAMP = "2026-03-04T05:06:07.089Z"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (STAMP, True),
+        ("2026-03-04T05:06:07Z", False),  # no milliseconds
+        ("2026-03-04 05:06:07.089Z", False),
+        ("2026-03-04T05:06:07.089+", False),
+        ("٢٠٢٦-03-04T05:06:07.089Z", False),  # digits, but not ASCII ones: they would not sort as stamps
+        ("2026-03-04T05:06:07.08\ud800", False),  # a lone surrogate is just not a stamp
+        ("", False),
+    ],
+)
+def test_js_iso_form(value: str, expected: bool) -> None:
+    assert is_js_iso(value) is expected
+
+
+def test_field_meta_in_js_form_is_kept_as_is() -> None:
+    meta = {"title": STAMP, "updatedAt": STAMP}
+    assert prepare_row("aiMissions", "update", {"title": "x", "updatedAt": STAMP}, meta) == (
+        {"title": "x", "updatedAt": STAMP},
+        meta,
+    )
+
+
+def test_field_meta_stamps_are_checked_one_by_one_however_many() -> None:
+    meta = {f"f{i}": STAMP for i in range(40)}
+    assert prepare_row("aiMissions", "update", {"title": "x"}, meta) == ({"title": "x"}, meta)
+    meta["f39"] = "2026-03-04T05:06:07Z"  # a valid ISO stamp in another form: normalised
+    prepared = prepare_row("aiMissions", "update", {"title": "x"}, meta)
+    assert not isinstance(prepared, str) and prepared[1] is not None
+    assert prepared[1]["f39"] == "2026-03-04T05:06:07.000Z"
+    meta["f20"] = "yesterday"
+    assert prepare_row("aiMissions", "update", {"title": "x"}, meta) == (
+        "field_meta['f20'] is not a valid timestamp"
+    )
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    [STAMP + "|" + STAMP, 1234, None, "2026-13-45T00:00:00.000X"],
+)
+def test_a_field_meta_stamp_that_is_not_one_rejects_the_row(stamp: object) -> None:
+    meta = {"updatedAt": STAMP, "title": stamp}
+    assert prepare_row("aiMissions", "update", {"title": "x"}, meta) == (
+        "field_meta['title'] is not a valid timestamp"
+    )
