@@ -114,7 +114,9 @@ class Settings(BaseSettings):
     tick_enabled: bool = Field(True, validation_alias=_env("TICK_ENABLED"))
     """Anything but exactly `false` enables the periodic tick."""
     max_concurrency: int = Field(64, validation_alias=_env("MANA_AI_MAX_CONCURRENCY"), ge=1, le=4096)
-    """Missions planned at once per process (`serve` shares it between its planning processes)."""
+    """Missions planned at once per process (`serve` shares it between its planning processes): from just after
+    the claim to the end of the LLM calls. An eighth more may be claimed ahead, waiting for a slot; write-backs
+    do not hold one."""
     plan_processes: int = Field(1, validation_alias=_env("MANA_AI_PLAN_PROCESSES"), ge=0, le=64)
     """Processes `serve` plans in: itself and this many minus one `mana-ai worker` processes it starts,
     restarts and stops with itself (0: one per CPU core it may use). POST /internal/tick then hands the due

@@ -19,6 +19,7 @@ from mana_ai.runner.budget import RoundBudget
 from mana_ai.runner.context import RunnerContext
 from mana_ai.runner.iteration import failed_iteration, plan_to_iteration
 from mana_ai.runner.pipeline import Failed, Planned, PlanRequest, Skipped, plan_mission
+from mana_ai.runner.slots import PlanningSlot
 from mana_ai.runner.store import KEEP, Claim, LostClaim, RunnerStore
 from mana_ai.scheduler.cadence import Cadence, InvalidCadence, next_run, parse_cadence
 from mana_ai.scheduler.missed import is_missed, missed_iteration
@@ -67,12 +68,19 @@ def resolve_agent(
 
 
 async def process_mission(
-    ctx: RunnerContext, store: RunnerStore, mission: ServerMission, agents: dict[tuple[str, str], ServerAgent]
+    ctx: RunnerContext,
+    store: RunnerStore,
+    mission: ServerMission,
+    agents: dict[tuple[str, str], ServerAgent],
+    *,
+    slot: PlanningSlot | None = None,
 ) -> MissionResult:
+    """Gate, claim, plan and write back one mission. ``slot`` (the dispatcher's) is taken after the claim and
+    given back once the LLM calls are over: the next mission plans while this one is written back."""
     attributes = tracing.mission_attributes(mission, resolve_agent(mission, agents)[0])
     with tracing.span("tick.planMission", attributes) as mission_span:
         try:
-            result = await _process(ctx, store, mission, agents)
+            result = await _process(ctx, store, mission, agents, slot or PlanningSlot.unbounded())
         except Exception as exc:  # the last line of W22: one mission's surprise never stops the others
             tracing.mark_error(mission_span, exc)
             ctx.metrics.mission_errors.inc()
@@ -92,7 +100,11 @@ async def process_mission(
 
 
 async def _process(
-    ctx: RunnerContext, store: RunnerStore, mission: ServerMission, agents: dict[tuple[str, str], ServerAgent]
+    ctx: RunnerContext,
+    store: RunnerStore,
+    mission: ServerMission,
+    agents: dict[tuple[str, str], ServerAgent],
+    slot: PlanningSlot,
 ) -> MissionResult:
     metrics, settings = ctx.metrics, ctx.settings
     agent, skip = resolve_agent(mission, agents)
@@ -115,7 +127,8 @@ async def _process(
     key = (mission.user_id, mission.id)
     store.planning.add(key)
     try:
-        return await _claimed(ctx, store, mission, agent, due_at, claim)
+        await slot.take()
+        return await _claimed(ctx, store, mission, agent, due_at, claim, slot)
     except asyncio.CancelledError:
         # Shutdown (SIGINT/SIGTERM after the grace period) or a cancelled tick: give the run back now
         # instead of leaving it to the lease, so the next worker or tick takes it at once.
@@ -167,6 +180,7 @@ async def _claimed(
     agent: ServerAgent | None,
     due_at: str,
     claim: Claim,
+    slot: PlanningSlot,
 ) -> MissionResult:
     metrics, settings = ctx.metrics, ctx.settings
     _observe_claim(ctx, agent, due_at, claim)
@@ -230,6 +244,7 @@ async def _claimed(
             tokens=budget.spent if budget is not None else 0,
             phase="calling-llm",
         )
+    slot.give_back()
 
     if isinstance(outcome, Skipped):
         if outcome.reason == "research-pending":

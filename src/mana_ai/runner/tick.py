@@ -23,6 +23,7 @@ from mana_ai import tracing
 from mana_ai.errors import StorageError
 from mana_ai.runner.context import RunnerContext
 from mana_ai.runner.process import MissionResult, process_mission, resolve_agent
+from mana_ai.runner.slots import PlanningSlot, Slots
 from mana_ai.runner.store import RunnerStore
 from mana_ai.synclog.records import ServerAgent, ServerMission
 from mana_ai.synclog.snapshots import RefreshStats, prune_feed, refresh_snapshots
@@ -123,12 +124,13 @@ def _ms_since(started: float) -> float:
 
 
 class Dispatcher:
-    """Runs missions with a process-wide concurrency bound and per-agent in-process slots."""
+    """Runs missions with the process's planning slots (:mod:`mana_ai.runner.slots`) and per-agent
+    in-process slots (an agent's slot is held from before the claim to the end of the write-back)."""
 
     def __init__(self, ctx: RunnerContext, store: RunnerStore) -> None:
         self.ctx = ctx
         self.store = store
-        self._slots = asyncio.Semaphore(ctx.settings.max_concurrency)
+        self._slots = Slots(ctx.settings.max_concurrency)
         self._agent_slots: dict[tuple[str, str], asyncio.Semaphore] = {}
         self._in_flight: set[asyncio.Task[MissionResult]] = set()
         self.accepting = True
@@ -147,19 +149,27 @@ class Dispatcher:
     ) -> MissionResult:
         agent, skip = resolve_agent(mission, agents)
         if agent is not None and skip is None:
-            async with self._agent_slot(agent), self._slots:
-                return await self._guarded(mission, agents)
-        async with self._slots:
-            return await self._guarded(mission, agents)
+            async with self._agent_slot(agent):  # held until the write-back: the agent's limit is per run
+                return await self._in_slot(mission, agents)
+        return await self._in_slot(mission, agents)
+
+    async def _in_slot(
+        self, mission: ServerMission, agents: dict[tuple[str, str], ServerAgent]
+    ) -> MissionResult:
+        slot = await self._slots.admit()
+        try:
+            return await self._guarded(mission, agents, slot)
+        finally:
+            slot.give_back()
 
     async def _guarded(
-        self, mission: ServerMission, agents: dict[tuple[str, str], ServerAgent]
+        self, mission: ServerMission, agents: dict[tuple[str, str], ServerAgent], slot: PlanningSlot
     ) -> MissionResult:
         if not self.accepting:
             return MissionResult(
                 mission.id, mission.user_id, "skipped-shutdown", detail="the worker is stopping"
             )
-        result = await process_mission(self.ctx, self.store, mission, agents)
+        result = await process_mission(self.ctx, self.store, mission, agents, slot=slot)
         if self.on_result is not None:
             self.on_result(result)
         return result

@@ -147,6 +147,10 @@ class FakeLlmServer:
         self.record = record
         self.requests: list[RecordedRequest] = []
         self.request_count = 0
+        self.in_flight = 0
+        """Requests being answered right now."""
+        self.peak_in_flight = 0
+        """The most requests answered at once so far."""
         self.unexpected: list[RecordedRequest] = []
         self._host = host
         self._port = port
@@ -303,6 +307,14 @@ class FakeLlmServer:
     # -- serving ---------------------------------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            return await self._answer(request)
+        finally:
+            self.in_flight -= 1
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
         try:
             payload = orjson.loads(raw)

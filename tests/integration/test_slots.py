@@ -1,0 +1,59 @@
+"""Planning slots end to end: a mission's write-back does not keep a slot from the next mission."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import psycopg
+
+from mana_ai.testing.fake_llm import FakeLlmServer, conversation_responder
+from tests.integration.helpers import mission, put_row
+from tests.integration.runner_helpers import agent_record, running_app
+
+MISSIONS = [f"m{i}" for i in range(6)]
+
+
+async def _until(predicate, limit_s: float = 30.0) -> None:
+    deadline = time.monotonic() + limit_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.02)
+
+
+async def test_missions_plan_while_earlier_write_backs_wait(db, db_url, app_db_url, admin_db):
+    await put_row(db, "u1", "agents", "a1", "insert", agent_record("a1", maxConcurrentMissions=10))
+    for mission_id in MISSIONS:
+        await put_row(db, "u1", "aiMissions", mission_id, "insert", mission(mission_id, agentId="a1"))
+    # Another session holds the record locks every write-back of these missions takes first.
+    holder = await psycopg.AsyncConnection.connect(db_url, autocommit=True)
+    try:
+        for mission_id in MISSIONS:
+            await holder.execute(
+                "SELECT pg_advisory_lock(hashtextextended('mana_ai.record:u1:' || %s, 0))", (mission_id,)
+            )
+        responder = conversation_responder(tool_name="create_task", arguments={"title": "x"})
+        async with (
+            FakeLlmServer(default=responder, latency_s=0.02) as llm,
+            running_app(app_db_url, llm, max_concurrency=2) as app,
+        ):
+            tick = asyncio.ensure_future(app.ticker.tick())
+            # Two slots, six missions, no write-back can finish: every mission is still planned.
+            await _until(lambda: llm.request_count == 2 * len(MISSIONS))
+            assert not tick.done()
+            assert llm.peak_in_flight == 2  # never more missions at the LLM than slots
+            running = await admin_db.fetchrow(
+                "SELECT count(*) AS n FROM mana_ai.mission_runs WHERE state = 'running'"
+            )
+            assert running["n"] == len(MISSIONS)  # each claimed once, waiting to be written back
+            await holder.execute("SELECT pg_advisory_unlock_all()")
+            stats = await asyncio.wait_for(tick, 30)
+        assert stats.decisions == {"ran": len(MISSIONS)}, stats.to_json()
+        written = await admin_db.fetch(
+            "SELECT record_id, count(*) AS n FROM public.sync_changes WHERE client_id = 'mana-ai-runner'"
+            " GROUP BY record_id"
+        )
+        assert {r["record_id"]: r["n"] for r in written} == dict.fromkeys(MISSIONS, 1)
+    finally:
+        await holder.close()
