@@ -40,7 +40,7 @@ from psycopg.conninfo import make_conninfo
 from bench.infra import REPO_ROOT, child_main, create_database, drop_database, ensure_schema
 from bench.procstat import client_segments, postmaster_pid, process_tree, segments_between, tree_cpu_s
 from bench.seed import insert_updates, load_history, seed_planning
-from bench.stats import summarize
+from bench.stats import percentiles, summarize
 
 SERVICE_KEY = "bench-service-key"
 
@@ -135,7 +135,7 @@ def _timed_tick(config: dict[str, Any], service: Service, admin: Any, db_name: s
     cpu_service0, cpu_pg0 = tree_cpu_s(service.proc.pid), tree_cpu_s(pg_root)
     load = os.getloadavg()[0]
     spy = _profiler(config, service)
-    t0 = time.perf_counter()
+    wall0, t0 = time.time(), time.perf_counter()
     stats = service.tick()
     elapsed = time.perf_counter() - t0
     if spy is not None:
@@ -155,6 +155,7 @@ def _timed_tick(config: dict[str, Any], service: Service, admin: Any, db_name: s
         "segments_received": segments.received,
         "transactions": xacts,
         "loadavg_1m": load,
+        "wall0": wall0,
     }
 
 
@@ -206,10 +207,13 @@ def _planning_rep(config: dict[str, Any]) -> dict[str, Any]:
             _wait_for_workers(admin, 2 * config.get("processes", 1))
             seed_planning(admin, users=users, missions_per_user=per_user, max_concurrent=per_user)
             run = _timed_tick(config, service, admin, urls.name)
-            done = admin.execute(
-                "SELECT count(*) FROM mana_ai.mission_runs WHERE state = 'done' AND user_id LIKE 'u%'"
-            ).fetchone()
-        run["done"] = int(done[0]) if done else 0
+            runs = admin.execute(
+                "SELECT extract(epoch FROM started_at)::float8, extract(epoch FROM finished_at)::float8"
+                " FROM mana_ai.mission_runs WHERE state = 'done' AND user_id LIKE 'u%'"
+            ).fetchall()
+        run["done"] = len(runs)
+        run["service_ms"] = [(f - s) * 1000.0 for s, f in runs]
+        run["first_claim_ms"] = (min(s for s, _ in runs) - run["wall0"]) * 1000.0 if runs else None
     finally:
         drop_database(config["cluster_admin_url"], urls.name)
     stats = run["stats"]
@@ -249,6 +253,8 @@ def _planning(config: dict[str, Any]) -> dict[str, Any]:
         "segments_received_per_mission": summarize([r["segments_received"] / missions for r in runs]),
         "transactions_per_mission": summarize([r["transactions"] / missions for r in runs]),
         "loadavg_1m": [r["loadavg_1m"] for r in runs],
+        "claim_to_write_back_ms": percentiles([ms for r in runs for ms in r["service_ms"]]),
+        "first_claim_ms": summarize([r["first_claim_ms"] for r in runs if r["first_claim_ms"] is not None]),
         "decisions": runs[-1]["stats"]["decisions"],
         "ideal_per_s": missions / ideal_s if ideal_s > 0 else None,
     }

@@ -102,7 +102,7 @@ class _Tracer:
     def __init__(self, app: Any) -> None:
         self.spans: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         dispatcher, store, llm = app.ticker.dispatcher, app.ticker.store, app.ticker.ctx.llm
-        self._wrap(dispatcher, "_guarded", "slot", name_from_first_arg=True)
+        self._wrap(dispatcher, "_guarded", "mission", name_from_first_arg=True)
         self._wrap(store, "claim", "claim")
         self._wrap(store, "write_back", "write_back")
         self._wrap(llm, "complete", "llm")
@@ -127,9 +127,9 @@ class _Tracer:
         missions = [p for name, p in self.spans.items() if name != "?"]
         if not missions:
             return {}
-        phases = ("slot", "claim", "llm", "write_back")
+        phases = ("mission", "claim", "llm", "write_back")
         mean = {ph + "_ms": sum(m[ph] for m in missions) / len(missions) * 1000.0 for ph in phases}
-        mean["other_in_slot_ms"] = mean["slot_ms"] - mean["claim_ms"] - mean["llm_ms"] - mean["write_back_ms"]
+        mean["other_ms"] = mean["mission_ms"] - mean["claim_ms"] - mean["llm_ms"] - mean["write_back_ms"]
         return mean
 
 
