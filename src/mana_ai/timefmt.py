@@ -18,11 +18,11 @@ def utcnow() -> dt.datetime:
 
 
 def to_js_iso(value: dt.datetime) -> str:
-    """Format like JS ``toISOString()`` (naive datetimes are taken as UTC)."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    value = value.astimezone(UTC)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    """Format like JS ``toISOString()`` (naive datetimes are taken as UTC): milliseconds truncated, the year
+    always four digits (``0999-…``), as JavaScript writes it."""
+    if value.tzinfo is not UTC:
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return value.isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def parse_iso(value: str) -> dt.datetime:

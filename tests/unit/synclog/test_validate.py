@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 
 from mana_ai.synclog.validate import prepare_row
-from mana_ai.timefmt import is_js_iso
+from mana_ai.timefmt import is_js_iso, to_js_iso
 
 STAMP = "2026-03-04T05:06:07.089Z"
 
@@ -56,3 +58,20 @@ def test_a_field_meta_stamp_that_is_not_one_rejects_the_row(stamp: object) -> No
     assert prepare_row("aiMissions", "update", {"title": "x"}, meta) == (
         "field_meta['title'] is not a valid timestamp"
     )
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (dt.datetime(2026, 3, 4, 5, 6, 7, 89_999, tzinfo=dt.UTC), "2026-03-04T05:06:07.089Z"),  # truncated
+        (dt.datetime(2026, 3, 4, 5, 6, 7), "2026-03-04T05:06:07.000Z"),  # naive: UTC
+        (
+            dt.datetime(2026, 3, 4, 1, 0, tzinfo=dt.timezone(dt.timedelta(hours=2))),
+            "2026-03-03T23:00:00.000Z",
+        ),
+        (dt.datetime(999, 1, 2, tzinfo=dt.UTC), "0999-01-02T00:00:00.000Z"),  # as JavaScript pads the year
+    ],
+)
+def test_to_js_iso_writes_what_javascript_writes(value: dt.datetime, expected: str) -> None:
+    assert to_js_iso(value) == expected
+    assert is_js_iso(expected)
