@@ -203,3 +203,14 @@ def seed_planning(
             [(table, record_id, user_id, data, user_id) for user_id, table, record_id, data in rows],
         )
     return len(rows)
+
+
+def plans_per_mission(conn: psycopg.Connection[Any], users_like: str) -> dict[int, int]:
+    """How many missions of the matching users got how many plans written back (exactly once: ``{1: n}``)."""
+    rows = conn.execute(
+        "SELECT n, count(*) FROM (SELECT count(*) AS n FROM public.sync_changes"
+        " WHERE client_id = 'mana-ai-runner' AND table_name = 'aiMissions' AND user_id LIKE %s"
+        " GROUP BY record_id) per_mission GROUP BY n",
+        (users_like,),
+    ).fetchall()
+    return {int(n): int(count) for n, count in rows}

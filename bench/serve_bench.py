@@ -39,7 +39,7 @@ from psycopg.conninfo import make_conninfo
 
 from bench.infra import REPO_ROOT, child_main, create_database, drop_database, ensure_schema
 from bench.procstat import client_segments, postmaster_pid, process_tree, segments_between, tree_cpu_s
-from bench.seed import insert_updates, load_history, seed_planning
+from bench.seed import insert_updates, load_history, plans_per_mission, seed_planning
 from bench.stats import percentiles, summarize
 
 SERVICE_KEY = "bench-service-key"
@@ -211,14 +211,26 @@ def _planning_rep(config: dict[str, Any]) -> dict[str, Any]:
                 "SELECT extract(epoch FROM started_at)::float8, extract(epoch FROM finished_at)::float8"
                 " FROM mana_ai.mission_runs WHERE state = 'done' AND user_id LIKE 'u%'"
             ).fetchall()
+            run["plans_per_mission"] = plans_per_mission(admin, "u%")
         run["done"] = len(runs)
         run["service_ms"] = [(f - s) * 1000.0 for s, f in runs]
         run["first_claim_ms"] = (min(s for s, _ in runs) - run["wall0"]) * 1000.0 if runs else None
     finally:
         drop_database(config["cluster_admin_url"], urls.name)
     stats = run["stats"]
-    if stats["plansWrittenBack"] != users * per_user or run["done"] != users * per_user:
-        raise RuntimeError("the timed tick planned " + json.dumps(stats) + ", done " + str(run["done"]))
+    if (
+        stats["plansWrittenBack"] != users * per_user
+        or run["done"] != users * per_user
+        or run["plans_per_mission"] != {1: users * per_user}
+    ):
+        raise RuntimeError(
+            "the timed tick planned "
+            + json.dumps(stats)
+            + ", done "
+            + str(run["done"])
+            + ", missions by plans written "
+            + str(run["plans_per_mission"])
+        )
     return run
 
 

@@ -27,7 +27,7 @@ from typing import Any
 import psycopg
 
 from bench.infra import child_main, create_database, drop_database, ensure_schema
-from bench.seed import seed_planning
+from bench.seed import plans_per_mission, seed_planning
 from bench.stats import percentiles, summarize
 
 
@@ -66,9 +66,14 @@ async def _one_tick(config: dict[str, Any], users: int, per_user: int) -> dict[s
                 "SELECT extract(epoch FROM started_at)::float8, extract(epoch FROM finished_at)::float8"
                 " FROM mana_ai.mission_runs WHERE state = 'done'"
             ).fetchall()
+            plans = plans_per_mission(admin, "%")
     finally:
         drop_database(config["cluster_admin_url"], urls.name)
     missions = users * per_user
+    if plans != {1: missions}:
+        raise RuntimeError(
+            f"missions by plans written: {plans} (each of the {missions} exactly once expected)"
+        )
     return {
         "missions": missions,
         "planned": stats.plans_written_back,
