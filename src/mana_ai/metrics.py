@@ -171,12 +171,13 @@ class Metrics:
         )
         self.agent_budget_ratio = Gauge(
             "mana_ai_agent_budget_ratio",
-            "(used + reserved) / daily cap of an agent, as of its latest claim (alert at 0.8)",
+            "Recorded tokens of the last 24 h / daily cap of an agent, as of its latest claim or run (alert at 0.8)",
             ("agent_id",),
             registry=r,
         )
         self.budget_warnings = counter(
-            "mana_ai_agent_budget_warnings_total", "Claims that took an agent past 80 % of its daily cap"
+            "mana_ai_agent_budget_warnings_total",
+            "Runs whose tokens took an agent past 80 % of its daily cap",
         )
         self.missed_runs_skipped = counter(
             "mana_ai_missed_runs_skipped_total", "Runs skipped to the next occurrence after the grace window"

@@ -60,9 +60,22 @@ async def test_concurrent_claims_cannot_overshoot_a_small_budget(db, app_db_url,
         used, reserved = await app.ticker.store.agent_budget("u1", "a1")
         assert (used, reserved) == (350, 0)
         text = app.metrics.render().decode()
-        assert 'mana_ai_agent_budget_ratio{agent_id="a1",service="mana-ai"} 1.0' in text
+        # Recorded usage over the cap (350 of 300); the one run that crossed 80 % warned once.
+        assert f'mana_ai_agent_budget_ratio{{agent_id="a1",service="mana-ai"}} {350 / 300}' in text
         assert 'mana_ai_agent_budget_warnings_total{service="mana-ai"} 1.0' in text
     assert len(await planned_missions(admin_db)) == 1
+
+
+async def test_a_new_agents_first_run_is_no_budget_warning(db, app_db_url):
+    # No history: the first claim reserves the whole cap, but 240 of 100,000 tokens is far from the cap.
+    await put_row(db, "u1", "agents", "a1", "insert", agent_record("a1", maxTokensPerDay=100_000))
+    await put_row(db, "u1", "aiMissions", "m1", "insert", mission("m1", agentId="a1"))
+    responder = conversation_responder(tool_name="create_task", arguments={"title": "t"}, usage=(100, 20))
+    async with FakeLlmServer(default=responder) as llm, running_app(app_db_url, llm) as app:
+        assert (await app.ticker.tick()).decisions == {"ran": 1}
+        text = app.metrics.render().decode()
+        assert f'mana_ai_agent_budget_ratio{{agent_id="a1",service="mana-ai"}} {240 / 100_000}' in text
+        assert 'mana_ai_agent_budget_warnings_total{service="mana-ai"} 0.0' in text
 
 
 async def test_reservation_follows_the_agents_recent_runs(db, app_db_url, admin_db):

@@ -31,6 +31,9 @@ from mana_ai.workbench.gate import step_status
 
 logger = logging.getLogger(__name__)
 
+BUDGET_WARNING = 0.8
+"""Share of an agent's daily cap whose crossing by recorded usage is logged and counted."""
+
 
 @dataclass(frozen=True)
 class MissionResult:
@@ -154,23 +157,41 @@ def _observe_claim(ctx: RunnerContext, agent: ServerAgent | None, due_at: str, c
             metrics.due_delay.observe(max((utcnow() - parse_iso(due_at)).total_seconds(), 0.0))
         except ValueError:
             pass
-    cap = agent.max_tokens_per_day if agent else None
-    if agent is not None and cap is not None and cap > 0 and claim.token_share is not None:
-        ratio = (claim.tokens_used_24h + claim.tokens_reserved + claim.token_share) / cap
-        metrics.agent_budget_ratio.labels(agent.id).set(ratio)
-        if ratio >= 0.8:
-            metrics.budget_warnings.inc()
-            logger.warning(
-                "agent near its daily token budget",
-                extra={
-                    "action": "runner.budget_high",
-                    "agent_id": agent.id,
-                    "user_id": agent.user_id,
-                    "used": claim.tokens_used_24h,
-                    "reserved": claim.tokens_reserved + claim.token_share,
-                    "cap": cap,
-                },
-            )
+    cap = _daily_cap(agent)
+    if agent is not None and cap is not None:
+        metrics.agent_budget_ratio.labels(agent.id).set(claim.tokens_used_24h / cap)
+
+
+def _observe_tokens(ctx: RunnerContext, agent: ServerAgent | None, claim: Claim, tokens: int) -> None:
+    """Count a run's tokens; warn once when they take the agent's recorded 24 h usage past 80 % of its cap.
+
+    Recorded usage, not reservations: a new agent's first run reserves its whole cap (it has no history to
+    estimate from), and that is no sign of a budget running out."""
+    if agent is None or tokens <= 0:
+        return
+    ctx.metrics.tokens_used.labels(agent.id).inc(tokens)
+    cap = _daily_cap(agent)
+    if cap is None:
+        return
+    before, after = claim.tokens_used_24h, claim.tokens_used_24h + tokens
+    ctx.metrics.agent_budget_ratio.labels(agent.id).set(after / cap)
+    if before < BUDGET_WARNING * cap <= after:
+        ctx.metrics.budget_warnings.inc()
+        logger.warning(
+            "agent near its daily token budget",
+            extra={
+                "action": "runner.budget_high",
+                "agent_id": agent.id,
+                "user_id": agent.user_id,
+                "used": after,
+                "cap": cap,
+            },
+        )
+
+
+def _daily_cap(agent: ServerAgent | None) -> int | None:
+    cap = agent.max_tokens_per_day if agent is not None else None
+    return cap if cap is not None and cap > 0 else None
 
 
 async def _claimed(
@@ -260,8 +281,7 @@ async def _claimed(
     now = utcnow()
     now_iso = to_js_iso(now)
     agent_id = agent.id if agent else None
-    if outcome.tokens > 0 and agent is not None:
-        metrics.tokens_used.labels(agent.id).inc(outcome.tokens)
+    _observe_tokens(ctx, agent, claim, outcome.tokens)
 
     try:
         if isinstance(outcome, Planned):
