@@ -88,14 +88,19 @@ async def test_killed_worker_leaves_its_missions_to_another(db, app_db_url, admi
     for i in range(6):
         await put_row(db, "u1", "aiMissions", f"k{i}", "insert", mission(f"k{i}"))
     async with FakeLlmServer(default=conversation_responder(), latency_s=3.0) as slow:
-        victim = await start_worker(app_db_url, slow.url, MANA_AI_MISSION_TIMEOUT="4s")
+        # A short lease: the takeover, not the default's 30 s wait, is what this test is about.
+        victim = await start_worker(
+            app_db_url, slow.url, MANA_AI_MISSION_TIMEOUT="4s", MANA_AI_CLAIM_LEASE="5s"
+        )
 
         await wait_for_claims(admin_db, 1)
         victim.send_signal(signal.SIGKILL)
         await victim.wait()
     assert await written_per_mission(admin_db) == {}
     async with FakeLlmServer(default=conversation_responder()) as fast:
-        rescuer = await start_worker(app_db_url, fast.url, MANA_AI_MISSION_TIMEOUT="4s")
+        rescuer = await start_worker(
+            app_db_url, fast.url, MANA_AI_MISSION_TIMEOUT="4s", MANA_AI_CLAIM_LEASE="5s"
+        )
         try:
 
             async def all_written() -> bool:
