@@ -99,6 +99,7 @@ BAD_TIMESTAMPS = [
     "0001-01-01T00:00:00+01:00",  # a real ISO date whose UTC instant is before year 1
     "9999-12-31T23:59:59-01:00",  # ... and after year 9999
     "1e400",
+    "٢٠٢٦-04-15T10:00:00.000Z",  # the JS form in Arabic-Indic digits: not a stamp, and no error either
 ]
 
 # --- JSON values ------------------------------------------------------------------------------------------

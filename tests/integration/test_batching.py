@@ -10,6 +10,7 @@ import pytest
 from mana_ai.runner import store as store_module
 from mana_ai.runner.iteration import failed_iteration
 from mana_ai.runner.store import LostClaim, RunnerStore
+from mana_ai.runner.writeback import Written
 from mana_ai.synclog.actor import ai_actor
 from mana_ai.testing.fake_llm import FakeLlmServer
 from mana_ai.timefmt import to_js_iso, utcnow
@@ -40,6 +41,10 @@ async def due(app: Any) -> dict[str, Any]:
 
 
 async def write(store: RunnerStore, m: Any, agent: Any) -> str:
+    return (await written(store, m)).status
+
+
+async def written(store: RunnerStore, m: Any, *, counted: bool = False) -> Written:
     iteration = failed_iteration("it-" + m.id, NOW, name="x", message="y")
     actor = ai_actor(
         agent_id="a-" + m.user_id, agent_name="A", mission_id=m.id, iteration_id=iteration["id"], rationale=""
@@ -54,6 +59,7 @@ async def write(store: RunnerStore, m: Any, agent: Any) -> str:
         outcome="done",
         tokens=10,
         agent_id="a-" + m.user_id,
+        counted=counted,
     )
 
 
@@ -135,17 +141,22 @@ async def test_a_lost_claim_in_a_batch_fails_only_its_mission(db, app_db_url, ad
         )
         # Another process took over one run (our lease expired): that write-back must not land.
         await admin_db.execute(
-            "UPDATE mana_ai.mission_runs SET owner = 'someone-else' WHERE mission_id = 'm0-1'"
+            "UPDATE mana_ai.mission_runs SET owner = 'someone-else' WHERE mission_id = 'm1-1'"
         )
+        # Agents with a cap: each write-back answers its agent's usage, on the one-at-a-time path too.
         results = await asyncio.gather(
-            *(write(store, m, None) for m in missions.values()), return_exceptions=True
+            *(written(store, m, counted=True) for m in missions.values()), return_exceptions=True
         )
     outcome = dict(zip(missions, results, strict=True))
-    assert isinstance(outcome.pop("m0-1"), LostClaim)
-    assert set(outcome.values()) == {"written"}
+    assert isinstance(outcome.pop("m1-1"), LostClaim)
+    assert {w.status for w in outcome.values()} == {"written"}
+    # m1-0 shared the failed batch and was written alone afterwards; m1-1's tokens rolled back with it.
+    assert outcome["m1-0"].tokens_used_24h == 10
+    # u0's two write-backs may overlap in two transactions: each counts its own tokens, the other's maybe.
+    assert {outcome["m0-0"].tokens_used_24h, outcome["m0-1"].tokens_used_24h} <= {10, 20}
     assert max(spy.sizes) > 1
     rows = await runner_rows(admin_db)
-    assert set(rows) == set(missions) - {"m0-1"} and set(rows.values()) == {1}
+    assert set(rows) == set(missions) - {"m1-1"} and set(rows.values()) == {1}
     usage = await admin_db.fetchrow("SELECT count(*) AS n FROM mana_ai.token_usage")
     assert usage["n"] == 3  # the lost mission's tokens rolled back with its write
 

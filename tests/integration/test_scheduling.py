@@ -78,6 +78,32 @@ async def test_a_new_agents_first_run_is_no_budget_warning(db, app_db_url):
         assert 'mana_ai_agent_budget_warnings_total{service="mana-ai"} 0.0' in text
 
 
+async def test_overlapping_runs_of_one_agent_warn_once_on_their_total(db, app_db_url, admin_db):
+    # 799,600 of 1,000,000 used; two runs of 240 tokens each plan at once. Each one alone stays under 80 %
+    # (799,840), together they cross it (800,080): the warning must fire once, the gauge show the total.
+    await put_row(
+        db,
+        "u1",
+        "agents",
+        "a1",
+        "insert",
+        agent_record("a1", maxConcurrentMissions=2, maxTokensPerDay=1_000_000),
+    )
+    await admin_db.execute(
+        "INSERT INTO mana_ai.token_usage (user_id, agent_id, mission_id, tokens_used)"
+        " SELECT 'u1', 'a1', 'old' || g, CASE WHEN g = 1 THEN 9600 ELSE 10000 END FROM generate_series(1, 80) g"
+    )
+    for i in range(2):
+        await put_row(db, "u1", "aiMissions", f"m{i}", "insert", mission(f"m{i}", agentId="a1"))
+    responder = conversation_responder(tool_name="create_task", arguments={"title": "t"}, usage=(100, 20))
+    async with FakeLlmServer(default=responder, latency_s=0.2) as llm, running_app(app_db_url, llm) as app:
+        assert (await app.ticker.tick()).decisions == {"ran": 2}
+        assert llm.peak_in_flight == 2  # the runs really overlapped
+        text = app.metrics.render().decode()
+        assert f'mana_ai_agent_budget_ratio{{agent_id="a1",service="mana-ai"}} {800_080 / 1_000_000}' in text
+        assert 'mana_ai_agent_budget_warnings_total{service="mana-ai"} 1.0' in text
+
+
 async def test_reservation_follows_the_agents_recent_runs(db, app_db_url, admin_db):
     # Recent runs cost ~100 tokens: a run reserves 200, so a 1,000-token budget admits runs while it lasts.
     await put_row(

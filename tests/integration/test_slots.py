@@ -57,3 +57,36 @@ async def test_missions_plan_while_earlier_write_backs_wait(db, db_url, app_db_u
         assert {r["record_id"]: r["n"] for r in written} == dict.fromkeys(MISSIONS, 1)
     finally:
         await holder.close()
+
+
+async def test_a_mission_claimed_ahead_does_not_start_planning_after_shutdown(db, app_db_url, admin_db):
+    await put_row(db, "u1", "agents", "a1", "insert", agent_record("a1", maxConcurrentMissions=10))
+    for mission_id in MISSIONS:
+        await put_row(db, "u1", "aiMissions", mission_id, "insert", mission(mission_id, agentId="a1"))
+    responder = conversation_responder(tool_name="create_task", arguments={"title": "x"})
+    async with (
+        FakeLlmServer(default=responder, latency_s=0.5) as llm,
+        running_app(app_db_url, llm, max_concurrency=2) as app,
+    ):
+        tick = asyncio.ensure_future(app.ticker.tick())
+        # Two missions plan, a third is claimed ahead and waits for a slot.
+        await _until(lambda: llm.request_count == 2)
+
+        async def claimed() -> int:
+            row = await admin_db.fetchrow(
+                "SELECT count(*) AS n FROM mana_ai.mission_runs WHERE state = 'running'"
+            )
+            return int(row["n"])
+
+        deadline = time.monotonic() + 10
+        while await claimed() < 3 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert await claimed() == 3
+        await app.ticker.dispatcher.drain(grace_s=20)  # the two planning finish, nothing new starts
+        stats = await asyncio.wait_for(tick, 30)
+    assert stats.decisions == {"ran": 2, "skipped-shutdown": 4}, stats.to_json()
+    assert llm.request_count == 4  # the mission claimed ahead never reached the LLM
+    runs = await admin_db.fetch("SELECT state, lease_until <= now() AS free FROM mana_ai.mission_runs")
+    assert sorted(r["state"] for r in runs) == ["done", "done", "released"]
+    # Its claim was given back at once, not left to the lease.
+    assert [r["free"] for r in runs if r["state"] == "released"] == [True]

@@ -62,3 +62,17 @@ async def test_an_unbounded_slot_never_waits() -> None:
     await slot.take()
     await slot.take()
     slot.give_back()
+
+
+async def test_after_close_a_mission_claimed_ahead_gets_no_slot_and_frees_its_admission() -> None:
+    slots = Slots(1)  # one planning, one claimed ahead
+    planning, ahead = await slots.admit(), await slots.admit()
+    assert await planning.take()
+    waiting = asyncio.ensure_future(ahead.take())
+    await _settled()
+    slots.close()  # shutdown: the mission planning goes on, the one claimed ahead must not start
+    planning.give_back()
+    assert await waiting is False
+    # Both admissions are free again: two new missions are admitted at once (and refused a slot).
+    late = [await asyncio.wait_for(slots.admit(), 1) for _ in range(2)]
+    assert [await slot.take() for slot in late] == [False, False]

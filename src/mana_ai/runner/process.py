@@ -21,6 +21,7 @@ from mana_ai.runner.iteration import failed_iteration, plan_to_iteration
 from mana_ai.runner.pipeline import Failed, Planned, PlanRequest, Skipped, plan_mission
 from mana_ai.runner.slots import PlanningSlot
 from mana_ai.runner.store import KEEP, Claim, LostClaim, RunnerStore
+from mana_ai.runner.writeback import Written
 from mana_ai.scheduler.cadence import Cadence, InvalidCadence, next_run, parse_cadence
 from mana_ai.scheduler.missed import is_missed, missed_iteration
 from mana_ai.synclog.actor import ai_actor
@@ -46,6 +47,9 @@ class MissionResult:
     detail: str = ""
     iteration_id: str | None = None
 
+
+STOPPING = "the worker is stopping"
+"""Detail of a mission skipped because its process shuts down."""
 
 _AGENT_SKIP_DETAIL = {
     "skipped-unknown-agent": "the mission's agent does not exist",
@@ -130,7 +134,9 @@ async def _process(
     key = (mission.user_id, mission.id)
     store.planning.add(key)
     try:
-        await slot.take()
+        if not await slot.take():
+            await _release_quietly(store, mission)
+            return MissionResult(mission.id, mission.user_id, "skipped-shutdown", detail=STOPPING)
         return await _claimed(ctx, store, mission, agent, due_at, claim, slot)
     except asyncio.CancelledError:
         # Shutdown (SIGINT/SIGTERM after the grace period) or a cancelled tick: give the run back now
@@ -162,18 +168,23 @@ def _observe_claim(ctx: RunnerContext, agent: ServerAgent | None, due_at: str, c
         metrics.agent_budget_ratio.labels(agent.id).set(claim.tokens_used_24h / cap)
 
 
-def _observe_tokens(ctx: RunnerContext, agent: ServerAgent | None, claim: Claim, tokens: int) -> None:
-    """Count a run's tokens; warn once when they take the agent's recorded 24 h usage past 80 % of its cap.
+def _count_tokens(ctx: RunnerContext, agent: ServerAgent | None, tokens: int) -> None:
+    if agent is not None and tokens > 0:
+        ctx.metrics.tokens_used.labels(agent.id).inc(tokens)
+
+
+def _observe_budget(ctx: RunnerContext, agent: ServerAgent | None, tokens: int, written: Written) -> None:
+    """Warn once when a run's tokens take the agent's recorded 24 h usage past 80 % of its cap.
 
     Recorded usage, not reservations: a new agent's first run reserves its whole cap (it has no history to
-    estimate from), and that is no sign of a budget running out."""
-    if agent is None or tokens <= 0:
-        return
-    ctx.metrics.tokens_used.labels(agent.id).inc(tokens)
+    estimate from), and that is no sign of a budget running out. The usage is the one the write-back answered
+    (the tokens' own statement counted them in order), not the one seen at the claim: runs of the same agent
+    that overlap would otherwise each miss the others' tokens."""
     cap = _daily_cap(agent)
-    if cap is None:
+    if agent is None or tokens <= 0 or cap is None or written.tokens_used_24h is None:
         return
-    before, after = claim.tokens_used_24h, claim.tokens_used_24h + tokens
+    after = written.tokens_used_24h
+    before = after - tokens
     ctx.metrics.agent_budget_ratio.labels(agent.id).set(after / cap)
     if before < BUDGET_WARNING * cap <= after:
         ctx.metrics.budget_warnings.inc()
@@ -281,7 +292,8 @@ async def _claimed(
     now = utcnow()
     now_iso = to_js_iso(now)
     agent_id = agent.id if agent else None
-    _observe_tokens(ctx, agent, claim, outcome.tokens)
+    counted = _daily_cap(agent) is not None
+    _count_tokens(ctx, agent, outcome.tokens)
 
     try:
         if isinstance(outcome, Planned):
@@ -302,8 +314,10 @@ async def _claimed(
                 outcome="done",
                 tokens=outcome.tokens,
                 agent_id=agent_id,
+                counted=counted,
             )
-            if written == "stale":
+            _observe_budget(ctx, agent, outcome.tokens, written)
+            if written.status == "stale":
                 return MissionResult(mission.id, mission.user_id, "stale", tokens=outcome.tokens)
             metrics.plans_written_back.inc()
             if agent is not None:
@@ -359,7 +373,9 @@ async def _claimed(
             new_state="paused" if failures >= settings.max_consecutive_failures else None,
             tokens=outcome.tokens,
             agent_id=agent_id,
+            counted=counted,
         )
+        _observe_budget(ctx, agent, outcome.tokens, written)
         logger.warning(
             "mission planning failed",
             extra={
@@ -371,7 +387,7 @@ async def _claimed(
             },
         )
         decision = "paused-after-failures" if failures >= settings.max_consecutive_failures else "failed"
-        if written == "stale":
+        if written.status == "stale":
             decision = "stale"
         return MissionResult(
             mission.id,
@@ -438,7 +454,7 @@ async def _skip_missed(
         actor=actor,
         outcome="done",
     )
-    if written == "stale":
+    if written.status == "stale":
         return MissionResult(mission.id, mission.user_id, "stale", detail="changed while it was claimed")
     ctx.metrics.missed_runs_skipped.inc()
     logger.info(

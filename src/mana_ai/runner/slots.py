@@ -22,20 +22,31 @@ class Slots:
     def __init__(self, size: int) -> None:
         self._planning = asyncio.Semaphore(size)
         self._admitted = asyncio.Semaphore(size + claim_ahead(size))
+        self.closed = False
+        """Shutting down: missions claimed ahead get no slot any more (they give their claims back)."""
 
     async def admit(self) -> PlanningSlot:
         """Wait until this mission may claim; the returned slot is taken after its claim."""
         await self._admitted.acquire()
-        return PlanningSlot(self._planning, self._admitted)
+        return PlanningSlot(self._planning, self._admitted, self)
+
+    def close(self) -> None:
+        self.closed = True
 
 
 class PlanningSlot:
     """One mission's hold: :meth:`take` after the claim, :meth:`give_back` once the LLM calls are over (or
     whenever the mission ends; a second call does nothing)."""
 
-    def __init__(self, planning: asyncio.Semaphore | None, admitted: asyncio.Semaphore | None) -> None:
+    def __init__(
+        self,
+        planning: asyncio.Semaphore | None,
+        admitted: asyncio.Semaphore | None,
+        slots: Slots | None = None,
+    ) -> None:
         self._planning = planning
         self._admitted = admitted
+        self._slots = slots
         self._taken = False
 
     @classmethod
@@ -43,10 +54,16 @@ class PlanningSlot:
         """For a mission planned on its own (``mana-ai missions run``)."""
         return cls(None, None)
 
-    async def take(self) -> None:
+    async def take(self) -> bool:
+        """Wait for a planning slot; False (and no slot) once the process is shutting down: a mission
+        claimed ahead must not start planning then."""
         if self._planning is not None and not self._taken:
             await self._planning.acquire()
             self._taken = True
+        if self._slots is not None and self._slots.closed:
+            self.give_back()
+            return False
+        return True
 
     def give_back(self) -> None:
         if self._taken and self._planning is not None:

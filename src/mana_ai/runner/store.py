@@ -26,6 +26,7 @@ from mana_ai.runner.writeback import (
 from mana_ai.runner.writeback import (
     BatchNotWritten,
     WriteBack,
+    Written,
     fields_to_write,
     update_params,
     write_back_many,
@@ -85,9 +86,6 @@ class LostClaim(Exception):
     """Our lease on the run expired and another worker may own it now; nothing was written."""
 
 
-WriteResult = Literal["written", "stale"]
-
-
 @dataclass(frozen=True, slots=True)
 class _ClaimRequest:
     mission: ServerMission
@@ -105,7 +103,9 @@ class RunnerStore:
         self.holding: set[tuple[str, str]] = set()
         """(user, mission) held by this process's planning jobs: the heartbeat renews their dispatch marks."""
         self._claims: Coalescer[_ClaimRequest, Claim] = Coalescer(self._claim_batch, max_batch=batch_size)
-        self._write_backs: Coalescer[WriteBack, str] = Coalescer(self._write_back_batch, max_batch=batch_size)
+        self._write_backs: Coalescer[WriteBack, Written] = Coalescer(
+            self._write_back_batch, max_batch=batch_size
+        )
 
     async def due_missions(self, now_iso: str, limit: int) -> list[ServerMission]:
         rows = await self.db.fetch(q("due_missions"), {"now": now_iso, "limit": limit})
@@ -292,12 +292,14 @@ class RunnerStore:
         new_state: str | None = None,
         tokens: int = 0,
         agent_id: str | None = None,
-    ) -> WriteResult:
+        counted: bool = False,
+    ) -> Written:
         """Append ``iteration`` (and move nextRunAt / state) in one transaction with the claim's outcome.
 
-        Returns ``"stale"`` (and writes nothing) when the mission is gone, no longer active or was
-        rescheduled since it was found due. Raises :class:`LostClaim` when our lease is gone. Write-backs
-        asked for at the same time share one transaction (:mod:`mana_ai.runner.writeback`).
+        The status is ``"stale"`` (and nothing is written) when the mission is gone, no longer active or was
+        rescheduled since it was found due. ``counted`` (an agent with a cap): the result carries the agent's
+        24 h usage including ``tokens``. Raises :class:`LostClaim` when our lease is gone. Write-backs asked
+        for at the same time share one transaction (:mod:`mana_ai.runner.writeback`).
         """
         item = WriteBack(
             mission,
@@ -312,11 +314,11 @@ class RunnerStore:
             new_state,
             tokens,
             agent_id,
+            counted,
         )
-        result = await self._write_backs.submit(item)
-        return "stale" if result == "stale" else "written"
+        return await self._write_backs.submit(item)
 
-    async def _write_back_batch(self, items: list[WriteBack]) -> list[str | BaseException]:
+    async def _write_back_batch(self, items: list[WriteBack]) -> list[Written | BaseException]:
         """Two round trips and a COMMIT for the batch (one mission or many); one at a time if it fails."""
         try:
             return list(await write_back_many(self.db, self.owner, items))
@@ -330,7 +332,7 @@ class RunnerStore:
                         "why": str(exc),
                     },
                 )
-        results: list[str | BaseException] = []
+        results: list[Written | BaseException] = []
         for item in items:
             try:
                 results.append(await _once_more_if_lost(functools.partial(self._write_back_one, item)))
@@ -338,7 +340,7 @@ class RunnerStore:
                 results.append(exc)
         return results
 
-    async def _write_back_one(self, item: WriteBack) -> WriteResult:
+    async def _write_back_one(self, item: WriteBack) -> Written:
         mission = item.mission
         async with self.db.with_user(mission.user_id, pipeline=True) as conn:
             await conn.execute(q("lock_record"), {"user_id": mission.user_id, "record_id": mission.id})
@@ -350,18 +352,22 @@ class RunnerStore:
                 await conn.execute(q("insert_change"), update_params(item, *decided))
                 await conn.execute(q("mark_iteration"), item.mark_params())
             tokens = item.token_params()
+            used: int | None = None
             if tokens is not None:
-                await conn.execute(q("insert_token_usage"), tokens)
+                counted = await conn.execute(item.token_query(), tokens)
+                if item.counted:
+                    row = await counted.fetchone()
+                    used = int(row["used"]) if row is not None else None
             if decided is None:
                 await conn.execute(
                     q("release_run"),
                     {"user_id": mission.user_id, "mission_id": mission.id, "owner": self.owner},
                 )
-                return "stale"
+                return Written("stale", used)
             cur = await conn.execute(item.finish_query(), item.finish_params(self.owner))
             if await cur.fetchone() is None:
                 raise LostClaim(f"lease on mission {mission.id} expired before the write-back")
-        return "written"
+        return Written("written", used)
 
     async def record_failure(
         self, mission: ServerMission, *, error: str, backoff: timedelta, tokens: int, agent_id: str | None

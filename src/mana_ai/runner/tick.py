@@ -22,7 +22,7 @@ import orjson
 from mana_ai import tracing
 from mana_ai.errors import StorageError
 from mana_ai.runner.context import RunnerContext
-from mana_ai.runner.process import MissionResult, process_mission, resolve_agent
+from mana_ai.runner.process import STOPPING, MissionResult, process_mission, resolve_agent
 from mana_ai.runner.slots import PlanningSlot, Slots
 from mana_ai.runner.store import RunnerStore
 from mana_ai.synclog.records import ServerAgent, ServerMission
@@ -166,9 +166,7 @@ class Dispatcher:
         self, mission: ServerMission, agents: dict[tuple[str, str], ServerAgent], slot: PlanningSlot
     ) -> MissionResult:
         if not self.accepting:
-            return MissionResult(
-                mission.id, mission.user_id, "skipped-shutdown", detail="the worker is stopping"
-            )
+            return MissionResult(mission.id, mission.user_id, "skipped-shutdown", detail=STOPPING)
         result = await process_mission(self.ctx, self.store, mission, agents, slot=slot)
         if self.on_result is not None:
             self.on_result(result)
@@ -199,6 +197,7 @@ class Dispatcher:
         another worker plans it right away: never half-written, never lost.
         """
         self.accepting = False
+        self._slots.close()
         pending = [t for t in self._in_flight if not t.done()]
         if not pending:
             return

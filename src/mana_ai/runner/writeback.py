@@ -50,6 +50,8 @@ class WriteBack:
     new_state: str | None = None
     tokens: int = 0
     agent_id: str | None = None
+    counted: bool = False
+    """The agent has a daily cap: the token row answers the agent's 24 h usage (:class:`Written`)."""
 
     def finish_params(self, owner: str) -> dict[str, Any]:
         params: dict[str, Any] = {
@@ -75,6 +77,9 @@ class WriteBack:
             "step_id": "",
             "status": "",
         }
+
+    def token_query(self) -> LiteralString:
+        return q("insert_token_usage_counted") if self.counted else q("insert_token_usage")
 
     def token_params(self) -> dict[str, Any] | None:
         if self.tokens <= 0 or not self.agent_id:
@@ -125,8 +130,15 @@ class BatchNotWritten(Exception):
     """A claim of the batch was no longer ours: nothing of the batch was written."""
 
 
-Result = str
-"""written | stale"""
+@dataclass(frozen=True, slots=True)
+class Written:
+    status: str
+    """written | stale"""
+    tokens_used_24h: int | None = None
+    """For an agent with a cap (``counted``) whose run used tokens: its 24 h usage including them."""
+
+
+Result = Written
 
 
 async def write_back_many(db: Database, owner: str, items: list[WriteBack]) -> list[Result]:
@@ -188,7 +200,8 @@ async def _write(
 ) -> tuple[dict[tuple[str, str], Result], list[bool]]:
     parts: list[bytes] = []
     finish_at: list[int] = []
-    results: dict[tuple[str, str], Result] = {}
+    usage_at: dict[int, tuple[str, str]] = {}
+    statuses: dict[tuple[str, str], str] = {}
     for user, group in groups:
         parts.append(_bind(cur, q("set_current_user"), {"user_id": user}))
         for item in group:
@@ -199,24 +212,31 @@ async def _write(
                 parts.append(_bind(cur, q("mark_iteration"), item.mark_params()))
             tokens = item.token_params()
             if tokens is not None:
-                parts.append(_bind(cur, q("insert_token_usage"), tokens))
+                if item.counted:
+                    usage_at[len(parts)] = key
+                parts.append(_bind(cur, item.token_query(), tokens))
             params = {"user_id": user, "mission_id": item.mission.id, "owner": owner}
             if decided is None:
                 parts.append(_bind(cur, q("release_run"), params))
-                results[key] = "stale"
+                statuses[key] = "stale"
                 continue
             finish_at.append(len(parts))
             parts.append(_bind(cur, item.finish_query(), item.finish_params(owner)))
-            results[key] = "written"
+            statuses[key] = "written"
     await cur.execute(b";\n".join(parts))
     finishes: list[bool] = []
+    usage: dict[tuple[str, str], int] = {}
     position = 0
-    for target in finish_at:
+    for target in sorted([*finish_at, *usage_at]):
         while position < target:
             cur.nextset()
             position += 1
-        finishes.append(cur.rowcount == 1)
-    return results, finishes
+        if target in usage_at:
+            row = await cur.fetchone()
+            usage[usage_at[target]] = int(row[0]) if row is not None else 0
+        else:
+            finishes.append(cur.rowcount == 1)
+    return {key: Written(status, usage.get(key)) for key, status in statuses.items()}, finishes
 
 
 def _bind(cur: AsyncClientCursor[TupleRow], query: LiteralString, params: Mapping[str, Any]) -> bytes:

@@ -131,7 +131,8 @@ async def refresh_snapshots(
                     rows = await following
                 except BaseException:
                     following.cancel()
-                    await asyncio.wait([following])
+                    # Retrieved, so a fetch that failed on its own is not reported as never retrieved.
+                    await asyncio.gather(following, return_exceptions=True)
                     raise
                 for table in by_table:
                     if len(folds[table].last_applied) >= flush_records:
@@ -267,7 +268,9 @@ class _TableFold:
 def _gc_paused() -> Iterator[None]:
     """Pause the cyclic garbage collector while hundreds of thousands of small acyclic dicts are built: its
     generation scans would otherwise cost a sizeable share of a bootstrap refresh. Nothing built here forms
-    reference cycles, so pausing it frees nothing late."""
+    reference cycles. The pause spans the fold's yields too, so cyclic garbage of other tasks (requests,
+    planning) waits until the refresh ends: memory for a few seconds, against collections that would
+    rescan every record state built so far."""
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -290,6 +293,8 @@ def _fold(
         prepared: Any
         if data_text is not None and len(data_text) > MAX_ROW_BYTES:
             prepared = f"data is longer than {MAX_ROW_BYTES} characters"
+        elif meta_text is not None and len(meta_text) > MAX_ROW_BYTES:
+            prepared = f"field_meta is longer than {MAX_ROW_BYTES} characters"
         elif created_iso is None:
             prepared = "created_at is infinite"
         else:
@@ -299,7 +304,10 @@ def _fold(
             except orjson.JSONDecodeError:
                 data, field_meta = None, "unparseable"
             shallow = data_text is None or shallow_text(data_text)
-            prepared = prepare_row(table, op, data, field_meta, shallow=shallow)
+            try:
+                prepared = prepare_row(table, op, data, field_meta, shallow=shallow)
+            except Exception as exc:  # a check that trips over a value skips its row, never the refresh
+                prepared = f"check failed: {exc.__class__.__name__}"
         if isinstance(prepared, str):
             stats.rows_skipped += 1
             _warn_skipped(table, user_id, record_id, seq, prepared)

@@ -54,7 +54,8 @@ def _opt_timestamp(value: Any) -> str | None:
 
 
 _REAL_JS_ISO = re.compile(
-    r"(?!0000)\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d\.\d{3}Z"
+    r"(?!0000)\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d\.\d{3}Z",
+    re.ASCII,  # \d is [0-9], as in JavaScript: "٢٠٢٦-…" is no timestamp
 )
 
 
@@ -173,6 +174,10 @@ def _all_js_iso(stamps: Any) -> bool:
     try:
         joined = "|".join(stamps.values())
     except TypeError:  # a stamp that is not a string
+        return False
+    if (
+        stamps and len(joined) != 25 * len(stamps) - 1
+    ):  # 24 characters each and the separators: no need to look
         return False
     if len(stamps) < len(_STAMPS_SHAPES):
         return js_iso_shape(joined) == _STAMPS_SHAPES[len(stamps)]

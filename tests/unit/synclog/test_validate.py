@@ -60,6 +60,18 @@ def test_a_field_meta_stamp_that_is_not_one_rejects_the_row(stamp: object) -> No
     )
 
 
+@pytest.mark.parametrize("field", ["nextRunAt", "deletedAt", "createdAt", "updatedAt"])
+@pytest.mark.parametrize(
+    "value", ["٢٠٢٦-03-04T05:06:07.089Z", "２０２６-03-04T05:06:07.089Z", "2026-03-04T05:06:07.08٩Z"]
+)
+def test_a_timestamp_field_with_non_ascii_digits_is_a_reason_not_an_error(field: str, value: str) -> None:
+    # Python's \d and int() take any script's digits; such a value once passed the field check and then
+    # raised while being normalised, which stopped every refresh at that row.
+    assert prepare_row("aiMissions", "update", {field: value}, {field: STAMP}) == (
+        f"field {field!r} is not a valid timestamp"
+    )
+
+
 @pytest.mark.parametrize(
     ("value", "expected"),
     [

@@ -327,6 +327,19 @@ WHERE name = %(name)s
 INSERT INTO mana_ai.token_usage (user_id, agent_id, mission_id, tokens_used)
 VALUES (%(user_id)s, %(agent_id)s, %(mission_id)s, %(tokens)s)
 
+-- name: insert_token_usage_counted
+-- The same for an agent with a daily cap, answering its 24 h usage with these tokens: earlier statements of
+-- the same transaction (other write-backs of a batch) are counted, so two runs of one agent written together
+-- each see the other's tokens in order (the budget gauge and its warning).
+WITH recorded AS (
+    INSERT INTO mana_ai.token_usage (user_id, agent_id, mission_id, tokens_used)
+    VALUES (%(user_id)s, %(agent_id)s, %(mission_id)s, %(tokens)s)
+    RETURNING tokens_used
+)
+SELECT ((SELECT coalesce(sum(t.tokens_used), 0) FROM mana_ai.token_usage t
+         WHERE t.user_id = %(user_id)s AND t.agent_id = %(agent_id)s AND t.ts > now() - interval '24 hours')
+        + (SELECT tokens_used FROM recorded))::bigint AS used
+
 -- name: prune_token_usage
 DELETE FROM mana_ai.token_usage WHERE ts < now() - %(retention)s::interval
 
