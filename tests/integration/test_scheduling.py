@@ -81,14 +81,8 @@ async def test_a_new_agents_first_run_is_no_budget_warning(db, app_db_url):
 async def test_overlapping_runs_of_one_agent_warn_once_on_their_total(db, app_db_url, admin_db):
     # 799,600 of 1,000,000 used; two runs of 240 tokens each plan at once. Each one alone stays under 80 %
     # (799,840), together they cross it (800,080): the warning must fire once, the gauge show the total.
-    await put_row(
-        db,
-        "u1",
-        "agents",
-        "a1",
-        "insert",
-        agent_record("a1", maxConcurrentMissions=2, maxTokensPerDay=1_000_000),
-    )
+    agent = agent_record("a1", maxConcurrentMissions=2, maxTokensPerDay=1_000_000)
+    await put_row(db, "u1", "agents", "a1", "insert", agent)
     await admin_db.execute(
         "INSERT INTO mana_ai.token_usage (user_id, agent_id, mission_id, tokens_used)"
         " SELECT 'u1', 'a1', 'old' || g, CASE WHEN g = 1 THEN 9600 ELSE 10000 END FROM generate_series(1, 80) g"

@@ -22,6 +22,15 @@ async def _until(predicate, limit_s: float = 30.0) -> None:
         await asyncio.sleep(0.02)
 
 
+async def _until_rows(admin_db, query: str, limit_s: float = 10.0) -> None:
+    """Until ``query`` answers ``ok``: polled, as the database has nothing to wait on."""
+    deadline = time.monotonic() + limit_s
+    while not (await admin_db.fetchrow(query))["ok"]:
+        if time.monotonic() > deadline:
+            raise AssertionError("not reached in time: " + query)
+        await asyncio.sleep(0.02)  # noqa: ASYNC110
+
+
 async def test_missions_plan_while_earlier_write_backs_wait(db, db_url, app_db_url, admin_db):
     await put_row(db, "u1", "agents", "a1", "insert", agent_record("a1", maxConcurrentMissions=10))
     for mission_id in MISSIONS:
@@ -72,16 +81,9 @@ async def test_a_mission_claimed_ahead_does_not_start_planning_after_shutdown(db
         # Two missions plan, a third is claimed ahead and waits for a slot.
         await _until(lambda: llm.request_count == 2)
 
-        async def claimed() -> int:
-            row = await admin_db.fetchrow(
-                "SELECT count(*) AS n FROM mana_ai.mission_runs WHERE state = 'running'"
-            )
-            return int(row["n"])
-
-        deadline = time.monotonic() + 10
-        while await claimed() < 3 and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
-        assert await claimed() == 3
+        await _until_rows(
+            admin_db, "SELECT count(*) = 3 AS ok FROM mana_ai.mission_runs WHERE state = 'running'"
+        )
         await app.ticker.dispatcher.drain(grace_s=20)  # the two planning finish, nothing new starts
         stats = await asyncio.wait_for(tick, 30)
     assert stats.decisions == {"ran": 2, "skipped-shutdown": 4}, stats.to_json()

@@ -353,11 +353,13 @@ class RunnerStore:
                 await conn.execute(q("mark_iteration"), item.mark_params())
             tokens = item.token_params()
             used: int | None = None
-            if tokens is not None:
-                counted = await conn.execute(item.token_query(), tokens)
-                if item.counted:
-                    row = await counted.fetchone()
-                    used = int(row["used"]) if row is not None else None
+            if tokens is not None and item.counted:
+                agent = {"user_ids": [mission.user_id], "agent_ids": [item.agent_id]}
+                await conn.execute(q("lock_agent_usage"), agent)
+                row = await (await conn.execute(item.token_query(), tokens)).fetchone()
+                used = int(row["used"]) if row is not None else None
+            elif tokens is not None:
+                await conn.execute(item.token_query(), tokens)
             if decided is None:
                 await conn.execute(
                     q("release_run"),

@@ -199,6 +199,10 @@ async def _write(
     owner: str,
 ) -> tuple[dict[tuple[str, str], Result], list[bool]]:
     parts: list[bytes] = []
+    counted = sorted({(u, i.agent_id) for u, g in groups for i in g if i.counted and i.token_params()})
+    if counted:
+        agents = {"user_ids": [u for u, _ in counted], "agent_ids": [a for _, a in counted]}
+        parts.append(_bind(cur, q("lock_agent_usage"), agents))
     finish_at: list[int] = []
     usage_at: dict[int, tuple[str, str]] = {}
     statuses: dict[tuple[str, str], str] = {}

@@ -327,10 +327,17 @@ WHERE name = %(name)s
 INSERT INTO mana_ai.token_usage (user_id, agent_id, mission_id, tokens_used)
 VALUES (%(user_id)s, %(agent_id)s, %(mission_id)s, %(tokens)s)
 
+-- name: lock_agent_usage
+-- Before insert_token_usage_counted: the write-backs of one agent's runs take turns from here to their
+-- COMMIT, so each count includes the tokens of those before it, in any process. Taken after the record
+-- locks and in (user, agent) order, so two batches never wait for each other crosswise.
+SELECT pg_advisory_xact_lock(hashtextextended('mana_ai.agent_usage:' || k.u || ':' || k.a, 0))
+FROM (SELECT DISTINCT u, a FROM unnest(%(user_ids)s::text[], %(agent_ids)s::text[]) AS t(u, a) ORDER BY 1, 2) k
+
 -- name: insert_token_usage_counted
--- The same for an agent with a daily cap, answering its 24 h usage with these tokens: earlier statements of
--- the same transaction (other write-backs of a batch) are counted, so two runs of one agent written together
--- each see the other's tokens in order (the budget gauge and its warning).
+-- The same for an agent with a daily cap, answering its 24 h usage with these tokens (the budget gauge and
+-- its warning). Under lock_agent_usage, earlier write-backs of the agent have committed or are earlier
+-- statements of this transaction: both are counted.
 WITH recorded AS (
     INSERT INTO mana_ai.token_usage (user_id, agent_id, mission_id, tokens_used)
     VALUES (%(user_id)s, %(agent_id)s, %(mission_id)s, %(tokens)s)
