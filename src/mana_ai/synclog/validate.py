@@ -102,7 +102,8 @@ def _timestamp(value: Any) -> str | None:
         normalized = normalize_iso(value)
     except (ValueError, OverflowError):  # overflow: a real date whose UTC instant is outside years 1-9999
         return "is not a valid timestamp"
-    # Years before 1000 lose their leading zeros in the JS form and would compare wrongly as strings.
+    # normalize_iso writes the JS form (a year before 1000 padded to four digits, as JavaScript does, so that
+    # stamps compare as strings); anything else would sort wrongly and is refused.
     return None if is_js_iso(normalized) else "is not a valid timestamp"
 
 
