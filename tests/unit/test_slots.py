@@ -71,8 +71,9 @@ async def test_after_close_a_mission_claimed_ahead_gets_no_slot_and_frees_its_ad
     waiting = asyncio.ensure_future(ahead.take())
     await _settled()
     slots.close()  # shutdown: the mission planning goes on, the one claimed ahead must not start
+    await _settled()
+    assert waiting.done() and waiting.result() is False  # at once, not when the planning mission ends
     planning.give_back()
-    assert await waiting is False
     # Both admissions are free again: two new missions are admitted at once (and refused a slot).
     late = [await asyncio.wait_for(slots.admit(), 1) for _ in range(2)]
     assert [await slot.take() for slot in late] == [False, False]

@@ -24,6 +24,8 @@ class Slots:
         self._admitted = asyncio.Semaphore(size + claim_ahead(size))
         self.closed = False
         """Shutting down: missions claimed ahead get no slot any more (they give their claims back)."""
+        self.waiting = 0
+        """Missions waiting for a planning slot."""
 
     async def admit(self) -> PlanningSlot:
         """Wait until this mission may claim; the returned slot is taken after its claim."""
@@ -31,7 +33,12 @@ class Slots:
         return PlanningSlot(self._planning, self._admitted, self)
 
     def close(self) -> None:
+        """Refuse every slot from now on, and wake the missions waiting for one at once (each sees the refusal
+        and gives back what it took; the count no longer matters once closed) rather than after a mission
+        ends its LLM calls."""
         self.closed = True
+        for _ in range(self.waiting):
+            self._planning.release()
 
 
 class PlanningSlot:
@@ -57,10 +64,17 @@ class PlanningSlot:
     async def take(self) -> bool:
         """Wait for a planning slot; False (and no slot) once the process is shutting down: a mission
         claimed ahead must not start planning then."""
-        if self._planning is not None and not self._taken:
-            await self._planning.acquire()
+        slots = self._slots
+        if self._planning is not None and not self._taken and not (slots is not None and slots.closed):
+            if slots is not None:
+                slots.waiting += 1
+            try:
+                await self._planning.acquire()
+            finally:
+                if slots is not None:
+                    slots.waiting -= 1
             self._taken = True
-        if self._slots is not None and self._slots.closed:
+        if slots is not None and slots.closed:
             self.give_back()
             return False
         return True

@@ -195,16 +195,17 @@ def fold_record_rows(
     for op, data, field_meta, created_iso in rows:
         if check_row(table, op, data, field_meta) is not None:
             continue
-        state = apply_row(
-            state,
-            ChangeRow(
-                record_id=record_id,
-                op=op,
-                data=clean_data(data),
-                field_meta=clean_field_meta(field_meta),
-                created_at=created_iso,
-            ),
+        change = ChangeRow(
+            record_id=record_id,
+            op=op,
+            data=clean_data(data),
+            field_meta=clean_field_meta(field_meta),
+            created_at=created_iso,
         )
+        try:
+            state = apply_row(state, change)
+        except Exception:  # as the refresh skips a row the merge cannot handle ("merge failed")
+            continue
     return state
 
 

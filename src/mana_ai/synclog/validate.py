@@ -195,6 +195,14 @@ def shallow_text(text: str) -> bool:
     return text.count("{") + text.count("[") <= MAX_DEPTH
 
 
+def too_long(text: str) -> bool:
+    """Whether JSON ``text`` is longer than :data:`MAX_ROW_BYTES` bytes in UTF-8, as the write-back's reader
+    measures it (it gets bytes): counted in bytes only when the characters alone cannot decide."""
+    if len(text) <= MAX_ROW_BYTES // 4:
+        return False
+    return len(text) > MAX_ROW_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_ROW_BYTES
+
+
 def prepare_row(table: str, op: Any, data: Any, field_meta: Any, *, shallow: bool = False) -> Prepared | str:
     """Check a row and normalise its timestamps in one pass.
 
@@ -202,8 +210,16 @@ def prepare_row(table: str, op: Any, data: Any, field_meta: Any, *, shallow: boo
         shallow: the caller knows the data nests no deeper than :data:`MAX_DEPTH` (see
             :func:`shallow_text`), so the walk is skipped.
 
-    Returns ``(data, field_meta)`` ready for the merge, or the reason the row must be skipped.
+    Returns ``(data, field_meta)`` ready for the merge, or the reason the row must be skipped (also when a
+    check trips over a value: one row, never the refresh or a write-back, pays for it).
     """
+    try:
+        return _prepare_row(table, op, data, field_meta, shallow)
+    except Exception as exc:
+        return f"check failed: {exc.__class__.__name__}"
+
+
+def _prepare_row(table: str, op: Any, data: Any, field_meta: Any, shallow: bool) -> Prepared | str:
     if op not in ("insert", "update", "delete"):
         return f"unknown op {str(op)[:20]!r}"
     if op == "delete":

@@ -6,7 +6,8 @@ import datetime as dt
 
 import pytest
 
-from mana_ai.synclog.validate import prepare_row
+from mana_ai.synclog import validate
+from mana_ai.synclog.validate import MAX_ROW_BYTES, check_row, prepare_row, too_long
 from mana_ai.timefmt import is_js_iso, to_js_iso
 
 STAMP = "2026-03-04T05:06:07.089Z"
@@ -87,3 +88,22 @@ def test_a_timestamp_field_with_non_ascii_digits_is_a_reason_not_an_error(field:
 def test_to_js_iso_writes_what_javascript_writes(value: dt.datetime, expected: str) -> None:
     assert to_js_iso(value) == expected
     assert is_js_iso(expected)
+
+
+def test_row_size_is_measured_in_utf8_bytes_as_the_write_back_reads_it() -> None:
+    # The refresh reads text (characters), the write-back's reader bytes: both must skip the same rows.
+    assert not too_long("é" * (MAX_ROW_BYTES // 2))  # exactly the limit in bytes
+    assert too_long("é" * (MAX_ROW_BYTES // 2 + 1))  # under the limit in characters, over it in bytes
+    assert too_long("a" * (MAX_ROW_BYTES + 1)) and not too_long("a" * MAX_ROW_BYTES)
+    assert not too_long("😀" * (MAX_ROW_BYTES // 4))
+
+
+def test_a_check_that_raises_is_a_reason_not_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(value: object) -> str | None:
+        raise RuntimeError("a check tripped over " + repr(value))
+
+    monkeypatch.setitem(validate.FIELDS_BY_TABLE["aiMissions"], "title", broken)
+    assert (
+        prepare_row("aiMissions", "update", {"title": "x"}, {"title": STAMP}) == "check failed: RuntimeError"
+    )
+    assert check_row("aiMissions", "update", {"title": "x"}, {"title": STAMP}) == "check failed: RuntimeError"
