@@ -16,7 +16,7 @@ from mana_ai.timefmt import JS_ISO_SHAPE, is_js_iso, js_iso_shape, normalize_iso
 
 MAX_STRING = 200_000
 MAX_ROW_BYTES = 5_000_000
-"""A row whose data is longer than this as JSON text (characters) is skipped before it is parsed."""
+"""A row whose data or field_meta is longer than this as JSON text in UTF-8 bytes is skipped before it is parsed."""
 MAX_DEPTH = 64
 """Deepest nesting of objects and arrays a row may carry. Records are written back and serialised again
 (orjson refuses beyond 254 levels, recursive code beyond about 1000), so one deeper row would otherwise
