@@ -29,6 +29,7 @@ from mana_ai.runner.writeback import (
     Written,
     fields_to_write,
     update_params,
+    usage_lock_params,
     write_back_many,
 )
 from mana_ai.synclog.records import ServerAgent, ServerMission
@@ -354,8 +355,8 @@ class RunnerStore:
             tokens = item.token_params()
             used: int | None = None
             if tokens is not None and item.counted:
-                agent = {"user_ids": [mission.user_id], "agent_ids": [item.agent_id]}
-                await conn.execute(q("lock_agent_usage"), agent)
+                lock = usage_lock_params([(mission.user_id, item.agent_id)])
+                await conn.execute(q("lock_agent_usage"), lock)
                 row = await (await conn.execute(item.token_query(), tokens)).fetchone()
                 used = int(row["used"]) if row is not None else None
             elif tokens is not None:

@@ -12,7 +12,7 @@ reported for its mission alone).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from itertools import groupby
@@ -138,10 +138,13 @@ class Written:
     """For an agent with a cap (``counted``) whose run used tokens: its 24 h usage including them."""
 
 
-Result = Written
+def usage_lock_params(agents: Iterable[tuple[str, str | None]]) -> dict[str, Any]:
+    """``lock_agent_usage`` for these (user, agent) pairs; the query takes them in sorted order."""
+    pairs = sorted({(user, agent or "") for user, agent in agents})
+    return {"user_ids": [u for u, _ in pairs], "agent_ids": [a for _, a in pairs]}
 
 
-async def write_back_many(db: Database, owner: str, items: list[WriteBack]) -> list[Result]:
+async def write_back_many(db: Database, owner: str, items: list[WriteBack]) -> list[Written]:
     """Write every item in one transaction (see the module docstring); results in the order of ``items``."""
     groups = [
         (user, sorted(group, key=lambda i: i.mission.id))
@@ -197,12 +200,11 @@ async def _write(
     groups: Groups,
     latest: dict[tuple[str, str], RecordState | None],
     owner: str,
-) -> tuple[dict[tuple[str, str], Result], list[bool]]:
+) -> tuple[dict[tuple[str, str], Written], list[bool]]:
     parts: list[bytes] = []
-    counted = sorted({(u, i.agent_id) for u, g in groups for i in g if i.counted and i.token_params()})
+    counted = {(u, i.agent_id) for u, g in groups for i in g if i.counted and i.token_params()}
     if counted:
-        agents = {"user_ids": [u for u, _ in counted], "agent_ids": [a for _, a in counted]}
-        parts.append(_bind(cur, q("lock_agent_usage"), agents))
+        parts.append(_bind(cur, q("lock_agent_usage"), usage_lock_params(counted)))
     finish_at: list[int] = []
     usage_at: dict[int, tuple[str, str]] = {}
     statuses: dict[tuple[str, str], str] = {}

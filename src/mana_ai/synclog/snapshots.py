@@ -29,7 +29,13 @@ from mana_ai.db.connector import Database
 from mana_ai.db.queries import q
 from mana_ai.synclog.lww import RecordState, apply_change
 from mana_ai.synclog.restore import restore_lost
-from mana_ai.synclog.validate import MAX_ROW_BYTES, prepare_row, shallow_text, too_long
+from mana_ai.synclog.validate import (
+    MAX_ROW_BYTES,
+    SHORT_ROW_CHARS,
+    prepare_row,
+    shallow_text,
+    too_long,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -280,10 +286,6 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-_QUARTER = MAX_ROW_BYTES // 4
-"""Text no longer than this is at most MAX_ROW_BYTES in UTF-8 (four bytes per character at most)."""
-
-
 def _fold(
     table: str,
     rows: list[FeedRow],
@@ -296,9 +298,9 @@ def _fold(
     for _table, user_id, record_id, op, data_text, meta_text, seq, created_iso in rows:
         prepared: Any
         # The length first: the call only for the rare long text (a function call per row is measurable).
-        if data_text is not None and len(data_text) > _QUARTER and too_long(data_text):
+        if data_text is not None and len(data_text) > SHORT_ROW_CHARS and too_long(data_text):
             prepared = f"data is longer than {MAX_ROW_BYTES} bytes"
-        elif meta_text is not None and len(meta_text) > _QUARTER and too_long(meta_text):
+        elif meta_text is not None and len(meta_text) > SHORT_ROW_CHARS and too_long(meta_text):
             prepared = f"field_meta is longer than {MAX_ROW_BYTES} bytes"
         elif created_iso is None:
             prepared = "created_at is infinite"

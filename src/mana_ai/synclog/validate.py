@@ -17,6 +17,8 @@ from mana_ai.timefmt import JS_ISO_SHAPE, is_js_iso, js_iso_shape, normalize_iso
 MAX_STRING = 200_000
 MAX_ROW_BYTES = 5_000_000
 """A row whose data or field_meta is longer than this as JSON text in UTF-8 bytes is skipped before it is parsed."""
+SHORT_ROW_CHARS = MAX_ROW_BYTES // 4
+"""JSON text of at most this many characters is at most MAX_ROW_BYTES in UTF-8 (four bytes a character)."""
 MAX_DEPTH = 64
 """Deepest nesting of objects and arrays a row may carry. Records are written back and serialised again
 (orjson refuses beyond 254 levels, recursive code beyond about 1000), so one deeper row would otherwise
@@ -176,9 +178,8 @@ def _all_js_iso(stamps: Any) -> bool:
         joined = "|".join(stamps.values())
     except TypeError:  # a stamp that is not a string
         return False
-    if (
-        stamps and len(joined) != 25 * len(stamps) - 1
-    ):  # 24 characters each and the separators: no need to look
+    # 24 characters each and the separators: a length that differs needs no closer look.
+    if stamps and len(joined) != 25 * len(stamps) - 1:
         return False
     if len(stamps) < len(_STAMPS_SHAPES):
         return js_iso_shape(joined) == _STAMPS_SHAPES[len(stamps)]
@@ -198,7 +199,7 @@ def shallow_text(text: str) -> bool:
 def too_long(text: str) -> bool:
     """Whether JSON ``text`` is longer than :data:`MAX_ROW_BYTES` bytes in UTF-8, as the write-back's reader
     measures it (it gets bytes): counted in bytes only when the characters alone cannot decide."""
-    if len(text) <= MAX_ROW_BYTES // 4:
+    if len(text) <= SHORT_ROW_CHARS:
         return False
     return len(text) > MAX_ROW_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_ROW_BYTES
 
