@@ -10,7 +10,9 @@ process's ``time.process_time()`` divided by the requests made, in three modes:
 - ``codec``: :func:`build_request_body` + :func:`parse_completion` without any I/O (pure JSON work).
 
 ``client`` and ``loop`` run at concurrency 1 (one request in flight) and at the service's default
-concurrency (64 in flight), where the event loop's per-wake-up cost is shared.
+concurrency (64 in flight), where the event loop's per-wake-up cost is shared. ``"modes"`` in the config
+picks some of the three (default: all); the deployment-shaped workload runs ``client`` alone against its
+plain server to measure that server's ceiling (see :mod:`bench.serve_bench`).
 """
 
 from __future__ import annotations
@@ -62,14 +64,14 @@ async def _measure(
 
 async def run(config: dict[str, Any]) -> dict[str, Any]:
     from mana_ai.planner.compact import make_compactor
-    from mana_ai.planner.llm_client import OpenAICompatClient, build_request_body, parse_completion
+    from mana_ai.planner.llm_client import OpenAICompatClient
     from mana_ai.planner.loop import run_planner_loop
     from mana_ai.planner.recorder import PlanRecorder
     from mana_ai.planner.reminders import build_reminder_channel
-    from mana_ai.testing.fake_llm import completion_body
     from mana_ai.tools.schema import toolset_for_policy
 
     requests, reps, model = config["requests"], config["reps"], "mana/reasoning"
+    modes = config.get("modes", ("client", "loop", "codec"))
     toolset = toolset_for_policy(None)
     system, user = _prompts()
     messages: list[Any] = [{"role": "system", "content": system}, {"role": "user", "content": user}]
@@ -108,6 +110,8 @@ async def run(config: dict[str, Any]) -> dict[str, Any]:
             return int(outcome.rounds)
 
         for mode, job in (("client", one_request), ("loop", one_run)):
+            if mode not in modes:
+                continue
             for concurrency in config["concurrency"]:
                 # Runs are two rounds each: half as many runs make the same number of requests.
                 total = requests if mode == "client" else requests // 2
@@ -123,6 +127,14 @@ async def run(config: dict[str, Any]) -> dict[str, Any]:
                     "rounds_per_s": summarize(rate),
                 }
         result["client_stats"] = {"requests": client.stats.requests, "failures": client.stats.failures}
+    if "codec" in modes:
+        result["codec"] = _codec(messages, toolset.json, model, requests, reps)
+    return result
+
+
+def _codec(messages: list[Any], tools_json: bytes, model: str, requests: int, reps: int) -> dict[str, Any]:
+    from mana_ai.planner.llm_client import build_request_body, parse_completion
+    from mana_ai.testing.fake_llm import completion_body
 
     # Pure JSON work, no I/O: what the body building and response parsing cost on their own.
     response = completion_body(
@@ -133,12 +145,11 @@ async def run(config: dict[str, Any]) -> dict[str, Any]:
         gc.collect()
         cpu0 = time.process_time()
         for _ in range(requests):
-            build_request_body(messages, tools_json=toolset.json, model=model, temperature=0.3)
+            build_request_body(messages, tools_json=tools_json, model=model, temperature=0.3)
             parse_completion(response)
         if rep > 0:
             codec.append((time.process_time() - cpu0) / requests * 1000.0)
-    result["codec"] = {"cpu_ms_per_round": summarize(codec)}
-    return result
+    return {"cpu_ms_per_round": summarize(codec)}
 
 
 if __name__ == "__main__":

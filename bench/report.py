@@ -314,12 +314,24 @@ def plot_deploy(path: Path, planning: list[dict[str, Any]], refresh: dict[str, A
     PostgreSQL, and the ticks with the refresh against their goals."""
     plt = _pyplot()
     fig, (left, mid, right) = plt.subplots(1, 3, figsize=(13, 4.2))
-    labels = [f"{p['params']['latency_ms']:g} ms" for p in planning]
+    labels = [f"{p['params']['latency_ms']:g} ms\n{p['params'].get('processes', 1)} proc." for p in planning]
     xs = list(range(len(planning)))
     meds = [p["throughput_per_s"]["median"] for p in planning]
     left.bar(xs, meds, color="tab:blue", label="measured")
     goals = [{0: 600.0, 100: 280.0}.get(int(p["params"]["latency_ms"])) for p in planning]
     left.scatter(xs, [g or 0 for g in goals], marker="_", s=900, color="tab:red", label="goal")
+    ceilings = [(x, (p.get("ceiling_per_s") or {}).get("median")) for x, p in zip(xs, planning, strict=True)]
+    if any(c is not None for _, c in ceilings):
+        left.scatter(
+            [x for x, c in ceilings if c is not None],
+            [c for _, c in ceilings if c is not None],
+            marker="_",
+            s=900,
+            color="black",
+            label="LLM server's ceiling (bare client)",
+        )
+    tops = meds + [g or 0 for g in goals] + [c or 0 for _, c in ceilings]
+    left.set_ylim(0, max(tops) * 1.35)
     for x, y, p in zip(xs, meds, planning, strict=True):
         load = max(p.get("loadavg_1m") or [0.0])
         left.annotate(f"{y:.0f}/s\nload {load:.1f}", (x, y), ha="center", va="bottom", fontsize=8)
@@ -327,7 +339,7 @@ def plot_deploy(path: Path, planning: list[dict[str, Any]], refresh: dict[str, A
     left.set_xlabel("LLM latency per request")
     left.set_ylabel("missions / s")
     left.set_title("serve over HTTP: 1,000 missions")
-    left.legend(fontsize=8)
+    left.legend(fontsize=7, loc="upper right")
     width = 0.38
     service = [p["service_cpu_ms_per_mission"]["median"] for p in planning]
     postgres = [p["postgres_cpu_ms_per_mission"]["median"] for p in planning]
@@ -336,12 +348,12 @@ def plot_deploy(path: Path, planning: list[dict[str, Any]], refresh: dict[str, A
     for x, p in zip(xs, planning, strict=True):
         trips = p["round_trips_per_mission"]["median"]
         mid.annotate(
-            f"{trips:.2f} round trips",
+            f"{trips:.2f}\nround trips",
             (x, 0),
             xytext=(0, 2),
             textcoords="offset points",
             ha="center",
-            fontsize=8,
+            fontsize=7,
         )
     mid.set_xticks(xs, labels)
     mid.set_ylabel("CPU ms per planned mission")

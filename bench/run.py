@@ -50,8 +50,18 @@ from bench.report import (
     print_table,
     write_json,
 )
+from bench.stats import summarize
 
 BENCH_DIR = Path(__file__).resolve().parent
+
+
+def _ratio(measured: dict[str, Any], bound: dict[str, Any] | None) -> float | None:
+    """Median over median: how much of a bound a measurement reaches (None when either is missing)."""
+    if not bound or not bound.get("median") or measured.get("median") is None:
+        return None
+    return float(measured["median"]) / float(bound["median"])
+
+
 GROUPS = ("refresh", "llm", "throughput", "sweeps", "scaleout", "deploy", "scheduling")
 
 MISSIONS = 2_000
@@ -326,6 +336,27 @@ class Suite:
         )
 
     # --- the deployment-shaped workload: `mana-ai serve` over HTTP, Postgres over TCP, plain threaded LLM --
+    def _llm_ceiling(self, llm: FakeLlmPool, latency_ms: float) -> dict[str, Any] | None:
+        """Missions/s the plain LLM server allows at all on this machine: a bare client (the service's own
+        LLM client, nothing else in its process) with 64 requests in flight, as many as the service's
+        planning slots, each with the 62 tools; two requests make a mission."""
+        requests = 1280 if latency_ms else 4000  # ~2.5 s per repetition either way on 2 cores
+        config = {
+            "llm_url": llm.server(latency_ms).url,
+            "requests": requests,
+            "reps": self.plan.deploy["reps"],
+            "concurrency": [64],
+            "modes": ["client"],
+        }
+        result = self.step(
+            f"deployment-shaped: the plain LLM server's ceiling, LLM {latency_ms:g} ms",
+            functools.partial(run_child, "bench.llm_bench", config, log_path=self.log_path),
+        )
+        if result is None:
+            return None
+        rate = result["client_c64"]["rounds_per_s"]
+        return summarize([value / 2.0 for value in rate["values"]])
+
     def deploy(self, cluster: Any, llm: FakeLlmPool) -> None:
         spec = self.plan.deploy
         common = {
@@ -335,6 +366,7 @@ class Suite:
             "log_path": str(self.log_path),
         }
         results = []
+        ceilings = {latency: self._llm_ceiling(llm, float(latency)) for latency in spec["latencies"]}
         for latency, processes in itertools.product(spec["latencies"], spec["processes"]):
             server = llm.server(float(latency))
             config = {
@@ -358,6 +390,8 @@ class Suite:
             )
             if result is None:
                 continue
+            ceiling = ceilings[latency]
+            result["ceiling_per_s"] = ceiling
             results.append(result)
             params = {
                 "missions": result["missions"],
@@ -375,6 +409,7 @@ class Suite:
                     target={0: 600.0, 100: 280.0}.get(int(latency)),
                     higher_is_better=True,
                     ideal_per_s=result["ideal_per_s"],
+                    of_ceiling=_ratio(result["throughput_per_s"], ceiling),
                 )
             )
             for key, name in (
@@ -389,6 +424,18 @@ class Suite:
                 metric("transactions per mission", result["transactions_per_mission"], "", params, sub=True)
             )
         self.raw["deploy_planning"] = results
+        for latency, ceiling in ceilings.items():
+            if ceiling is not None:
+                params = {"latency_ms": latency, "in_flight": 64, "shape": "serve ceiling"}
+                self.metrics.append(
+                    metric(
+                        "serve: LLM server's ceiling (bare client)",
+                        ceiling,
+                        "/s",
+                        params,
+                        higher_is_better=True,
+                    )
+                )
         config = {
             **common,
             "workload": "refresh",
@@ -626,6 +673,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("unknown group(s): " + ", ".join(unknown))
     plan = quick_plan() if args.quick else full_plan()
     out = args.out or BENCH_DIR / ("results-quick.json" if args.quick else "results.json")
+    out.parent.mkdir(parents=True, exist_ok=True)  # now, not after the run: a bad --out must not lose it
     plot_prefix = "quick-" if args.quick else ""
     # Under make, stdout is not a terminal and rich would assume 80 columns: too narrow for the table.
     console = Console(width=None if sys.stdout.isatty() else 150)
