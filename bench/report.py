@@ -309,6 +309,12 @@ def plot_scaleout(path: Path, raw: dict[str, Any]) -> None:
     plt.close(fig)
 
 
+def _ceiling_median(point: dict[str, Any]) -> float | None:
+    ceiling = point.get("ceiling") or {}
+    value = (ceiling.get("missions_per_s") or {}).get("median")
+    return None if value is None else float(value)
+
+
 def plot_deploy(path: Path, planning: list[dict[str, Any]], refresh: dict[str, Any] | None) -> None:
     """The deployment-shaped workload: missions/s against the goals, CPU per mission of the service and of
     PostgreSQL, and the ticks with the refresh against their goals."""
@@ -320,7 +326,7 @@ def plot_deploy(path: Path, planning: list[dict[str, Any]], refresh: dict[str, A
     left.bar(xs, meds, color="tab:blue", label="measured")
     goals = [{0: 600.0, 100: 280.0}.get(int(p["params"]["latency_ms"])) for p in planning]
     left.scatter(xs, [g or 0 for g in goals], marker="_", s=900, color="tab:red", label="goal")
-    ceilings = [(x, (p.get("ceiling_per_s") or {}).get("median")) for x, p in zip(xs, planning, strict=True)]
+    ceilings = [(x, _ceiling_median(p)) for x, p in zip(xs, planning, strict=True)]
     if any(c is not None for _, c in ceilings):
         left.scatter(
             [x for x, c in ceilings if c is not None],

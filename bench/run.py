@@ -39,6 +39,7 @@ import psycopg
 from rich.console import Console
 
 from bench.infra import ChildFailed, Cluster, FakeLlmPool, TcpCluster, run_child
+from bench.procstat import tree_cpu_s
 from bench.report import (
     Metric,
     metric,
@@ -339,15 +340,19 @@ class Suite:
     def _llm_ceiling(self, llm: FakeLlmPool, latency_ms: float) -> dict[str, Any] | None:
         """Missions/s the plain LLM server allows at all on this machine: a bare client (the service's own
         LLM client, nothing else in its process) with 64 requests in flight, as many as the service's
-        planning slots, each with the 62 tools; two requests make a mission."""
+        planning slots, each with the 62 tools; two requests make a mission. Beside it the CPU per request
+        of the server's process and of that client."""
+        server = llm.server(latency_ms)
         requests = 1280 if latency_ms else 4000  # ~2.5 s per repetition either way on 2 cores
         config = {
-            "llm_url": llm.server(latency_ms).url,
+            "llm_url": server.url,
             "requests": requests,
             "reps": self.plan.deploy["reps"],
             "concurrency": [64],
             "modes": ["client"],
         }
+        pid = server.pid
+        cpu0 = tree_cpu_s(pid) if pid is not None else None
         result = self.step(
             f"deployment-shaped: the plain LLM server's ceiling, LLM {latency_ms:g} ms",
             functools.partial(run_child, "bench.llm_bench", config, log_path=self.log_path),
@@ -355,7 +360,13 @@ class Suite:
         if result is None:
             return None
         rate = result["client_c64"]["rounds_per_s"]
-        return summarize([value / 2.0 for value in rate["values"]])
+        sent = result["client_stats"]["requests"]  # warm-up included, as is the server's CPU
+        server_ms = (tree_cpu_s(pid) - cpu0) / sent * 1000.0 if pid is not None and cpu0 is not None else None
+        return {
+            "missions_per_s": summarize([value / 2.0 for value in rate["values"]]),
+            "server_cpu_ms_per_request": server_ms,
+            "client_cpu_ms_per_request": result["client_c64"]["cpu_ms_per_round"]["median"],
+        }
 
     def deploy(self, cluster: Any, llm: FakeLlmPool) -> None:
         spec = self.plan.deploy
@@ -391,7 +402,7 @@ class Suite:
             if result is None:
                 continue
             ceiling = ceilings[latency]
-            result["ceiling_per_s"] = ceiling
+            result["ceiling"] = ceiling
             results.append(result)
             params = {
                 "missions": result["missions"],
@@ -409,7 +420,7 @@ class Suite:
                     target={0: 600.0, 100: 280.0}.get(int(latency)),
                     higher_is_better=True,
                     ideal_per_s=result["ideal_per_s"],
-                    of_ceiling=_ratio(result["throughput_per_s"], ceiling),
+                    of_ceiling=_ratio(result["throughput_per_s"], ceiling and ceiling["missions_per_s"]),
                 )
             )
             for key, name in (
@@ -430,12 +441,18 @@ class Suite:
                 self.metrics.append(
                     metric(
                         "serve: LLM server's ceiling (bare client)",
-                        ceiling,
+                        ceiling["missions_per_s"],
                         "/s",
                         params,
                         higher_is_better=True,
                     )
                 )
+                for key, name in (
+                    ("server_cpu_ms_per_request", "LLM server CPU per request"),
+                    ("client_cpu_ms_per_request", "bare client CPU per request"),
+                ):
+                    if ceiling[key] is not None:
+                        self.metrics.append(metric(name, summarize([ceiling[key]]), "ms", params, sub=True))
         config = {
             **common,
             "workload": "refresh",
