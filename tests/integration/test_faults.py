@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
+from datetime import timedelta
 from typing import Any
 
 from mana_ai.testing.fake_llm import FakeLlmServer, FakeResponse, completion_body, conversation_responder
@@ -88,6 +90,28 @@ async def test_mission_failing_five_times_pauses_itself(db, app_db_url, admin_db
     assert final["state"] == "paused"
     assert "paused after 5 failed attempts" in final["iterations"][-1]["errorDetails"]["message"]
     assert len(final["iterations"]) == 5
+
+
+async def test_a_mission_over_its_time_limit_fails_with_that_reason_and_ends_its_run(
+    db, app_db_url, admin_db
+):
+    await put_row(db, "u1", "aiMissions", "m1", "insert", mission("m1"))
+    async with (
+        FakeLlmServer(default=conversation_responder(), latency_s=3.0) as llm,
+        running_app(app_db_url, llm, mission_timeout=timedelta(seconds=0.5)) as app,
+    ):
+        started = time.monotonic()
+        stats = await app.ticker.tick()
+        elapsed = time.monotonic() - started
+    assert stats.decisions == {"failed": 1}, stats.results
+    assert elapsed < 2.5  # the mission's limit ended it, not the LLM's answer
+    rows = await runner_rows(admin_db)
+    assert len(rows) == 1
+    last = rows[0]["data"]["iterations"][-1]
+    assert last["overallStatus"] == "failed"
+    assert "planning took longer than 0.5 s (MANA_AI_MISSION_TIMEOUT)" in last["errorDetails"]["message"]
+    runs = await admin_db.fetch("SELECT state FROM mana_ai.mission_runs WHERE mission_id = 'm1'")
+    assert [r["state"] for r in runs] == ["failed"]  # finished, not left running until its lease ends
 
 
 async def test_connection_dropped_mid_tick_next_tick_completes(db, app_db_url, admin_db):

@@ -266,12 +266,17 @@ async def _claimed(
         token_share=claim.token_share,
         budget=budget,
     )
+    limit_s = settings.mission_timeout.total_seconds()
     try:
-        outcome = await asyncio.wait_for(plan_mission(ctx, request), settings.mission_timeout.total_seconds())
+        # asyncio.timeout, not wait_for: on 3.11 wait_for runs the coroutine in a task of its own, and
+        # starting and finishing that task cost three trips through the event loop's queue of ready
+        # callbacks while the mission holds its planning slot (~10 ms each on a busy loop).
+        async with asyncio.timeout(limit_s):
+            outcome = await plan_mission(ctx, request)
     except TimeoutError:
         outcome = Failed(
             "timeout",
-            f"planning took longer than {settings.mission_timeout}",
+            f"planning took longer than {limit_s:g} s (MANA_AI_MISSION_TIMEOUT)",
             # What the finished rounds of a capped run cost is known: record it rather than lose it.
             tokens=budget.spent if budget is not None else 0,
             phase="calling-llm",
