@@ -12,7 +12,7 @@ process's ``time.process_time()`` divided by the requests made, in three modes:
 ``client`` and ``loop`` run at concurrency 1 (one request in flight) and at the service's default
 concurrency (64 in flight), where the event loop's per-wake-up cost is shared. ``"modes"`` in the config
 picks some of the three (default: all); the deployment-shaped workload runs ``client`` alone against its
-plain server to measure that server's ceiling (see :mod:`bench.serve_bench`).
+plain server to measure that server's ceiling (``Suite._llm_ceiling`` in :mod:`bench.run`).
 """
 
 from __future__ import annotations

@@ -14,8 +14,8 @@ and clones a fresh database from it for every scenario. The fake LLM server runs
 own (see :mod:`bench.refresh_bench`, :mod:`bench.llm_bench`, :mod:`bench.throughput_bench`,
 :mod:`bench.scaleout_bench`, :mod:`bench.serve_bench`), so its CPU time and peak RSS are not mixed with the
 others'. The deployment-shaped group (``deploy``) starts a second PostgreSQL listening on 127.0.0.1 and the
-standard library's threaded fake LLM (:mod:`bench.plain_llm`), and drives ``mana-ai serve`` processes over
-HTTP. Results go to ``bench/results.json`` (quick mode: ``bench/results-quick.json``) and PNG plots next to it.
+standard library's threaded fake LLM (:mod:`bench.plain_llm`), measures that server's ceiling with a bare
+client, and drives ``mana-ai serve`` processes over HTTP. Results go to ``bench/results.json`` (quick mode: ``bench/results-quick.json``) and PNG plots next to it.
 """
 
 from __future__ import annotations
