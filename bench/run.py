@@ -647,13 +647,36 @@ def machine_info(cluster: Cluster) -> dict[str, Any]:
         row = conn.execute("SHOW server_version").fetchone()
     return {
         "cores": os.cpu_count(),
+        "cpu_model": cpu_model(),
         "python": platform.python_version(),
         "implementation": platform.python_implementation(),
         "platform": platform.platform(),
         "postgres": row[0] if row else None,
         "loadavg_start": list(os.getloadavg()),
+        "python_loop_s_start": python_loop_s(),
         "git": git_state(),
     }
+
+
+def cpu_model() -> str | None:
+    """The CPU's name as the kernel reports it (Linux), e.g. "AMD EPYC"."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def python_loop_s() -> float:
+    """Seconds of one pure-Python loop, ``sum(i * i for i in range(10**7))``: how fast this machine runs
+    this interpreter right now. Results of different machines (or of one shared machine on different
+    days) compare only after this factor; the README quotes it for every machine it reports."""
+    started = time.perf_counter()
+    sum(i * i for i in range(10**7))
+    return round(time.perf_counter() - started, 3)
 
 
 def git_state() -> dict[str, Any]:
@@ -704,6 +727,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cluster.create_template()
         machine = machine_info(cluster)
+        console.print(
+            f"machine: {machine['cores']} cores, {machine['cpu_model'] or 'unknown CPU'}; the pure-Python loop"
+            f" takes {machine['python_loop_s_start']:.2f} s; load average {machine['loadavg_start'][0]:.2f}"
+        )
         if "refresh" in groups:
             suite.refresh()
         if "llm" in groups:
@@ -732,6 +759,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(workdir / "pgdata", ignore_errors=True)
         shutil.rmtree(workdir / "pgdata-tcp", ignore_errors=True)
     machine["loadavg_end"] = list(os.getloadavg())
+    machine["python_loop_s_end"] = python_loop_s()
 
     print_table(console, suite.metrics, suite.failures)
     if machine["loadavg_start"][0] > 1.0:
@@ -740,6 +768,10 @@ def main(argv: list[str] | None = None) -> int:
             f"[yellow]note:[/yellow] the machine was busy (load average {machine['loadavg_start'][0]:.2f} at the start,"
             f" {machine['loadavg_end'][0]:.2f} at the end): expect noisy numbers, and run again on a quiet machine"
         )
+    console.print(
+        f"the pure-Python loop took {machine['python_loop_s_start']:.2f} s at the start and"
+        f" {machine['python_loop_s_end']:.2f} s at the end"
+    )
     payload = {
         "suite": "mana-ai bench",
         "mode": plan.mode,
