@@ -16,7 +16,7 @@ from mana_ai.db.connector import AsyncConn
 from mana_ai.db.queries import q
 from mana_ai.synclog.actor import origin_of
 from mana_ai.synclog.lww import ChangeRow, RecordState, apply_row, next_stamp
-from mana_ai.synclog.validate import MAX_ROW_BYTES, check_row, clean_data, clean_field_meta
+from mana_ai.synclog.validate import MAX_ROW_BYTES, prepare_row
 
 RUNNER_CLIENT_ID = "mana-ai-runner"
 CLI_CLIENT_ID = "mana-ai-cli"
@@ -193,15 +193,12 @@ def fold_record_rows(
     """
     state: RecordState | None = None
     for op, data, field_meta, created_iso in rows:
-        if check_row(table, op, data, field_meta) is not None:
+        # The same check and timestamp normalisation as the refresh, in one pass.
+        prepared = prepare_row(table, op, data, field_meta)
+        if isinstance(prepared, str):
             continue
-        change = ChangeRow(
-            record_id=record_id,
-            op=op,
-            data=clean_data(data),
-            field_meta=clean_field_meta(field_meta),
-            created_at=created_iso,
-        )
+        clean, stamps = prepared
+        change = ChangeRow(record_id=record_id, op=op, data=clean, field_meta=stamps, created_at=created_iso)
         try:
             state = apply_row(state, change)
         except Exception:  # as the refresh skips a row the merge cannot handle ("merge failed")
@@ -218,7 +215,7 @@ _UNREADABLE = _Unreadable()
 
 def loads_or_unreadable(data: bytes | str) -> Any:
     # Postgres accepts such values, so one of them in a record's log must not fail every replay of it:
-    # not being a JSON object, it makes check_row skip its row, as the refresh skips it.
+    # not being a JSON object, it makes prepare_row refuse its row, as the refresh skips it.
     if len(data) > MAX_ROW_BYTES:  # as the refresh skips it, unparsed
         return _UNREADABLE
     try:

@@ -272,12 +272,3 @@ def clean_data(data: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
     cleaned = dict(data)
     cleaned["nextRunAt"] = normalize_iso(value)
     return cleaned
-
-
-def clean_field_meta(field_meta: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
-    """Field timestamps in JS-ISO form, so ``"…00Z"`` and ``"…00.000Z"`` compare as equal instants."""
-    if not field_meta:
-        return field_meta
-    if all(isinstance(v, str) and is_js_iso(v) for v in field_meta.values()):
-        return field_meta
-    return {k: normalize_iso(v) if isinstance(v, str) else v for k, v in field_meta.items()}
