@@ -44,8 +44,8 @@ JWKS = {
 
 
 @asynccontextmanager
-async def jwks_server(behaviour: str = "ok") -> AsyncIterator[tuple[str, list[float]]]:
-    """A JWKS endpoint that answers, fails with 500, or hangs; records each hit."""
+async def jwks_server(behaviour: str = "ok", body: Any = JWKS) -> AsyncIterator[tuple[str, list[float]]]:
+    """A JWKS endpoint that answers ``body``, fails with 500, or hangs; records each hit."""
     hits: list[float] = []
     release = asyncio.Event()
 
@@ -55,7 +55,7 @@ async def jwks_server(behaviour: str = "ok") -> AsyncIterator[tuple[str, list[fl
             return web.Response(status=500)
         if behaviour == "hang":
             await release.wait()
-        return web.json_response(JWKS)
+        return web.json_response(body)
 
     app = web.Application()
     app.router.add_get("/api/v1/auth/jwks", serve)
@@ -130,6 +130,22 @@ async def test_a_failing_jwks_is_asked_once_per_backoff_not_per_request() -> Non
             with pytest.raises(AuthError):
                 await v.authenticate(token(url))
         assert len(hits) == 1 and v.fetches == 1
+
+
+@pytest.mark.parametrize("body", [{"keys": None}, {"keys": 5}, {"keys": ["not-a-jwk", JWKS["keys"][0]]}])
+async def test_a_malformed_key_set_is_a_401_and_its_good_keys_still_verify(body: Any) -> None:
+    # A key set that is not a list, or holds a key that is not an object, once reached the request as a
+    # TypeError or AttributeError (a 500); later requests in the refetch window got 401.
+    async with jwks_server(body=body) as (url, hits):
+        v = verifier(url)
+        has_good_key = isinstance(body["keys"], list)
+        for _ in range(3):
+            if has_good_key:
+                assert (await v.authenticate(token(url))).user_id == "alice"
+            else:
+                with pytest.raises(AuthError):
+                    await v.authenticate(token(url))
+        assert len(hits) == 1
 
 
 async def test_concurrent_requests_share_one_hanging_fetch() -> None:

@@ -14,6 +14,8 @@ import aiohttp
 from mana_ai.crypto.aead import encrypt_value
 from mana_ai.crypto.grants import generate_runner_keypair, issue_grant_v2
 from mana_ai.db.connector import Database
+from mana_ai.http.app import create_http_app
+from mana_ai.http.grants_api import MAX_BODY_BYTES
 from mana_ai.privacy.reseal import reseal_record
 from mana_ai.testing.fake_llm import FakeLlmServer
 from mana_ai.timefmt import utcnow
@@ -185,3 +187,82 @@ async def test_migration_0007_removes_copies_written_the_old_way(db: Database, a
         await conn.execute(m0007.sql)  # type: ignore[arg-type]
     rows = await admin_db.fetch("SELECT app_id, table_name FROM public.sync_changes")
     assert [(r["app_id"], r["table_name"]) for r in rows] == [("ai", "aiMissions")]
+
+
+async def test_nul_characters_in_a_path_or_body_are_a_400_not_a_500(
+    app_db_url: str,
+    auth_server: Any,  # noqa: F811
+) -> None:
+    # Postgres text and jsonb cannot hold NUL; orjson accepts "\u0000", so the statements once failed (500).
+    auth_url, token = auth_server
+    private_pem, public_pem = generate_runner_keypair()
+    async with (
+        FakeLlmServer() as llm,
+        running_app(app_db_url, llm, auth_url=auth_url, private_key_pem=private_pem) as app,
+        serve_http(app) as base,
+        aiohttp.ClientSession(headers={"Authorization": "Bearer " + token("alice")}) as http,
+    ):
+
+        async def status(method: str, path: str, body: Any = None) -> tuple[int, Any]:
+            async with http.request(method, base + path, json=body) as resp:
+                return resp.status, await resp.json() if resp.status != 204 else None
+
+        good = upload(public_pem)
+        assert (await status("PUT", "/api/v1/me/missions/m1/grant", good))[0] == 200
+        grant = (await status("GET", "/api/v1/me/missions/m1/grant"))[1]
+        refused = [
+            await status("GET", "/api/v1/me/missions/m%001/grant"),
+            await status("DELETE", "/api/v1/me/missions/m%001/grant"),
+            await status("PUT", "/api/v1/me/missions/m%001/grant/copies", {"grantId": grant["grantId"]}),
+            await status("PUT", "/api/v1/me/missions/m1/grant", {**good, "keyBox": "a\x00b"}),
+            await status(
+                "PUT",
+                "/api/v1/me/missions/m1/grant/copies",
+                {
+                    "grantId": grant["grantId"],
+                    "copies": [],
+                    "removed": [{"table": "notes", "recordId": "n\x001"}],
+                },
+            ),  # fmt: skip
+        ]
+        assert [(code, body["code"]) for code, body in refused] == [(400, "BAD_REQUEST")] * len(refused)
+        after = (await status("GET", "/api/v1/me/missions/m1/grant"))[1]
+        assert after["keyBox"] == good["keyBox"] and len(after["copies"]) == 1  # nothing changed
+
+
+async def test_a_chunked_body_is_refused_once_past_the_cap_not_after_reading_it_all(
+    app_db_url: str,
+    auth_server: Any,  # noqa: F811
+) -> None:
+    # Without a Content-Length the cap was checked only after the whole body was in memory.
+    auth_url, token = auth_server
+    private_pem, _ = generate_runner_keypair()
+    chunk, chunks = 1024 * 1024, 3 * MAX_BODY_BYTES // (1024 * 1024)
+    read = 0
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        nonlocal read
+        read += 1
+        return {"type": "http.request", "body": b" " * chunk, "more_body": read < chunks}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    path = "/api/v1/me/missions/m1/grant"
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "PUT", "scheme": "http",
+        "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+        "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80),
+        "headers": [
+            (b"host", b"127.0.0.1"), (b"authorization", ("Bearer " + token("alice")).encode()),
+            (b"content-type", b"application/json"), (b"transfer-encoding", b"chunked"),
+        ],
+    }  # fmt: skip
+    async with (
+        FakeLlmServer() as llm,
+        running_app(app_db_url, llm, auth_url=auth_url, private_key_pem=private_pem) as app,
+    ):
+        await create_http_app(app)(scope, receive, send)
+    assert [m["status"] for m in sent if m["type"] == "http.response.start"] == [400]
+    assert read * chunk <= MAX_BODY_BYTES + chunk, f"read {read} MiB before refusing"

@@ -158,10 +158,13 @@ class JwtVerifier:
         # Unknown key ids trigger a refetch at most this often, so bad tokens cannot hammer mana-auth.
         self._next_fetch_at = time.monotonic() + UNKNOWN_KID_REFETCH_S
         keys: dict[str, jwt.PyJWK] = {}
-        for index, jwk in enumerate(body.get("keys", []) if isinstance(body, dict) else []):
+        listed = body.get("keys") if isinstance(body, dict) else None
+        for index, jwk in enumerate(listed if isinstance(listed, list) else []):
+            if not isinstance(jwk, dict):
+                continue
             try:
                 parsed = jwt.PyJWK(jwk)
-            except jwt.PyJWTError:
+            except (jwt.PyJWTError, TypeError, ValueError):
                 continue
             keys[str(jwk.get("kid", f"#{index}"))] = parsed
         self._keys = keys

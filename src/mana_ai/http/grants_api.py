@@ -70,6 +70,32 @@ class ApiCors:
             await self.plain(scope, receive, send)
 
 
+def _has_nul(value: Any) -> bool:
+    """Whether a parsed JSON value holds a NUL character in any string (keys included)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def _nul_refusal(name: str, value: str | None) -> JSONResponse | None:
+    """A 400 for a NUL character in a path or query value: Postgres text cannot hold one, so no stored id
+    has it, and the statement would fail with a 500."""
+    if value is None or "\x00" not in value:
+        return None
+    return JSONResponse(
+        {"error": name + " must not contain NUL characters", "code": "BAD_REQUEST"}, status_code=400
+    )
+
+
 def _refused(exc: UploadRefused) -> JSONResponse:
     return JSONResponse({"error": str(exc), "code": exc.code}, status_code=400)
 
@@ -89,13 +115,21 @@ def register_grant_api(api: FastAPI, app: App, verifier: JwtVerifier) -> None:
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
             raise UploadRefused("TOO_LARGE", "the body is too large")  # refused before reading it
-        raw = await request.body()
-        if len(raw) > MAX_BODY_BYTES:
-            raise UploadRefused("TOO_LARGE", "the body is too large")
+        # Counted while reading: a chunked body has no Content-Length, and must not be buffered past the cap.
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise UploadRefused("TOO_LARGE", "the body is too large")
+            chunks.append(chunk)
         try:
-            return orjson.loads(raw)
+            body = orjson.loads(b"".join(chunks))
         except ValueError:
             raise UploadRefused("BAD_REQUEST", "the body is not JSON") from None
+        if _has_nul(body):  # as in _nul_refusal: Postgres text and jsonb cannot hold it
+            raise UploadRefused("BAD_REQUEST", "the body must not contain NUL characters")
+        return body
 
     @api.get("/client/" + CLIENT_MODULE, summary="The browser grant module (ES module)")
     async def client_module() -> Response:
@@ -111,6 +145,8 @@ def register_grant_api(api: FastAPI, app: App, verifier: JwtVerifier) -> None:
         user = await user_of(authorization)
         if isinstance(user, JSONResponse):
             return user
+        if (refused := _nul_refusal("the mission id", mission_id)) is not None:
+            return refused
         if private_key is None:
             return JSONResponse(
                 {"error": "mission grants are not configured", "code": "GRANT_NOT_CONFIGURED"},
@@ -142,6 +178,8 @@ def register_grant_api(api: FastAPI, app: App, verifier: JwtVerifier) -> None:
         user = await user_of(authorization)
         if isinstance(user, JSONResponse):
             return user
+        if (refused := _nul_refusal("the mission id", mission_id)) is not None:
+            return refused
         try:
             body = await json_body(request)
         except UploadRefused as exc:
@@ -174,6 +212,8 @@ def register_grant_api(api: FastAPI, app: App, verifier: JwtVerifier) -> None:
         user = await user_of(authorization)
         if isinstance(user, JSONResponse):
             return user
+        if (refused := _nul_refusal("the mission id", mission_id)) is not None:
+            return refused
         async with app.db.with_user(user) as conn:
             stored = await get_grant(conn, user, mission_id)
             copies = await list_copy_meta(conn, user, mission_id) if stored is not None else []
@@ -188,6 +228,8 @@ def register_grant_api(api: FastAPI, app: App, verifier: JwtVerifier) -> None:
         user = await user_of(authorization)
         if isinstance(user, JSONResponse):
             return user
+        if (refused := _nul_refusal("the mission id", mission_id)) is not None:
+            return refused
         async with app.db.with_user(user) as conn:
             await delete_grant(conn, user, mission_id)
         return Response(status_code=204)
@@ -202,9 +244,8 @@ def register_grant_api(api: FastAPI, app: App, verifier: JwtVerifier) -> None:
         user = await user_of(authorization)
         if isinstance(user, JSONResponse):
             return user
-        if missionId is not None and "\x00" in missionId:
-            # Postgres text cannot hold NUL, so no mission id has one; the query would fail with a 500.
-            return JSONResponse({"error": "missionId must not contain NUL characters"}, status_code=400)
+        if (refused := _nul_refusal("missionId", missionId)) is not None:
+            return refused
         if format not in (None, "", "json", "csv"):
             return JSONResponse({"error": "format must be json or csv"}, status_code=400)
         rows = await read_audit(app.db, user_id=user, mission_id=missionId, limit=clamp_limit(limit))

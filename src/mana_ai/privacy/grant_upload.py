@@ -113,7 +113,10 @@ def parse_grant_upload(
     if isinstance(result, UnwrapFailed):
         code = "GRANT_EXPIRED" if result.reason == "expired" else "GRANT_REJECTED"
         raise UploadRefused(code, "the grant does not verify (" + result.reason + ")")
-    issued, expires = parse_iso(grant.issued_at), parse_iso(grant.expires_at)
+    try:
+        issued, expires = parse_iso(grant.issued_at), parse_iso(grant.expires_at)
+    except (ValueError, OverflowError):
+        raise UploadRefused("BAD_LIFETIME", "issuedAt and expiresAt must be ISO timestamps") from None
     lifetime = expires - issued
     if lifetime < MIN_TTL - _SLACK or lifetime > MAX_TTL + _SLACK or issued > now + _SLACK:
         raise UploadRefused("BAD_LIFETIME", "a grant lives between 1 hour and 30 days from its issue time")

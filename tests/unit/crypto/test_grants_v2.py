@@ -20,6 +20,7 @@ from mana_ai.crypto.grants import (
     issue_grant_v2,
     load_private_key,
     unwrap_grant,
+    wrap_key,
 )
 from mana_ai.privacy.grant_upload import UploadRefused, parse_copies_upload, parse_grant_upload
 from mana_ai.privacy.reseal import reseal_record
@@ -157,3 +158,19 @@ def test_upload_checks_mission_lifetime_version_and_scope() -> None:
         current=current,
     )
     assert refresh.removed == (("notes", "n1"),) and len(refresh.copies) == 1
+
+
+@pytest.mark.parametrize("issued_at", ["not-a-date", "0001-01-01T00:00:00+14:00"])
+def test_an_upload_whose_issued_at_is_no_timestamp_is_refused(issued_at: str) -> None:
+    # The label binds issuedAt as text only, and the runner's public key is public: anyone can wrap a grant
+    # whose issuedAt is any text (the second one lies before year 1 in UTC).
+    grant = issue()
+    label = grant_label("m1", grant["derivation"]["tables"], grant["derivation"]["recordIds"], issued_at,
+                        grant["expiresAt"])  # fmt: skip
+    crafted = {**grant, "issuedAt": issued_at, "wrappedKey": wrap_key(DATA_KEY, PUBLIC, label=label)}
+    assert isinstance(
+        unwrap_grant(crafted, KEY, now=NOW), UnwrapOk
+    )  # it verifies: only the upload can refuse
+    with pytest.raises(UploadRefused) as info:
+        parse_grant_upload({"grant": crafted, "copies": []}, mission_id="m1", private_key=KEY, now=NOW)
+    assert info.value.code == "BAD_LIFETIME"
