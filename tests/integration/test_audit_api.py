@@ -124,6 +124,8 @@ async def test_audit_rows_are_the_callers_only(db, app_db_url, auth_server):
             token("alice", exp_in=-60),
             token("alice", iss="https://evil.example"),
             token(None),
+            token(" "),  # signed, but no user's rows can match a blank subject (once a 500)
+            token("al\x00ice"),
         ):
             status, body = await get("/api/v1/me/ai-audit", bad)
             assert status == 401, (bad, body)

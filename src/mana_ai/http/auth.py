@@ -101,7 +101,8 @@ class JwtVerifier:
         except (jwt.PyJWTError, TypeError, ValueError):  # a key that does not fit is an invalid token
             raise AuthError("Invalid or expired token") from None
         sub = claims.get("sub")
-        if not isinstance(sub, str) or not sub:
+        if not isinstance(sub, str) or not sub.strip() or "\x00" in sub:
+            # Blank or NUL: no user's rows can match it (with_user refuses it, Postgres cannot store NUL).
             raise AuthError("Token missing subject claim")
         return Principal(
             sub, claims.get("email"), claims.get("role") or "user", claims.get("tier") or "public"
