@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import csv
 import datetime as dt
@@ -12,10 +13,13 @@ from typing import Any
 import aiohttp
 
 from mana_ai.crypto.aead import encrypt_value
-from mana_ai.crypto.grants import generate_runner_keypair, issue_grant_v2
+from mana_ai.crypto.grants import generate_runner_keypair, issue_grant_v2, load_private_key
 from mana_ai.db.connector import Database
 from mana_ai.http.app import create_http_app
 from mana_ai.http.grants_api import MAX_BODY_BYTES
+from mana_ai.privacy.copy_store import lock_mission
+from mana_ai.privacy.grant_store import put_grant
+from mana_ai.privacy.grant_upload import parse_grant_upload
 from mana_ai.privacy.reseal import reseal_record
 from mana_ai.testing.fake_llm import FakeLlmServer
 from mana_ai.timefmt import utcnow
@@ -266,3 +270,48 @@ async def test_a_chunked_body_is_refused_once_past_the_cap_not_after_reading_it_
         await create_http_app(app)(scope, receive, send)
     assert [m["status"] for m in sent if m["type"] == "http.response.start"] == [400]
     assert read * chunk <= MAX_BODY_BYTES + chunk, f"read {read} MiB before refusing"
+
+
+async def test_copies_for_a_grant_replaced_meanwhile_are_refused_not_stored_over_the_new_ones(
+    db: Database,
+    admin_db: Database,
+    app_db_url: str,
+    auth_server: Any,  # noqa: F811
+) -> None:
+    # Two tabs: one replaces the grant while the other refreshes the old grant's copies. The copies were
+    # keyed by record only, so the old grant's copy replaced the new one and the runner found none.
+    auth_url, token = auth_server
+    private_pem, public_pem = generate_runner_keypair()
+    async with (
+        FakeLlmServer() as llm,
+        running_app(app_db_url, llm, auth_url=auth_url, private_key_pem=private_pem) as app,
+        serve_http(app) as base,
+        aiohttp.ClientSession(headers={"Authorization": "Bearer " + token("alice")}) as http,
+    ):
+        first = upload(public_pem)
+        async with http.put(base + "/api/v1/me/missions/m1/grant", json=first) as resp:
+            assert resp.status == 200
+            first_id = (await resp.json())["grantId"]
+        second = parse_grant_upload(
+            upload(public_pem), mission_id="m1", private_key=load_private_key(private_pem), now=utcnow()
+        )
+        refresh = {"grantId": first_id, "copies": first["copies"]}
+
+        async def refresh_old_copies() -> tuple[int, Any]:
+            async with http.put(base + "/api/v1/me/missions/m1/grant/copies", json=refresh) as resp:
+                return resp.status, await resp.json()
+
+        async with db.with_user("alice") as conn:  # the other tab's replacement, as the grant commands do it
+            await lock_mission(conn, "alice", "m1")
+            await put_grant(
+                conn, "alice", "m1", grant_id=second.grant_id, grant=second.grant.to_json(),
+                key_box=second.key_box, expires_at=second.expires_at, copies=second.copies,
+            )  # fmt: skip
+            racing = asyncio.ensure_future(refresh_old_copies())
+            await asyncio.sleep(0.5)  # the refresh has read the grant it sees and waits for our rows
+        status, body = await racing
+        assert (status, body.get("code")) == (400, "STALE_GRANT"), body
+        rows = await admin_db.fetch(
+            "SELECT grant_id FROM mana_ai.mission_grant_copies WHERE user_id = 'alice'"
+        )
+        assert [r["grant_id"] for r in rows] == [second.grant_id]

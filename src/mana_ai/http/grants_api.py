@@ -33,6 +33,7 @@ from mana_ai.errors import CryptoError
 from mana_ai.http.auth import AuthError, JwtVerifier
 from mana_ai.privacy.audit import clamp_limit, read_audit
 from mana_ai.privacy.audit_export import audit_csv, audit_json, grant_scope
+from mana_ai.privacy.copy_store import lock_mission
 from mana_ai.privacy.grant_store import (
     delete_grant,
     get_grant,
@@ -159,6 +160,7 @@ def register_grant_api(api: FastAPI, app: App, verifier: JwtVerifier) -> None:
         except UploadRefused as exc:
             return _refused(exc)
         async with app.db.with_user(user) as conn:
+            await lock_mission(conn, user, mission_id)
             await put_grant(
                 conn,
                 user,
@@ -185,6 +187,9 @@ def register_grant_api(api: FastAPI, app: App, verifier: JwtVerifier) -> None:
         except UploadRefused as exc:
             return _refused(exc)
         async with app.db.with_user(user) as conn:
+            # Every writer of the mission's grant takes this lock first: a grant replaced meanwhile is read
+            # here after its commit (STALE_GRANT), its copies never overwritten by the old grant's.
+            await lock_mission(conn, user, mission_id)
             stored = await get_grant(conn, user, mission_id)
             if stored is None:
                 return JSONResponse(
@@ -231,6 +236,7 @@ def register_grant_api(api: FastAPI, app: App, verifier: JwtVerifier) -> None:
         if (refused := _nul_refusal("the mission id", mission_id)) is not None:
             return refused
         async with app.db.with_user(user) as conn:
+            await lock_mission(conn, user, mission_id)
             await delete_grant(conn, user, mission_id)
         return Response(status_code=204)
 
