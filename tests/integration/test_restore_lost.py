@@ -11,6 +11,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import pytest
+
 from mana_ai.db.connector import Database
 from mana_ai.metrics import Metrics
 from mana_ai.runner.tick import TickStats
@@ -142,3 +144,60 @@ async def test_every_written_iteration_is_marked_also_in_batched_write_backs(
     assert [(m["user_id"], m["mission_id"], m["step_id"]) for m in marks] == [
         (f"u{i}", f"m{i}", "") for i in range(4)
     ]
+
+
+POISON = {
+    # jsonb accepts it, orjson cannot load it: the refresh skips the row as unparseable.
+    "unreadable number": ("update", '{"title": 1e400}'),
+    # A soft delete whose deletedAt lies after year 9999 in UTC: the refresh skips it ("merge failed").
+    "overflowing deletedAt": ("delete", '{"deletedAt": "9999-12-31T23:59:59.999-01:00"}'),
+}
+
+
+@pytest.mark.parametrize("poison", sorted(POISON))
+async def test_a_row_the_refresh_skips_stops_no_restore(
+    db: Database, admin_db: Database, poison: str
+) -> None:
+    # The restore read the log with the plain JSON loader and merged without the refresh's guard: one such
+    # row in one user's log raised out of the loop over every changed mission of the refresh.
+    users = ["u0", "u1", "u2"]
+    for user in users:
+        server = {**browser_iteration("s-" + user), "source": "server"}
+        await put_row(db, user, "aiMissions", "m1", "insert", mission("m1", iterations=[server]))
+        await admin_db.execute(
+            "INSERT INTO mana_ai.iteration_marks (user_id, mission_id, iteration_id) VALUES (%s, 'm1', %s)",
+            (user, "s-" + user),
+        )
+    await refresh_snapshots(db)
+    op, data = POISON[poison]
+    await admin_db.execute(
+        "INSERT INTO public.sync_changes (app_id, table_name, record_id, user_id, op, data, field_meta,"
+        " client_id) VALUES ('ai', 'aiMissions', 'm1', 'u0', %s, %s::jsonb, '{}', 'dev')",
+        (op, data),
+    )
+    stamp = later()
+    for user in users:  # every device, synced before our write-back, drops the server iteration
+        await put_row(db, user, "aiMissions", "m1", "update", {"iterations": []}, {"iterations": stamp})
+    stats = await refresh_snapshots(db)
+    assert stats.missions.rows_skipped == 1
+    assert stats.restored_iterations == len(users)
+
+
+async def test_a_device_stamp_at_the_end_of_time_is_restored_once_not_rewritten_every_refresh(
+    db: Database, admin_db: Database
+) -> None:
+    server = {**browser_iteration("s1"), "source": "server"}
+    await put_row(db, "u1", "aiMissions", "m1", "insert", mission("m1", iterations=[server]))
+    await admin_db.execute(
+        "INSERT INTO mana_ai.iteration_marks (user_id, mission_id, iteration_id) VALUES ('u1', 'm1', 's1')"
+    )
+    await refresh_snapshots(db)
+    last = "9999-12-31T23:59:59.999Z"  # valid JS-ISO: a device clock gone wrong
+    await put_row(db, "u1", "aiMissions", "m1", "update", {"iterations": []}, {"iterations": last})
+    counts = []
+    for _ in range(3):
+        await refresh_snapshots(db)
+        counts.append((await admin_db.fetchrow("SELECT count(*) AS n FROM public.sync_changes"))["n"])
+    snap = await admin_db.fetchrow("SELECT record FROM mana_ai.mission_snapshots WHERE mission_id = 'm1'")
+    assert counts[0] == counts[1] == counts[2], counts  # one restore row, then nothing
+    assert [i["id"] for i in snap["record"]["iterations"]] == ["s1"]

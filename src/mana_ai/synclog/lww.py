@@ -155,5 +155,9 @@ def next_stamp(field_meta: Mapping[str, str], fields: Iterable[str], now_iso: st
         return now_iso
     try:
         return to_js_iso(parse_iso(latest) + timedelta(milliseconds=1))
-    except (ValueError, OverflowError):
+    except OverflowError:
+        # Nothing is later than the last instant JavaScript writes (9999-12-31T23:59:59.999Z): a tie goes to
+        # the later row, where ``now`` would lose for ever (a restore would rewrite the mission every refresh).
+        return latest
+    except ValueError:
         return now_iso

@@ -24,9 +24,8 @@ from typing import Any, Final
 from mana_ai.db.connector import Database
 from mana_ai.db.queries import q
 from mana_ai.synclog.actor import system_actor
-from mana_ai.synclog.lww import RecordState, apply_change
-from mana_ai.synclog.store import update_iterations
-from mana_ai.synclog.validate import prepare_row
+from mana_ai.synclog.lww import RecordState
+from mana_ai.synclog.store import replay_record, update_iterations
 from mana_ai.timefmt import to_js_iso, utcnow
 from mana_ai.workbench.proposals import overall_status
 
@@ -170,7 +169,15 @@ async def restore_lost(db: Database, changed: Iterable[Key]) -> RestoreStats:
             continue
         gone, reopened = missing(state.record.get("iterations"), marks[key])
         if gone or reopened:
-            stats = await _restore_one(db, key, marks[key])
+            try:
+                stats = await _restore_one(db, key, marks[key])
+            except Exception:  # one mission's problem never costs the others their restore
+                logger.warning(
+                    "restoring lost iterations failed",
+                    exc_info=True,
+                    extra={"action": "snapshots.restore_failed", "user_id": key[0], "mission_id": key[1]},
+                )
+                continue
             total.iterations += stats.iterations
             total.decisions += stats.decisions
     return total
@@ -180,20 +187,21 @@ async def _restore_one(db: Database, key: Key, marks: list[Mark]) -> RestoreStat
     user_id, mission_id = key
     async with db.with_user(user_id) as conn:
         await conn.execute(q("lock_record"), {"user_id": user_id, "record_id": mission_id})
-        cur = await conn.execute(
-            q("record_rows"),
-            {"table": "aiMissions", "record_id": mission_id, "app_id": "ai", "user_id": user_id},
-        )
-        state: RecordState | None = None
         arrays: list[Any] = []
-        for row in await cur.fetchall():
-            prepared = prepare_row("aiMissions", row["op"], row["data"], row["field_meta"])
-            if isinstance(prepared, str):
-                continue
-            data = prepared[0]
-            if isinstance(data, Mapping) and isinstance(data.get("iterations"), list):
+
+        def keep_iterations(data: Mapping[str, Any]) -> None:
+            if isinstance(data.get("iterations"), list):
                 arrays.append(data["iterations"])
-            state = apply_change(state, mission_id, row["op"], data, prepared[1], row["created_iso"])
+
+        # The write-back's own replay: rows the refresh skips (unreadable, or the merge fails on) are skipped.
+        state = await replay_record(
+            conn,
+            user_id=user_id,
+            app_id="ai",
+            table="aiMissions",
+            record_id=mission_id,
+            on_data=keep_iterations,
+        )
         if state is None or not state.is_live():
             return RestoreStats()
         iterations, stats = restored_iterations(state.record.get("iterations"), merged_history(arrays), marks)

@@ -6,7 +6,7 @@ security applies, so a caller can only ever see and write its own user's rows.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import orjson
@@ -167,11 +167,18 @@ async def update_iterations(
 
 
 async def replay_record(
-    conn: AsyncConn, *, user_id: str, app_id: str, table: str, record_id: str
+    conn: AsyncConn,
+    *,
+    user_id: str,
+    app_id: str,
+    table: str,
+    record_id: str,
+    on_data: Callable[[Mapping[str, Any]], None] | None = None,
 ) -> RecordState | None:
     """The record as the log says now: every row of it merged with the LWW function.
 
-    Malformed rows are skipped as the snapshot refresh skips them, so both agree.
+    Malformed rows are skipped as the snapshot refresh skips them, so both agree. ``on_data`` sees the data
+    of every row merged, in log order.
     """
     cur = conn.cursor()
     set_json_loads(loads_or_unreadable, cur)
@@ -180,12 +187,15 @@ async def replay_record(
     )
     rows = await cur.fetchall()
     return fold_record_rows(
-        table, record_id, ((r["op"], r["data"], r["field_meta"], r["created_iso"]) for r in rows)
+        table, record_id, ((r["op"], r["data"], r["field_meta"], r["created_iso"]) for r in rows), on_data
     )
 
 
 def fold_record_rows(
-    table: str, record_id: str, rows: Iterable[tuple[Any, Any, Any, str]]
+    table: str,
+    record_id: str,
+    rows: Iterable[tuple[Any, Any, Any, str]],
+    on_data: Callable[[Mapping[str, Any]], None] | None = None,
 ) -> RecordState | None:
     """Merge one record's rows ``(op, data, field_meta, created_iso)``, in log order, with the LWW function.
 
@@ -203,6 +213,8 @@ def fold_record_rows(
             state = apply_row(state, change)
         except Exception:  # as the refresh skips a row the merge cannot handle ("merge failed")
             continue
+        if on_data is not None and isinstance(clean, Mapping):
+            on_data(clean)
     return state
 
 

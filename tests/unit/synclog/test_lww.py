@@ -7,7 +7,7 @@ import copy
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from mana_ai.synclog.lww import ChangeRow, RecordState, apply_row, merge
+from mana_ai.synclog.lww import ChangeRow, RecordState, apply_row, merge, next_stamp
 
 
 def row(op="update", data=None, fm=None, at="2026-04-15T00:00:00.000Z", rid="r1"):
@@ -252,3 +252,24 @@ def test_soft_delete_before_a_re_creation_survives_redelivery():
     assert once is not None and not once.is_live()
     again = merge(RecordState.from_snapshot(once.to_snapshot(), deleted=once.deleted), rows)
     assert again is not None and again.to_snapshot() == once.to_snapshot() and not again.is_live()
+
+
+def test_a_write_after_the_last_instant_javascript_writes_ties_and_so_wins() -> None:
+    # A device may stamp a field 9999-12-31T23:59:59.999Z (valid JS-ISO); 1 ms later overflows, and falling
+    # back to now made every later write of ours lose.
+    last = "9999-12-31T23:59:59.999Z"
+    now = "2026-04-15T00:00:00.000Z"
+    stamp = next_stamp({"iterations": last}, ["iterations"], now)
+    assert stamp == last
+    ours = merge(
+        None,
+        [
+            row("update", {"iterations": []}, {"iterations": last}),
+            row("update", {"iterations": [1]}, {"iterations": stamp}),
+        ],
+    )
+    assert ours is not None and ours.record["iterations"] == [1]
+    assert (
+        next_stamp({"iterations": "2026-04-15T00:00:00.000Z"}, ["iterations"], now)
+        == "2026-04-15T00:00:00.001Z"
+    )
