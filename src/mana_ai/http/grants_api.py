@@ -31,6 +31,7 @@ from mana_ai.app import App
 from mana_ai.crypto.grants import MissionGrant, load_private_key
 from mana_ai.errors import CryptoError
 from mana_ai.http.auth import AuthError, JwtVerifier
+from mana_ai.pgtext import NUL, has_nul
 from mana_ai.privacy.audit import clamp_limit, read_audit
 from mana_ai.privacy.audit_export import audit_csv, audit_json, grant_scope
 from mana_ai.privacy.copy_store import lock_mission
@@ -71,26 +72,10 @@ class ApiCors:
             await self.plain(scope, receive, send)
 
 
-def _has_nul(value: Any) -> bool:
-    """Whether a parsed JSON value holds a NUL character in any string (keys included)."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            if "\x00" in item:
-                return True
-        elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return False
-
-
 def _nul_refusal(name: str, value: str | None) -> JSONResponse | None:
     """A 400 for a NUL character in a path or query value: Postgres text cannot hold one, so no stored id
     has it, and the statement would fail with a 500."""
-    if value is None or "\x00" not in value:
+    if value is None or NUL not in value:
         return None
     return JSONResponse(
         {"error": name + " must not contain NUL characters", "code": "BAD_REQUEST"}, status_code=400
@@ -128,7 +113,7 @@ def register_grant_api(api: FastAPI, app: App, verifier: JwtVerifier) -> None:
             body = orjson.loads(b"".join(chunks))
         except ValueError:
             raise UploadRefused("BAD_REQUEST", "the body is not JSON") from None
-        if _has_nul(body):  # as in _nul_refusal: Postgres text and jsonb cannot hold it
+        if has_nul(body):  # as in _nul_refusal: Postgres text and jsonb cannot hold it
             raise UploadRefused("BAD_REQUEST", "the body must not contain NUL characters")
         return body
 

@@ -33,6 +33,7 @@ import orjson
 from yarl import URL
 
 from mana_ai.errors import ProviderError
+from mana_ai.pgtext import ESCAPED_NUL, without_nul
 from mana_ai.planner.types import ChatMessage, CompletionResponse, FinishReason, ToolCall, Usage
 
 logger = logging.getLogger(__name__)
@@ -317,6 +318,10 @@ def parse_completion(raw: bytes, *, provider: str = "llm") -> CompletionResponse
         raise ProviderError(
             provider + " returned a body that is not JSON (not kept)", kind="bad_response"
         ) from exc
+    if ESCAPED_NUL in raw:
+        # Postgres cannot store NUL, so a plan quoting one could never be written back; it carries no meaning
+        # in text, so it goes (in tool arguments too: they are JSON inside a string).
+        data = without_nul(data)
     choices = data.get("choices") if isinstance(data, dict) else None
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         raise ProviderError(provider + " response had no choices", kind="bad_response")
@@ -342,7 +347,9 @@ def parse_arguments(raw: str) -> dict[str, Any] | None:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return None
-    return value if isinstance(value, dict) else None
+    if not isinstance(value, dict):
+        return None
+    return without_nul(value) if "\\u0000" in raw else value
 
 
 ERROR_BODY_NOT_KEPT: Final = "the provider returned an error; its body is not kept"

@@ -339,3 +339,36 @@ def test_backoff_delay_bounds() -> None:
 def test_provider_label() -> None:
     assert provider_label("openrouter/anthropic/claude") == "openrouter"
     assert provider_label("gpt-4o") == "gpt-4o"
+
+
+def test_parse_completion_drops_nul_characters_postgres_cannot_store() -> None:
+    # In the text, in a key and value of arguments sent as an object, and inside arguments sent as JSON text.
+    body = orjson.dumps(
+        {
+            "choices": [
+                {
+                    "message": {
+                        "content": "Plan\u0000 fertig",
+                        "tool_calls": [
+                            {
+                                "id": "c1",
+                                "function": {"name": "create_task", "arguments": '{"title": "a\\u0000b"}'},
+                            },
+                            {
+                                "id": "c2",
+                                "function": {
+                                    "name": "create_task",
+                                    "arguments": {"ti\u0000tle": ["x\u0000"]},
+                                },
+                            },
+                        ],
+                    },
+                    "finish_reason": "tool_calls",
+                }
+            ]
+        }
+    )
+    assert b"\\u0000" in body  # the escape as a provider sends it
+    parsed = parse_completion(body)
+    assert parsed.content == "Plan fertig"
+    assert [c.arguments for c in parsed.tool_calls] == [{"title": "ab"}, {"title": ["x"]}]
