@@ -10,7 +10,7 @@ from typing import Any
 
 from mana_ai.testing.fake_llm import FakeLlmServer, FakeResponse, completion_body, conversation_responder
 from tests.integration.helpers import mission, put_row
-from tests.integration.runner_helpers import running_app
+from tests.integration.runner_helpers import agent_record, running_app
 
 
 def chaos(probability: float, seed: int) -> Any:
@@ -166,3 +166,87 @@ async def test_postgres_restart_service_reconnects(tmp_path):
             assert await app.db.ping()
     finally:
         embedded.stop()
+
+
+async def _refuse_runner_rows_holding(admin_db, marker: str) -> None:
+    # The database itself refuses our write: a check as a trigger, for rows whose text holds ``marker``.
+    await admin_db.execute(
+        "CREATE FUNCTION public.refuse_marked() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+        " IF NEW.client_id = 'mana-ai-runner' AND NEW.data::text LIKE '%" + marker + "%' THEN"
+        " RAISE EXCEPTION 'refused by check'; END IF; RETURN NEW; END $$"
+    )
+    await admin_db.execute(
+        "CREATE TRIGGER refuse_marked BEFORE INSERT ON public.sync_changes"
+        " FOR EACH ROW EXECUTE FUNCTION public.refuse_marked()"
+    )
+
+
+async def test_a_plan_the_database_refuses_is_a_counted_failure_with_its_tokens_not_a_retry_loop(
+    db, app_db_url, admin_db
+):
+    # Once a write-back failed this way, the run was neither counted nor its tokens recorded, and it was
+    # planned again as soon as its lease ran out: for ever, outside the agent's budget.
+    await put_row(db, "u1", "agents", "a1", "insert", agent_record("a1", maxTokensPerDay=100_000))
+    await put_row(db, "u1", "aiMissions", "m1", "insert", mission("m1", agentId="a1"))
+    await _refuse_runner_rows_holding(admin_db, "UNSTORABLE-PLAN")
+    answer = lambda _req: FakeResponse(body=completion_body(content="UNSTORABLE-PLAN", usage=(500, 100)))  # noqa: E731
+    async with FakeLlmServer(default=answer) as llm, running_app(app_db_url, llm, retry_backoff=300) as app:
+        stats = await app.ticker.tick()
+        await admin_db.execute("UPDATE mana_ai.mission_runs SET lease_until = now()")  # a lease run out
+        again = await app.ticker.tick()
+    assert stats.decisions == {"failed": 1} and again.decisions == {"backoff": 1}, (stats, again)
+    run = await admin_db.fetchrow(
+        "SELECT state, consecutive_failures, not_before > now() AS backing_off FROM mana_ai.mission_runs"
+    )
+    assert dict(run) == {"state": "failed", "consecutive_failures": 1, "backing_off": True}
+    used = await admin_db.fetchrow("SELECT coalesce(sum(tokens_used), 0) AS n FROM mana_ai.token_usage")
+    assert used["n"] == 600
+    last = (await runner_rows(admin_db))[-1]["data"]["iterations"][-1]  # the user sees why
+    assert last["overallStatus"] == "failed" and last["errorDetails"]["phase"] == "finalizing"
+    assert "could not be stored" in last["errorDetails"]["message"]
+
+
+async def test_when_not_even_the_failure_can_be_written_the_run_is_still_counted(db, app_db_url, admin_db):
+    await put_row(db, "u1", "agents", "a1", "insert", agent_record("a1", maxTokensPerDay=100_000))
+    await put_row(db, "u1", "aiMissions", "m1", "insert", mission("m1", agentId="a1"))
+    await _refuse_runner_rows_holding(admin_db, "iterations")  # every write-back of ours
+    answer = lambda _req: FakeResponse(body=completion_body(content="Plan", usage=(500, 100)))  # noqa: E731
+    async with FakeLlmServer(default=answer) as llm, running_app(app_db_url, llm, retry_backoff=300) as app:
+        stats = await app.ticker.tick()
+    assert stats.decisions == {"failed": 1}, stats.results
+    assert await runner_rows(admin_db) == []
+    run = await admin_db.fetchrow(
+        "SELECT state, consecutive_failures, not_before > now() AS backing_off FROM mana_ai.mission_runs"
+    )
+    assert dict(run) == {"state": "failed", "consecutive_failures": 1, "backing_off": True}
+    used = await admin_db.fetchrow("SELECT coalesce(sum(tokens_used), 0) AS n FROM mana_ai.token_usage")
+    assert used["n"] == 600
+
+
+async def test_a_model_answer_with_nul_characters_is_planned_and_stored_without_them(
+    db, app_db_url, admin_db
+):
+    await put_row(db, "u1", "aiMissions", "m1", "insert", mission("m1"))
+    answer = lambda _req: FakeResponse(body=completion_body(content="Plan\u0000 fertig", usage=(5, 5)))  # noqa: E731
+    async with FakeLlmServer(default=answer) as llm, running_app(app_db_url, llm) as app:
+        stats = await app.ticker.tick()
+    assert stats.decisions == {"ran": 1}, stats.results
+    assert (await runner_rows(admin_db))[-1]["data"]["iterations"][-1]["summary"].startswith("Plan fertig\n")
+
+
+async def test_runs_of_a_provider_without_usage_are_recorded_at_their_worst_case_so_the_cap_binds(
+    db, app_db_url, admin_db
+):
+    await put_row(db, "u1", "agents", "a1", "insert", agent_record("a1", maxTokensPerDay=20_000))
+    for i in range(6):
+        await put_row(db, "u1", "aiMissions", f"m{i}", "insert", mission(f"m{i}", agentId="a1"))
+    responder = conversation_responder(tool_name="create_task", arguments={"title": "x"}, usage=None)
+    async with (
+        FakeLlmServer(default=responder) as llm,
+        running_app(app_db_url, llm, llm_max_tokens=256, llm_context_tokens=4096) as app,
+    ):
+        decisions = [(await app.ticker.tick()).decisions for _ in range(3)]
+    used = await admin_db.fetchrow("SELECT coalesce(sum(tokens_used), 0) AS n FROM mana_ai.token_usage")
+    ran = sum(d.get("ran", 0) for d in decisions)
+    assert used["n"] > 0, decisions
+    assert 0 < ran < 6  # the cap stopped the agent before every mission had run

@@ -8,6 +8,7 @@ import time
 import psycopg
 
 from mana_ai.testing.fake_llm import FakeLlmServer, conversation_responder
+from mana_ai.timefmt import to_js_iso, utcnow
 from tests.integration.helpers import mission, put_row
 from tests.integration.runner_helpers import agent_record, running_app
 
@@ -92,3 +93,21 @@ async def test_a_mission_claimed_ahead_does_not_start_planning_after_shutdown(db
     assert sorted(r["state"] for r in runs) == ["done", "done", "released"]
     # Its claim was given back at once, not left to the lease.
     assert [r["free"] for r in runs if r["state"] == "released"] == [True]
+
+
+async def test_a_raised_agent_limit_is_used_without_a_restart(db, app_db_url, admin_db):
+    # The process kept the agent's first-seen limit (its semaphore) for its whole life.
+    await put_row(db, "u1", "agents", "a1", "insert", agent_record("a1", maxConcurrentMissions=1))
+    await put_row(db, "u1", "aiMissions", "m0", "insert", mission("m0", agentId="a1"))
+    responder = conversation_responder(tool_name="create_task", arguments={"title": "x"})
+    async with FakeLlmServer(default=responder, latency_s=0.3) as llm, running_app(app_db_url, llm) as app:
+        assert (await app.ticker.tick()).decisions == {"ran": 1}
+        now = to_js_iso(utcnow())
+        await put_row(
+            db, "u1", "agents", "a1", "update", {"maxConcurrentMissions": 3}, {"maxConcurrentMissions": now}
+        )
+        for mission_id in ("m1", "m2", "m3"):
+            await put_row(db, "u1", "aiMissions", mission_id, "insert", mission(mission_id, agentId="a1"))
+        llm.peak_in_flight = 0
+        assert (await app.ticker.tick()).decisions == {"ran": 3}
+        assert llm.peak_in_flight == 3

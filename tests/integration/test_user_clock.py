@@ -11,7 +11,7 @@ import datetime as dt
 
 from mana_ai.scheduler.cadence import next_run, parse_cadence
 from mana_ai.synclog.store import replay_record
-from mana_ai.testing.fake_llm import FakeLlmServer, conversation_responder
+from mana_ai.testing.fake_llm import FakeLlmServer, FakeResponse, completion_body, conversation_responder
 from mana_ai.timefmt import parse_iso, utcnow
 from mana_ai.workbench.decide import Decider
 from tests.integration.helpers import mission, put_row
@@ -44,6 +44,31 @@ async def test_a_cadence_without_zone_follows_the_users_calendar_zone(db, app_db
     written = parse_iso((await latest_rows(admin_db, "m1"))[0]["data"]["nextRunAt"])
     assert written in expected("America/New_York", before, after)
     assert written not in expected("Europe/Berlin", before, after)
+
+
+def too_many_steps(request: dict) -> FakeResponse:
+    # More steps than a plan may hold: a guardrail failure, which retrying cannot mend.
+    if any(isinstance(m, dict) and m.get("role") == "tool" for m in request.get("messages", [])):
+        return FakeResponse(body=completion_body(content="done", usage=(10, 10)))
+    calls = [(f"c{i}", "create_task", {"title": f"t{i}"}) for i in range(30)]
+    return FakeResponse(body=completion_body(tool_calls=calls, finish_reason="tool_calls", usage=(10, 10)))
+
+
+async def test_a_run_that_fails_for_good_moves_on_in_the_users_zone_too(db, app_db_url, admin_db) -> None:
+    # The failed path once scheduled the next occurrence in the deployment's zone.
+    calendar = {"id": "c1", "name": "Persönlich", "isDefault": True, "timezone": "America/New_York"}
+    await put_row(db, "u1", "calendars", "c1", "insert", calendar, app_id="calendar")
+    await put_row(db, "u1", "aiMissions", "m1", "insert", mission("m1", cadence=DAILY))
+    async with (
+        FakeLlmServer(default=too_many_steps) as llm,
+        running_app(app_db_url, llm, default_tz="Europe/Berlin") as app,
+    ):
+        before = utcnow()
+        assert (await app.ticker.tick()).decisions == {"failed": 1}
+        after = utcnow()
+    data = (await latest_rows(admin_db, "m1"))[-1]["data"]
+    assert data["iterations"][-1]["errorDetails"]["name"] == "guardrail"
+    assert parse_iso(data["nextRunAt"]) in expected("America/New_York", before, after)
 
 
 async def test_without_a_user_zone_the_deployment_zone_applies(db, app_db_url, admin_db) -> None:

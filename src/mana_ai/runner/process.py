@@ -8,13 +8,15 @@ as a counted outcome for this mission only (W22): nothing here raises to the tic
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from mana_ai import tracing
+from mana_ai.errors import ConnectionLostError, StorageError
 from mana_ai.runner.budget import RoundBudget
 from mana_ai.runner.context import RunnerContext
 from mana_ai.runner.iteration import failed_iteration, plan_to_iteration
@@ -47,6 +49,9 @@ class MissionResult:
     detail: str = ""
     iteration_id: str | None = None
 
+
+UNSTORABLE = "the plan could not be stored (a database error; the service log names it)"
+"""Message of a run whose write-back failed: the database's own text may quote the model's answer."""
 
 STOPPING = "the worker is stopping"
 """Detail of a mission skipped because its process shuts down."""
@@ -282,6 +287,10 @@ async def _claimed(
             phase="calling-llm",
         )
     slot.give_back()
+    if budget is not None and not isinstance(outcome, Skipped) and budget.spent > outcome.tokens:
+        # A round answered without usage counts as its worst case while the run is in flight; recording the
+        # provider's silence as 0 would leave the agent's daily cap without effect.
+        outcome = dataclasses.replace(outcome, tokens=budget.spent)
 
     if isinstance(outcome, Skipped):
         if outcome.reason == "research-pending":
@@ -294,91 +303,119 @@ async def _claimed(
             mission.id, mission.user_id, f"skipped-{outcome.reason}", detail=outcome.detail or detail
         )
 
-    now = utcnow()
-    now_iso = to_js_iso(now)
-    agent_id = agent.id if agent else None
-    counted = _daily_cap(agent) is not None
     _count_tokens(ctx, agent, outcome.tokens)
-
+    written = _Written(ctx, store, mission, agent, cadence, due_at, claim, iteration_id, actor)
     try:
-        if isinstance(outcome, Planned):
-            metrics.plans_produced.inc()
-            tz = await _zone_for(ctx, mission.user_id, cadence)
-            nxt = next_run(cadence, after=max(now, parse_iso(due_at)), default_tz=tz)
-            policy = agent.policy if agent is not None else None
-            iteration = plan_to_iteration(
-                outcome.plan, iteration_id, now_iso, lambda tool: step_status(tool, policy)
-            )
-            written = await store.write_back(
-                mission,
-                due_at=due_at,
-                iteration=iteration,
-                next_run_at=to_js_iso(nxt) if nxt else None,
-                now_iso=now_iso,
-                actor=actor,
-                outcome="done",
-                tokens=outcome.tokens,
-                agent_id=agent_id,
-                counted=counted,
-            )
-            _observe_budget(ctx, agent, outcome.tokens, written)
-            if written.status == "stale":
-                return MissionResult(mission.id, mission.user_id, "stale", tokens=outcome.tokens)
-            metrics.plans_written_back.inc()
-            if agent is not None:
-                metrics.agent_decisions.labels("ran").inc()
-            logger.info(
-                "mission planned",
-                extra={
-                    "action": "runner.planned",
-                    "mission_id": mission.id,
-                    "user_id": mission.user_id,
-                    "agent_id": agent_id or "legacy",
-                    "steps": len(outcome.plan.steps),
-                    "iteration_id": iteration_id,
-                    "tokens": outcome.tokens,
-                },
-            )
-            return MissionResult(
-                mission.id,
-                mission.user_id,
-                "ran",
-                steps=len(outcome.plan.steps),
-                tokens=outcome.tokens,
-                iteration_id=iteration_id,
-            )
+        return await written.outcome(outcome)
+    except LostClaim as exc:
+        logger.warning("lost claim", extra={"action": "runner.lost_claim", "mission_id": mission.id})
+        return MissionResult(mission.id, mission.user_id, "lost-claim", detail=str(exc))
+    except StorageError as exc:
+        return await written.unstorable(outcome, exc)
 
-        # Failed
-        metrics.parse_failures.inc()
-        metrics.missions_failed.labels(outcome.reason).inc()
-        failures = claim.consecutive_failures + 1
-        give_up = failures >= settings.max_consecutive_failures or not outcome.retryable
+
+@dataclass(frozen=True)
+class _Written:
+    """Writes a claimed run's outcome back: its plan, or a failure that counts towards the mission's pause."""
+
+    ctx: RunnerContext
+    store: RunnerStore
+    mission: ServerMission
+    agent: ServerAgent | None
+    cadence: Cadence
+    due_at: str
+    claim: Claim
+    iteration_id: str
+    actor: Any
+
+    async def outcome(self, outcome: Planned | Failed) -> MissionResult:
+        if isinstance(outcome, Planned):
+            return await self.planned(outcome)
+        return await self.failed(outcome)
+
+    async def planned(self, outcome: Planned) -> MissionResult:
+        ctx, mission, agent = self.ctx, self.mission, self.agent
+        now = utcnow()
+        now_iso = to_js_iso(now)
+        ctx.metrics.plans_produced.inc()
+        policy = agent.policy if agent is not None else None
+        iteration = plan_to_iteration(
+            outcome.plan, self.iteration_id, now_iso, lambda tool: step_status(tool, policy)
+        )
+        written = await self.store.write_back(
+            mission,
+            due_at=self.due_at,
+            iteration=iteration,
+            next_run_at=await self._next_run(now),
+            now_iso=now_iso,
+            actor=self.actor,
+            outcome="done",
+            tokens=outcome.tokens,
+            agent_id=agent.id if agent else None,
+            counted=_daily_cap(agent) is not None,
+        )
+        _observe_budget(ctx, agent, outcome.tokens, written)
+        if written.status == "stale":
+            return MissionResult(mission.id, mission.user_id, "stale", tokens=outcome.tokens)
+        ctx.metrics.plans_written_back.inc()
+        if agent is not None:
+            ctx.metrics.agent_decisions.labels("ran").inc()
+        steps = len(outcome.plan.steps)
+        logger.info(
+            "mission planned",
+            extra={
+                "action": "runner.planned",
+                "mission_id": mission.id,
+                "user_id": mission.user_id,
+                "agent_id": agent.id if agent else "legacy",
+                "steps": steps,
+                "iteration_id": self.iteration_id,
+                "tokens": outcome.tokens,
+            },
+        )
+        return MissionResult(
+            mission.id,
+            mission.user_id,
+            "ran",
+            steps=steps,
+            tokens=outcome.tokens,
+            iteration_id=self.iteration_id,
+        )
+
+    async def failed(self, outcome: Failed) -> MissionResult:
+        ctx, mission, agent, settings = self.ctx, self.mission, self.agent, self.ctx.settings
+        ctx.metrics.parse_failures.inc()
+        ctx.metrics.missions_failed.labels(outcome.reason).inc()
+        failures = self.claim.consecutive_failures + 1
+        paused = failures >= settings.max_consecutive_failures
         message = outcome.message
-        if failures >= settings.max_consecutive_failures:
+        if paused:
             message = (
                 f"{outcome.message} — paused after {failures} failed attempts in a row; "
                 "resume the mission to try again"
             )
+        now = utcnow()
+        now_iso = to_js_iso(now)
         iteration = failed_iteration(
-            iteration_id, now_iso, name=outcome.reason, message=message, phase=outcome.phase
+            self.iteration_id, now_iso, name=outcome.reason, message=message, phase=outcome.phase
         )
-        backoff = _backoff(settings.retry_backoff, failures)
-        written = await store.write_back(
+        # A retryable failure keeps its due time (the backoff delays the retry); one that cannot succeed on a
+        # retry moves on to the next occurrence, in the user's zone as a plan does.
+        moves_on = not outcome.retryable and not paused
+        written = await self.store.write_back(
             mission,
-            due_at=due_at,
+            due_at=self.due_at,
             iteration=iteration,
-            next_run_at=KEEP
-            if not give_up or failures >= settings.max_consecutive_failures
-            else _next_or_none(cadence, now, due_at, settings.default_tz),
+            next_run_at=await self._next_run(now) if moves_on else KEEP,
             now_iso=now_iso,
-            actor=actor,
+            actor=self.actor,
             outcome="failed",
             error=message[:2000],
-            backoff=backoff,
-            new_state="paused" if failures >= settings.max_consecutive_failures else None,
+            backoff=_backoff(settings.retry_backoff, failures),
+            new_state="paused" if paused else None,
             tokens=outcome.tokens,
-            agent_id=agent_id,
-            counted=counted,
+            agent_id=agent.id if agent else None,
+            counted=_daily_cap(agent) is not None,
         )
         _observe_budget(ctx, agent, outcome.tokens, written)
         logger.warning(
@@ -391,7 +428,7 @@ async def _claimed(
                 "consecutive_failures": failures,
             },
         )
-        decision = "paused-after-failures" if failures >= settings.max_consecutive_failures else "failed"
+        decision = "paused-after-failures" if paused else "failed"
         if written.status == "stale":
             decision = "stale"
         return MissionResult(
@@ -400,11 +437,43 @@ async def _claimed(
             decision,
             tokens=outcome.tokens,
             detail=message,
-            iteration_id=iteration_id,
+            iteration_id=self.iteration_id,
         )
-    except LostClaim as exc:
-        logger.warning("lost claim", extra={"action": "runner.lost_claim", "mission_id": mission.id})
-        return MissionResult(mission.id, mission.user_id, "lost-claim", detail=str(exc))
+
+    async def unstorable(self, outcome: Planned | Failed, exc: StorageError) -> MissionResult:
+        """The write-back failed, not for a lost claim (a value Postgres refuses, say): the run still counts
+        as a failed attempt with its tokens and backoff, or it would be planned again as soon as its lease
+        ran out, for ever and outside the agent's budget."""
+        mission = self.mission
+        logger.warning(
+            "write-back failed",
+            extra={
+                "action": "runner.write_back_failed",
+                "mission_id": mission.id,
+                "error": type(exc).__name__,
+            },
+        )
+        if isinstance(outcome, Planned) and not isinstance(exc, ConnectionLostError):
+            try:  # the plan could not be stored; a failed iteration (no model text in it) likely can
+                return await self.failed(Failed("write-back", UNSTORABLE, outcome.tokens, "finalizing"))
+            except (LostClaim, StorageError):
+                pass
+        try:
+            await self.store.record_failure(
+                mission,
+                error=UNSTORABLE,
+                backoff=_backoff(self.ctx.settings.retry_backoff, self.claim.consecutive_failures + 1),
+                tokens=outcome.tokens,
+                agent_id=self.agent.id if self.agent else None,
+            )
+        except Exception:
+            raise exc from None
+        return MissionResult(mission.id, mission.user_id, "failed", tokens=outcome.tokens, detail=UNSTORABLE)
+
+    async def _next_run(self, now: datetime) -> str | None:
+        tz = await _zone_for(self.ctx, self.mission.user_id, self.cadence)
+        nxt = next_run(self.cadence, after=max(now, parse_iso(self.due_at)), default_tz=tz)
+        return to_js_iso(nxt) if nxt else None
 
 
 def _round_budget(
@@ -488,11 +557,3 @@ async def _zone_for(ctx: RunnerContext, user_id: str, cadence: object) -> str:
 def _backoff(base: timedelta, failures: int) -> timedelta:
     delay: timedelta = base * (2 ** max(failures - 1, 0))
     return min(delay, timedelta(hours=1))
-
-
-def _next_or_none(cadence: object, now: object, due_at: str, tz: str) -> str | None:
-    from datetime import datetime
-
-    assert isinstance(now, datetime)
-    nxt = next_run(cadence, after=max(now, parse_iso(due_at)), default_tz=tz)  # type: ignore[arg-type]
-    return to_js_iso(nxt) if nxt else None

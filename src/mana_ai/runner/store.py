@@ -375,18 +375,11 @@ class RunnerStore:
     async def record_failure(
         self, mission: ServerMission, *, error: str, backoff: timedelta, tokens: int, agent_id: str | None
     ) -> int:
-        """Count a failed attempt without writing an iteration; returns consecutive failures so far."""
+        """Count a failed attempt without writing an iteration; returns consecutive failures so far.
+
+        Its tokens are recorded only while the run is still ours: a write-back that did commit before its
+        connection was lost has recorded them already."""
         async with self.db.transaction() as conn:
-            if tokens > 0 and agent_id:
-                await conn.execute(
-                    q("insert_token_usage"),
-                    {
-                        "user_id": mission.user_id,
-                        "agent_id": agent_id,
-                        "mission_id": mission.id,
-                        "tokens": tokens,
-                    },
-                )
             cur = await conn.execute(
                 q("finish_run_failed"),
                 {
@@ -399,6 +392,16 @@ class RunnerStore:
                 },
             )
             row = await cur.fetchone()
+            if row is not None and tokens > 0 and agent_id:
+                await conn.execute(
+                    q("insert_token_usage"),
+                    {
+                        "user_id": mission.user_id,
+                        "agent_id": agent_id,
+                        "mission_id": mission.id,
+                        "tokens": tokens,
+                    },
+                )
         return int(row["consecutive_failures"]) if row else 0
 
     async def prune_token_usage(self, retention: timedelta) -> int:

@@ -131,18 +131,22 @@ class Dispatcher:
         self.ctx = ctx
         self.store = store
         self._slots = Slots(ctx.settings.max_concurrency)
-        self._agent_slots: dict[tuple[str, str], asyncio.Semaphore] = {}
+        self._agent_slots: dict[tuple[str, str], tuple[int, asyncio.Semaphore]] = {}
         self._in_flight: set[asyncio.Task[MissionResult]] = set()
         self.accepting = True
         self.on_result: Callable[[MissionResult], None] | None = None
         """Called with each mission's outcome as soon as it is known (the CLI's live progress)."""
 
     def _agent_slot(self, agent: ServerAgent) -> asyncio.Semaphore:
+        """The agent's in-process limit, sized by its limit now: a raised or lowered limit gets a semaphore of
+        its own size (runs holding the old one finish under it; the claim in Postgres keeps the limit across
+        both and across processes)."""
         key = (agent.user_id, agent.id)
-        slot = self._agent_slots.get(key)
-        if slot is None:
-            slot = self._agent_slots[key] = asyncio.Semaphore(max(agent.max_concurrent_missions, 1))
-        return slot
+        limit = max(agent.max_concurrent_missions, 1)
+        known = self._agent_slots.get(key)
+        if known is None or known[0] != limit:
+            known = self._agent_slots[key] = (limit, asyncio.Semaphore(limit))
+        return known[1]
 
     async def run_one(
         self, mission: ServerMission, agents: dict[tuple[str, str], ServerAgent]
