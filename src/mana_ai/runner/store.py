@@ -27,6 +27,7 @@ from mana_ai.runner.writeback import (
     BatchNotWritten,
     WriteBack,
     Written,
+    correction_params,
     fields_to_write,
     update_params,
     usage_lock_params,
@@ -366,6 +367,7 @@ class RunnerStore:
                     q("release_run"),
                     {"user_id": mission.user_id, "mission_id": mission.id, "owner": self.owner},
                 )
+                await conn.execute(q("correct_mission_snapshot"), correction_params(item, latest))
                 return Written("stale", used)
             cur = await conn.execute(item.finish_query(), item.finish_params(self.owner))
             if await cur.fetchone() is None:

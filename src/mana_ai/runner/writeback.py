@@ -20,7 +20,7 @@ from typing import Any, LiteralString
 
 from psycopg import AsyncClientCursor
 from psycopg.rows import TupleRow, tuple_row
-from psycopg.types.json import set_json_loads
+from psycopg.types.json import Jsonb, set_json_loads
 
 from mana_ai.db.connector import AsyncConn, Database
 from mana_ai.db.queries import q
@@ -109,6 +109,21 @@ def fields_to_write(item: WriteBack, latest: RecordState | None) -> tuple[dict[s
         fields["state"] = item.new_state
     # Strictly after what we read: an approval written in the same millisecond must not win.
     return fields, next_stamp(latest.field_meta, fields, item.now_iso)
+
+
+def correction_params(item: WriteBack, latest: RecordState | None) -> dict[str, Any]:
+    """``correct_mission_snapshot`` for a mission found stale: its snapshot takes the replay just read.
+
+    The refresh folds a window's rows in arrival order, the replay a record's whole log in ``created_at``
+    order (as the web app pulls it); where they disagree (a hard delete between two transactions that
+    commit out of order), a snapshot that still finds the mission due would plan it on every tick and have
+    every write-back refused."""
+    return {
+        "user_id": item.mission.user_id,
+        "mission_id": item.mission.id,
+        "record": Jsonb(latest.to_snapshot()) if latest is not None else None,
+        "deleted": latest is None or latest.deleted,
+    }
 
 
 def update_params(item: WriteBack, fields: dict[str, Any], at: str) -> dict[str, Any]:
@@ -224,6 +239,7 @@ async def _write(
             params = {"user_id": user, "mission_id": item.mission.id, "owner": owner}
             if decided is None:
                 parts.append(_bind(cur, q("release_run"), params))
+                parts.append(_bind(cur, q("correct_mission_snapshot"), correction_params(item, latest[key])))
                 statuses[key] = "stale"
                 continue
             finish_at.append(len(parts))

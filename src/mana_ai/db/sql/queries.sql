@@ -233,12 +233,20 @@ ORDER BY a.record->>'name', a.agent_id
 
 -- name: record_rows
 -- Every row of one record, for a replay inside a with_user transaction (row-level security applies).
+-- In created_at order as mana-sync serves a pull; rows of one transaction share it and follow in the order
+-- they were written (ctid: the log is append-only), as the feed's seq and a pull's index order have them.
 SELECT c.op, c.data, c.field_meta,
        to_char(c.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS created_iso
 FROM public.sync_changes c
 WHERE c.table_name = %(table)s AND c.record_id = %(record_id)s AND c.app_id = %(app_id)s
   AND c.user_id = %(user_id)s
-ORDER BY c.created_at, c.id
+ORDER BY c.created_at, c.ctid
+
+-- name: correct_mission_snapshot
+-- A mission its write-back found stale takes the replay's state (mana_ai.runner.writeback.correction_params).
+UPDATE mana_ai.mission_snapshots
+SET record = coalesce(%(record)s::jsonb, record), deleted = %(deleted)s, updated_at = now()
+WHERE user_id = %(user_id)s AND mission_id = %(mission_id)s
 
 -- name: insert_change
 INSERT INTO public.sync_changes
@@ -571,7 +579,7 @@ SELECT c.record_id, c.op, c.data, c.field_meta,
        to_char(c.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS created_iso
 FROM public.sync_changes c
 WHERE c.user_id = %(user_id)s AND c.app_id = %(app_id)s AND c.table_name = %(table)s
-ORDER BY c.record_id, c.created_at, c.id
+ORDER BY c.record_id, c.created_at, c.ctid
 
 -- name: workbench_token_usage
 -- Tokens per agent and hour over the last seven days (the chart buckets them further).
@@ -610,7 +618,7 @@ SELECT c.record_id, c.op, c.data, c.field_meta,
 FROM public.sync_changes c
 WHERE c.table_name = %(table)s AND c.record_id = ANY(%(record_ids)s::text[]) AND c.app_id = %(app_id)s
   AND c.user_id = %(user_id)s
-ORDER BY c.record_id, c.created_at, c.id
+ORDER BY c.record_id, c.created_at, c.ctid
 
 -- name: mark_iteration
 -- A server iteration we wrote (step_id '') or a step decision we made (issue 12: restoring lost ones).
