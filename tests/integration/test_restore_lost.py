@@ -201,3 +201,33 @@ async def test_a_device_stamp_at_the_end_of_time_is_restored_once_not_rewritten_
     snap = await admin_db.fetchrow("SELECT record FROM mana_ai.mission_snapshots WHERE mission_id = 'm1'")
     assert counts[0] == counts[1] == counts[2], counts  # one restore row, then nothing
     assert [i["id"] for i in snap["record"]["iterations"]] == ["s1"]
+
+
+async def test_a_restore_cut_off_by_a_lost_connection_is_made_by_the_next_refresh(
+    db: Database, admin_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The refresh commits its cursor, then restores: a connection lost in between once left the mission
+    # unchecked until it changed again (a paused mission: possibly never).
+    from mana_ai.errors import ConnectionLostError
+    from mana_ai.synclog import restore
+
+    server = {**browser_iteration("s1"), "source": "server"}
+    await put_row(db, "u1", "aiMissions", "m1", "insert", mission("m1", iterations=[server], state="paused"))
+    await admin_db.execute(
+        "INSERT INTO mana_ai.iteration_marks (user_id, mission_id, iteration_id) VALUES ('u1', 'm1', 's1')"
+    )
+    await refresh_snapshots(db)
+    await put_row(db, "u1", "aiMissions", "m1", "update", {"iterations": []}, {"iterations": later()})
+    real = restore._restore_one
+
+    async def cut_off(*_args: Any) -> Any:
+        raise ConnectionLostError("database unreachable or connection lost: the server restarted")
+
+    monkeypatch.setattr(restore, "_restore_one", cut_off)
+    assert (await refresh_snapshots(db)).restored_iterations == 0
+    monkeypatch.setattr(restore, "_restore_one", real)
+    restored = [(await refresh_snapshots(db)).restored_iterations for _ in range(2)]
+    assert restored == [1, 0]  # made once by the next refresh, then dequeued
+    snap = await admin_db.fetchrow("SELECT record FROM mana_ai.mission_snapshots WHERE mission_id = 'm1'")
+    assert [i["id"] for i in snap["record"]["iterations"]] == ["s1"]
+    assert await admin_db.fetch("SELECT * FROM mana_ai.restore_pending") == []

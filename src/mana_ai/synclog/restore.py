@@ -23,6 +23,7 @@ from typing import Any, Final
 
 from mana_ai.db.connector import Database
 from mana_ai.db.queries import q
+from mana_ai.errors import ConnectionLostError
 from mana_ai.synclog.actor import system_actor
 from mana_ai.synclog.lww import RecordState
 from mana_ai.synclog.store import replay_record, update_iterations
@@ -141,14 +142,56 @@ def restored_iterations(
     return [*out, *back], stats
 
 
-async def restore_lost(db: Database, changed: Iterable[Key]) -> RestoreStats:
-    """Check the missions a refresh changed against our marks and restore what a device edit dropped.
+async def restore_lost(db: Database, pending: Iterable[Key]) -> RestoreStats:
+    """Check queued missions against our marks and restore what a device edit dropped.
 
-    Only missions with marks are looked at: one query for the marks, one for their new snapshots."""
+    ``pending`` are the keys the refresh queued (``restore_checks``); each is dequeued once checked, also
+    when its check fails on the mission's own data (logged: it would fail again). A lost connection stops
+    the checks and leaves the rest queued for the next refresh."""
     total = RestoreStats()
-    keys = list(changed)
+    keys = list(pending)
     if not keys:
         return total
+    checked: list[Key] = []
+    try:
+        marks = await _marks(db, keys)
+        snapshots = await db.fetch(
+            q("mission_snapshots_for_keys"), {"users": [k[0] for k in keys], "ids": [k[1] for k in keys]}
+        )
+        live = {
+            (snap["user_id"], snap["record_id"]): state
+            for snap in snapshots
+            if (state := RecordState.from_snapshot(snap["record"], deleted=snap["deleted"])).is_live()
+        }
+        for key in keys:
+            current = live.get(key)
+            gone, reopened = (
+                missing(current.record.get("iterations"), marks.get(key, [])) if current else ((), ())
+            )
+            if gone or reopened:
+                try:
+                    stats = await _restore_one(db, key, marks[key])
+                except ConnectionLostError:
+                    raise
+                except Exception:  # one mission's problem never costs the others their restore
+                    logger.warning(
+                        "restoring lost iterations failed",
+                        exc_info=True,
+                        extra={"action": "snapshots.restore_failed", "user_id": key[0], "mission_id": key[1]},
+                    )
+                else:
+                    total.iterations += stats.iterations
+                    total.decisions += stats.decisions
+            checked.append(key)
+    finally:
+        if checked:
+            await db.execute(
+                q("restore_checks_done"), {"users": [k[0] for k in checked], "ids": [k[1] for k in checked]}
+            )
+    return total
+
+
+async def _marks(db: Database, keys: list[Key]) -> dict[Key, list[Mark]]:
     rows = await db.fetch(
         q("marks_for_missions"), {"users": [k[0] for k in keys], "ids": [k[1] for k in keys]}
     )
@@ -157,30 +200,7 @@ async def restore_lost(db: Database, changed: Iterable[Key]) -> RestoreStats:
         marks.setdefault((row["user_id"], row["mission_id"]), []).append(
             Mark(row["iteration_id"], row["step_id"], row["status"])
         )
-    if not marks:
-        return total
-    snapshots = await db.fetch(
-        q("mission_snapshots_for_keys"), {"users": [k[0] for k in marks], "ids": [k[1] for k in marks]}
-    )
-    for snap in snapshots:
-        key = (snap["user_id"], snap["record_id"])
-        state = RecordState.from_snapshot(snap["record"], deleted=snap["deleted"])
-        if not state.is_live():
-            continue
-        gone, reopened = missing(state.record.get("iterations"), marks[key])
-        if gone or reopened:
-            try:
-                stats = await _restore_one(db, key, marks[key])
-            except Exception:  # one mission's problem never costs the others their restore
-                logger.warning(
-                    "restoring lost iterations failed",
-                    exc_info=True,
-                    extra={"action": "snapshots.restore_failed", "user_id": key[0], "mission_id": key[1]},
-                )
-                continue
-            total.iterations += stats.iterations
-            total.decisions += stats.decisions
-    return total
+    return marks
 
 
 async def _restore_one(db: Database, key: Key, marks: list[Mark]) -> RestoreStats:

@@ -147,9 +147,14 @@ async def refresh_snapshots(
         for fold in folds.values():
             await fold.flush()
         stats.users_processed = len(users)
+        changed = folds["aiMissions"].counted
+        cur = await conn.execute(
+            q("restore_checks"), {"users": [k[0] for k in changed], "ids": [k[1] for k in changed]}
+        )
+        pending = [(r["user_id"], r["mission_id"]) for r in await cur.fetchall()]
         await conn.execute(q("advance_refresh_cursor"), {"horizon": new})
-    if folds["aiMissions"].counted:
-        await _restore(db, folds["aiMissions"].counted, stats)
+    if pending:
+        await _restore(db, pending, stats)
     if stats.rows_applied or stats.missions.rows_skipped or stats.agents.rows_skipped:
         logger.info("snapshots refreshed", extra={"action": "snapshots.refresh", **stats.as_dict()})
     return stats
@@ -164,10 +169,10 @@ def _split_by_table(rows: list[FeedRow]) -> dict[str, list[FeedRow]]:
     return {table: table_rows for table, table_rows in by_table.items() if table_rows}
 
 
-async def _restore(db: Database, changed: set[Key], stats: RefreshStats) -> None:
-    # Never lets a restore problem fail the refresh: the next refresh of the mission tries again.
+async def _restore(db: Database, pending: list[Key], stats: RefreshStats) -> None:
+    # Never lets a restore problem fail the refresh: what is still queued is checked by the next refresh.
     try:
-        restored = await restore_lost(db, changed)
+        restored = await restore_lost(db, pending)
     except Exception:
         logger.warning(
             "restoring lost iterations failed", exc_info=True, extra={"action": "snapshots.restore_failed"}

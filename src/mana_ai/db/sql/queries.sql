@@ -631,3 +631,24 @@ SELECT m.user_id, m.mission_id, m.iteration_id, m.step_id, m.status
 FROM mana_ai.iteration_marks m
 JOIN unnest(%(users)s::text[], %(ids)s::text[]) AS k(user_id, mission_id)
   ON m.user_id = k.user_id AND m.mission_id = k.mission_id
+
+-- name: restore_checks
+-- In the refresh's transaction: queue the changed missions that have marks, and list every queued one
+-- (also those an earlier refresh queued and could not check).
+WITH queued AS (
+    INSERT INTO mana_ai.restore_pending (user_id, mission_id)
+    SELECT DISTINCT m.user_id, m.mission_id
+    FROM mana_ai.iteration_marks m
+    JOIN unnest(%(users)s::text[], %(ids)s::text[]) AS k(user_id, mission_id)
+      ON m.user_id = k.user_id AND m.mission_id = k.mission_id
+    ON CONFLICT DO NOTHING
+    RETURNING user_id, mission_id
+)
+SELECT user_id, mission_id FROM queued
+UNION
+SELECT user_id, mission_id FROM mana_ai.restore_pending
+
+-- name: restore_checks_done
+DELETE FROM mana_ai.restore_pending p
+USING unnest(%(users)s::text[], %(ids)s::text[]) AS k(user_id, mission_id)
+WHERE p.user_id = k.user_id AND p.mission_id = k.mission_id
