@@ -250,3 +250,34 @@ async def test_runs_of_a_provider_without_usage_are_recorded_at_their_worst_case
     ran = sum(d.get("ran", 0) for d in decisions)
     assert used["n"] > 0, decisions
     assert 0 < ran < 6  # the cap stopped the agent before every mission had run
+
+
+async def test_a_surprise_after_the_claim_counts_the_attempt_and_backs_off(
+    db, app_db_url, admin_db, monkeypatch
+):
+    # Any exception after the claim once left the run claimed until its lease ended, uncounted: planned
+    # again, model calls included, once per lease for ever.
+    from mana_ai.runner import process
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("a bug in building the iteration")
+
+    monkeypatch.setattr(process, "plan_to_iteration", broken)
+    await put_row(db, "u1", "aiMissions", "m1", "insert", mission("m1"))
+    async with (
+        FakeLlmServer(default=conversation_responder()) as llm,
+        running_app(app_db_url, llm, retry_backoff=300) as app,
+    ):
+        stats = await app.ticker.tick()
+        await admin_db.execute("UPDATE mana_ai.mission_runs SET lease_until = now()")
+        again = await app.ticker.tick()
+    assert stats.decisions == {"error": 1} and again.decisions == {"backoff": 1}, (stats, again)
+    run = await admin_db.fetchrow(
+        "SELECT state, consecutive_failures, last_error, not_before > now() AS backing_off FROM mana_ai.mission_runs"
+    )
+    assert dict(run) == {
+        "state": "failed",
+        "consecutive_failures": 1,
+        "last_error": "unexpected error: RuntimeError",
+        "backing_off": True,
+    }

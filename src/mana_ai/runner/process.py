@@ -148,8 +148,36 @@ async def _process(
         # instead of leaving it to the lease, so the next worker or tick takes it at once.
         await asyncio.shield(_release_quietly(store, mission))
         raise
+    except Exception as exc:
+        # A surprise after the claim: count the attempt and back off, or the run would be planned again as
+        # soon as its lease ran out, for ever (its model calls included).
+        await _count_failure_quietly(store, mission, agent, claim, settings.retry_backoff, exc)
+        raise
     finally:
         store.planning.discard(key)
+
+
+async def _count_failure_quietly(
+    store: RunnerStore,
+    mission: ServerMission,
+    agent: ServerAgent | None,
+    claim: Claim,
+    retry_backoff: timedelta,
+    exc: Exception,
+) -> None:
+    try:
+        await store.record_failure(
+            mission,
+            error=f"unexpected error: {type(exc).__name__}",
+            backoff=_backoff(retry_backoff, claim.consecutive_failures + 1),
+            tokens=0,
+            agent_id=agent.id if agent else None,
+        )
+    except Exception:
+        logger.warning(
+            "could not count a failed run",
+            extra={"action": "runner.release_failed", "mission_id": mission.id},
+        )
 
 
 async def _release_quietly(store: RunnerStore, mission: ServerMission) -> None:
