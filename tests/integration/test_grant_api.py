@@ -8,6 +8,8 @@ import csv
 import datetime as dt
 import io
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
@@ -193,12 +195,12 @@ async def test_migration_0007_removes_copies_written_the_old_way(db: Database, a
     assert [(r["app_id"], r["table_name"]) for r in rows] == [("ai", "aiMissions")]
 
 
-async def test_nul_characters_in_a_path_or_body_are_a_400_not_a_500(
-    app_db_url: str,
-    auth_server: Any,  # noqa: F811
-) -> None:
-    # Postgres text and jsonb cannot hold NUL; orjson accepts "\u0000", so the statements once failed (500).
-    auth_url, token = auth_server
+@asynccontextmanager
+async def alice_on_the_grant_api(
+    app_db_url: str, jwks: Any
+) -> AsyncIterator[tuple[str, aiohttp.ClientSession, str, str]]:
+    """The service with a runner key over HTTP, and a session signed in as alice: (base, http, public, private)."""
+    auth_url, token = jwks
     private_pem, public_pem = generate_runner_keypair()
     async with (
         FakeLlmServer() as llm,
@@ -206,6 +208,15 @@ async def test_nul_characters_in_a_path_or_body_are_a_400_not_a_500(
         serve_http(app) as base,
         aiohttp.ClientSession(headers={"Authorization": "Bearer " + token("alice")}) as http,
     ):
+        yield base, http, public_pem, private_pem
+
+
+async def test_nul_characters_in_a_path_or_body_are_a_400_not_a_500(
+    app_db_url: str,
+    auth_server: Any,  # noqa: F811
+) -> None:
+    # Postgres text and jsonb cannot hold NUL; orjson accepts "\u0000", so the statements once failed (500).
+    async with alice_on_the_grant_api(app_db_url, auth_server) as (base, http, public_pem, _):
 
         async def status(method: str, path: str, body: Any = None) -> tuple[int, Any]:
             async with http.request(method, base + path, json=body) as resp:
@@ -280,14 +291,7 @@ async def test_copies_for_a_grant_replaced_meanwhile_are_refused_not_stored_over
 ) -> None:
     # Two tabs: one replaces the grant while the other refreshes the old grant's copies. The copies were
     # keyed by record only, so the old grant's copy replaced the new one and the runner found none.
-    auth_url, token = auth_server
-    private_pem, public_pem = generate_runner_keypair()
-    async with (
-        FakeLlmServer() as llm,
-        running_app(app_db_url, llm, auth_url=auth_url, private_key_pem=private_pem) as app,
-        serve_http(app) as base,
-        aiohttp.ClientSession(headers={"Authorization": "Bearer " + token("alice")}) as http,
-    ):
+    async with alice_on_the_grant_api(app_db_url, auth_server) as (base, http, public_pem, private_pem):
         first = upload(public_pem)
         async with http.put(base + "/api/v1/me/missions/m1/grant", json=first) as resp:
             assert resp.status == 200
