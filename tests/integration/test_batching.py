@@ -190,3 +190,27 @@ async def test_claims_in_one_batch_respect_the_agents_limit(db, app_db_url, admi
         "SELECT count(*) AS n FROM mana_ai.mission_runs WHERE state IN ('running', 'released')"
     )
     assert running["n"] == 2
+
+
+async def test_a_stale_write_back_repeated_after_it_committed_records_its_tokens_once(
+    db, app_db_url, admin_db
+):
+    # A write-back whose COMMIT went through but whose connection broke before the answer is tried once more.
+    # For a stale mission the repeat recorded the run's tokens a second time: a release needs the claim too.
+    await seed(db, users=1, per_user=1)
+    async with FakeLlmServer() as llm, running_app(app_db_url, llm) as app:
+        m = (await due(app))["m0-0"]
+        store = app.ticker.store
+        agents = await store.agents_for_users(["u0"])
+        assert (
+            await store.claim(m, m.next_run_at, agents[("u0", "a-u0")], app.settings.claim_lease)
+        ).decision == "claimed"
+        await put_row(
+            db, "u0", "aiMissions", "m0-0", "update", {"state": "paused"}, {"state": to_js_iso(utcnow())}
+        )
+        first = await written(store, m, counted=True)
+        with pytest.raises(LostClaim):
+            await written(store, m, counted=True)
+    assert first.status == "stale"
+    usage = await admin_db.fetchrow("SELECT count(*) AS n FROM mana_ai.token_usage")
+    assert usage["n"] == 1

@@ -363,16 +363,20 @@ class RunnerStore:
             elif tokens is not None:
                 await conn.execute(item.token_query(), tokens)
             if decided is None:
-                await conn.execute(
+                cur = await conn.execute(
                     q("release_run"),
                     {"user_id": mission.user_id, "mission_id": mission.id, "owner": self.owner},
                 )
                 await conn.execute(q("correct_mission_snapshot"), correction_params(item, latest))
-                return Written("stale", used)
-            cur = await conn.execute(item.finish_query(), item.finish_params(self.owner))
+                status = "stale"
+            else:
+                cur = await conn.execute(item.finish_query(), item.finish_params(self.owner))
+                status = "written"
+            # As in the batch: nothing commits unless the claim is still ours (also not the run's tokens,
+            # which a first attempt that did commit before its connection broke has recorded already).
             if await cur.fetchone() is None:
                 raise LostClaim(f"lease on mission {mission.id} expired before the write-back")
-        return Written("written", used)
+        return Written(status, used)
 
     async def record_failure(
         self, mission: ServerMission, *, error: str, backoff: timedelta, tokens: int, agent_id: str | None

@@ -238,6 +238,7 @@ async def _write(
                 parts.append(_bind(cur, item.token_query(), tokens))
             params = {"user_id": user, "mission_id": item.mission.id, "owner": owner}
             if decided is None:
+                finish_at.append(len(parts))  # the claim must still be ours, as for a finish
                 parts.append(_bind(cur, q("release_run"), params))
                 parts.append(_bind(cur, q("correct_mission_snapshot"), correction_params(item, latest[key])))
                 statuses[key] = "stale"

@@ -293,6 +293,7 @@ RETURNING consecutive_failures
 UPDATE mana_ai.mission_runs
 SET state = 'released', finished_at = now(), lease_until = now()
 WHERE user_id = %(user_id)s AND mission_id = %(mission_id)s AND owner = %(owner)s AND state = 'running'
+RETURNING 1
 
 -- name: release_owned_runs
 -- Shutdown: give back every run this process still holds.
