@@ -23,7 +23,7 @@ from mana_ai.timefmt import to_js_iso, utcnow
 from mana_ai.workbench.decide import Decider
 from tests.integration.helpers import mission, put_row
 from tests.integration.runner_helpers import agent_record, running_app
-from tests.integration.test_workbench_logic import ref
+from tests.integration.test_workbench_logic import ref, seed, server_iteration
 from tests.integration.test_workbench_proposals import mission_state
 
 
@@ -231,3 +231,25 @@ async def test_a_restore_cut_off_by_a_lost_connection_is_made_by_the_next_refres
     snap = await admin_db.fetchrow("SELECT record FROM mana_ai.mission_snapshots WHERE mission_id = 'm1'")
     assert [i["id"] for i in snap["record"]["iterations"]] == ["s1"]
     assert await admin_db.fetch("SELECT * FROM mana_ai.restore_pending") == []
+
+
+async def test_an_expiry_found_by_approve_is_restored_like_one_found_by_the_inbox(db: Database) -> None:
+    """Approving an expired proposal marks it skipped in the mission; a stale device edit that drops that
+    decision must be undone as for every other decision (expire() marks it, approve()'s expiry does not)."""
+    old = utcnow() - dt.timedelta(days=8)
+    it = server_iteration("it1", [("create_task", {"title": "A"})], started=old)
+    await seed(db, iterations=[it])
+    await refresh_snapshots(db)
+
+    result = await Decider(db, ttl=dt.timedelta(days=7)).approve("u1", ref(it, 0))
+    assert result.status == "skipped"
+    assert (await mission_state(db))["iterations"][0]["plan"][0]["status"] == "skipped"
+    await refresh_snapshots(db)
+
+    # A device that synced before the decision re-sends its copy of iterations (the step still staged).
+    later = to_js_iso(utcnow() + dt.timedelta(seconds=5))
+    await put_row(db, "u1", "aiMissions", "m1", "update", {"iterations": [it]}, {"iterations": later})
+    await refresh_snapshots(db)
+
+    step = (await mission_state(db))["iterations"][0]["plan"][0]
+    assert step["status"] == "skipped", "the decision is in proposal_decisions but lost from the mission"

@@ -271,3 +271,31 @@ async def test_rejected_feedback_reaches_the_next_planning_round(db: Database, a
         prompt = [m for m in llm.requests[-1].json["messages"] if m["role"] == "user"][0]["content"]
         assert "Nutzer-Feedback: " in prompt and "Lesen mache ich abends selbst" in prompt
         assert "[approved]" in prompt and "[rejected]" in prompt
+
+
+async def test_one_task_completed_from_two_missions_at_once_counts_once(db: Database) -> None:
+    """Two missions propose completing the same task; the user approves both at the same moment (two tabs).
+    The task is completed once, so TaskCompleted must fire once and a 'tasks per day' goal gain 1."""
+    import asyncio
+
+    from mana_ai.workbench.goals import goal_from_tool
+    from mana_ai.workbench.store import WorkbenchStore
+
+    await put_row(db, "u1", "tasks", "t1", "insert", {"id": "t1", "title": "Steuer", "isCompleted": False},
+                  app_id="todo")  # fmt: skip
+    store = WorkbenchStore(db, ttl=dt.timedelta(days=7))
+    await store.create_goal(
+        "u1", goal_from_tool("g1", {"templateId": "tpl-tasks-daily"}, now=utcnow(), tz="UTC")
+    )
+    it1 = server_iteration("it1", [("complete_task", {"taskId": "t1"})])
+    it2 = server_iteration("it2", [("complete_task", {"taskId": "t1"})])
+    await seed(db, mission_id="m1", iterations=[it1])
+    await seed(db, mission_id="m2", agent_id="a2", iterations=[it2])
+    decider = Decider(db, ttl=dt.timedelta(days=7))
+    results = await asyncio.gather(
+        decider.approve("u1", ref(it1, 0, "m1")), decider.approve("u1", ref(it2, 0, "m2"))
+    )
+    events = [r.events for r in results]
+    goal = (await store.goals("u1"))[0]
+    assert sum(e.count("TaskCompleted") for e in events) == 1, events
+    assert goal["currentValue"] == 1

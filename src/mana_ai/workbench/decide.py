@@ -261,6 +261,7 @@ class Decider:
                         Decision("skipped", now_iso, "auto-expire", execution={"state": "expired"}),
                     )
                     await self._write_iterations(conn, user_id, ref.mission_id, state, iterations, now)
+                    await _mark(conn, user_id, ref.mission_id, ref.iteration_id, ref.step_id, "skipped")
                 return DecisionResult(ref, "skipped", "none", message="the proposal has expired")
             decision_params = final if verdict == "approved" else None
             if not await self._claim(

@@ -110,7 +110,7 @@ async def _complete(ctx: ExecContext, task: Mapping[str, Any]) -> None:
 
 
 async def complete_task(ctx: ExecContext, params: Mapping[str, Any]) -> str:
-    task = await _existing(ctx, TASKS, params["taskId"], "task")
+    task = await _existing(ctx, TASKS, params["taskId"], "task", lock=True)
     if task.get("isCompleted") is True:
         return "Task was already done"
     await _complete(ctx, task)
@@ -128,9 +128,15 @@ async def complete_tasks_by_title(ctx: ExecContext, params: Mapping[str, Any]) -
                 "encrypted: configure the master key file (MANA_AI_MASTER_KEY_FILE)"
             )
         raise StepFailed("no open task matches " + repr(params["titleMatch"]))
+    done = 0
     for task in sorted(matched, key=lambda t: str(t["id"])):
-        await _complete(ctx, task)
-    return str(len(matched)) + " task(s) completed"
+        # Locked and read again: a concurrent approval may have completed it since the list was read.
+        current = await ctx.get(TASKS, str(task["id"]), lock=True)
+        if current is None or current.get("isCompleted") is True:
+            continue
+        await _complete(ctx, current)
+        done += 1
+    return str(done) + " task(s) completed"
 
 
 # --- calendar ------------------------------------------------------------------------------------------
