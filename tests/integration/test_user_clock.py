@@ -12,7 +12,7 @@ import datetime as dt
 from mana_ai.scheduler.cadence import next_run, parse_cadence
 from mana_ai.synclog.store import replay_record
 from mana_ai.testing.fake_llm import FakeLlmServer, FakeResponse, completion_body, conversation_responder
-from mana_ai.timefmt import parse_iso, utcnow
+from mana_ai.timefmt import parse_iso, to_js_iso, utcnow
 from mana_ai.workbench.decide import Decider
 from tests.integration.helpers import mission, put_row
 from tests.integration.runner_helpers import running_app
@@ -94,3 +94,17 @@ async def test_workbench_dates_use_the_users_zone(db) -> None:
             conn, user_id="u1", app_id="drink", table="drinkEntries", record_id=drink_id
         )
     assert state is not None and (state.record["date"], state.record["time"]) == ("2026-12-02", "00:30")
+
+
+async def test_a_plan_for_a_mission_a_phone_ahead_of_us_created_is_stamped_after_its_insert(
+    db, app_db_url, admin_db
+) -> None:
+    # The web app stamps an insert's fields with its updatedAt ?? createdAt (the phone's clock): a plan
+    # stamped with our earlier now would lose on every device.
+    ahead = to_js_iso(utcnow() + dt.timedelta(minutes=2))
+    await put_row(
+        db, "u1", "aiMissions", "m1", "insert", {**mission("m1"), "createdAt": ahead, "updatedAt": ahead}
+    )
+    await run_once(db, app_db_url)
+    stamps = (await latest_rows(admin_db, "m1"))[-1]["field_meta"]
+    assert stamps["iterations"] > ahead and stamps["nextRunAt"] > ahead

@@ -8,6 +8,7 @@ from typing import Any
 from mana_ai.crypto.aead import decrypt_value, encrypt_value, is_encrypted
 from mana_ai.db.connector import Database
 from mana_ai.synclog.store import replay_record
+from mana_ai.timefmt import to_js_iso, utcnow
 from mana_ai.workbench.decide import Decider, DecisionResult
 from mana_ai.workbench.shapes import ENCRYPTED_FIELDS
 from tests.integration.helpers import put_row
@@ -291,3 +292,42 @@ async def test_updates_of_existing_records(db: Database) -> None:
     assert (await record(db, "drink", "drinkEntries", "d2"))["deletedAt"]
     assert "deletedAt" not in await record(db, "drink", "drinkEntries", "d1")
     assert results[7].error == "no open task matches 'nichts'"
+
+
+def _web_app_apply(rows: list[dict]) -> dict:
+    """The web app's applyServerChanges (WEB/data/sync.ts): an insert stamps every field with the record's
+    updatedAt ?? createdAt; an update field wins when its ``at`` >= the local stamp."""
+    record: dict = {}
+    meta: dict[str, str] = {}
+    for row in rows:
+        data = row["data"] or {}
+        if row["op"] == "insert":
+            at = data.get("updatedAt") or data.get("createdAt")
+            for k, v in data.items():
+                if at >= meta.get(k, ""):
+                    record[k], meta[k] = v, at
+        elif row["op"] == "update":
+            for k, at in (row["field_meta"] or {}).items():
+                if at >= meta.get(k, ""):
+                    record[k], meta[k] = data[k], at
+    return record
+
+
+async def test_a_completion_approved_right_after_a_phone_created_the_task_reaches_the_phone(
+    db: Database, admin_db: Database
+) -> None:
+    """A phone whose clock runs two minutes ahead creates a task (mana-sync stores the insert with
+    field_meta {}, the app stamps its fields with the record's updatedAt). A minute later the user approves
+    completing it. Our replay says completed; the web app's LWW drops the update, on every device."""
+    ahead = to_js_iso(utcnow() + dt.timedelta(minutes=2))
+    task = {"id": "t1", "title": "Steuer", "isCompleted": False, "createdAt": ahead, "updatedAt": ahead}
+    await put_row(db, "u1", "tasks", "t1", "insert", task, app_id="todo")
+    it = server_iteration("it1", [("complete_task", {"taskId": "t1"})])
+    await seed(db, iterations=[it])
+    result = await Decider(db, ttl=dt.timedelta(days=7)).approve("u1", ref(it, 0))
+    assert result.outcome == "done"
+    rows = await admin_db.fetch(
+        "SELECT op, data, field_meta FROM public.sync_changes WHERE table_name = 'tasks'"
+        " ORDER BY created_at, id"
+    )
+    assert _web_app_apply(rows)["isCompleted"] is True, rows[-1]["field_meta"]

@@ -11,11 +11,11 @@ from mana_ai.db.connector import Database
 from mana_ai.planner.prompts import build_user_prompt
 from mana_ai.planner.recorder import PlannedStep
 from mana_ai.runner.iteration import Plan, plan_to_iteration
+from mana_ai.synclog.lww import next_stamp
 from mana_ai.timefmt import to_js_iso
 from mana_ai.tools.catalog import CATALOG_BY_NAME
 from mana_ai.web.charts import bar_chart
 from mana_ai.web.forms import cadence_from_form, params_from_form, policy_from_form
-from mana_ai.workbench.context import next_stamp
 from mana_ai.workbench.goals import DomainEvent, InvalidGoal, advance, goal_from_tool, period_start
 from mana_ai.workbench.proposals import (
     Decision,

@@ -25,7 +25,7 @@ from psycopg.types.json import Jsonb, set_json_loads
 from mana_ai.db.connector import AsyncConn, Database
 from mana_ai.db.queries import q
 from mana_ai.runner.iteration import append_iteration
-from mana_ai.synclog.lww import RecordState, next_stamp
+from mana_ai.synclog.lww import RecordState, write_stamp
 from mana_ai.synclog.records import ServerMission
 from mana_ai.synclog.store import RUNNER_CLIENT_ID, change_params, fold_record_rows, loads_or_unreadable
 
@@ -108,7 +108,7 @@ def fields_to_write(item: WriteBack, latest: RecordState | None) -> tuple[dict[s
     if item.new_state is not None:
         fields["state"] = item.new_state
     # Strictly after what we read: an approval written in the same millisecond must not win.
-    return fields, next_stamp(latest.field_meta, fields, item.now_iso)
+    return fields, write_stamp(latest, fields, item.now_iso)
 
 
 def correction_params(item: WriteBack, latest: RecordState | None) -> dict[str, Any]:

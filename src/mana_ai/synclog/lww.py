@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal
 
-from mana_ai.timefmt import normalize_iso, parse_iso, to_js_iso
+from mana_ai.timefmt import is_js_iso, normalize_iso, parse_iso, to_js_iso
 
 Op = Literal["insert", "update", "delete"]
 FIELD_META_KEY = "__fieldMeta"
@@ -161,3 +161,28 @@ def next_stamp(field_meta: Mapping[str, str], fields: Iterable[str], now_iso: st
         return latest
     except ValueError:
         return now_iso
+
+
+def write_stamp(state: RecordState | None, fields: Iterable[str], now_iso: str) -> str:
+    """The field-meta time of our update of ``fields`` over ``state``: :func:`next_stamp`, where a field an
+    insert set counts at the time the web app gives it.
+
+    mana-sync stores inserts with ``field_meta = {}`` and our merge gives their fields the empty stamp, but
+    the web app stamps them with the insert's ``updatedAt ?? createdAt`` (``WEB/data/sync.ts``), a device's
+    clock: a phone running ahead would otherwise make every device drop an update we write right after."""
+    names = tuple(fields)
+    if state is None:
+        return next_stamp({}, names, now_iso)
+    inserted = _insert_time(state)
+    return next_stamp({name: state.field_meta.get(name) or inserted for name in names}, names, now_iso)
+
+
+def _insert_time(state: RecordState) -> str:
+    """The record's ``updatedAt`` while no update has stamped it (it is the insert's), else ``createdAt``."""
+    for name in ("updatedAt", "createdAt"):
+        value = state.record.get(name)
+        if name in state.field_meta and name == "updatedAt":
+            continue
+        if isinstance(value, str) and is_js_iso(value):
+            return value
+    return ""

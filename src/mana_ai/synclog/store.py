@@ -15,7 +15,7 @@ from psycopg.types.json import Jsonb, set_json_loads
 from mana_ai.db.connector import AsyncConn
 from mana_ai.db.queries import q
 from mana_ai.synclog.actor import origin_of
-from mana_ai.synclog.lww import ChangeRow, RecordState, apply_row, next_stamp
+from mana_ai.synclog.lww import ChangeRow, RecordState, apply_row, write_stamp
 from mana_ai.synclog.validate import MAX_ROW_BYTES, prepare_row
 
 RUNNER_CLIENT_ID = "mana-ai-runner"
@@ -160,7 +160,7 @@ async def update_iterations(
         table="aiMissions",
         record_id=mission_id,
         fields={"iterations": iterations},
-        at=next_stamp(state.field_meta, ("iterations",), now_iso),
+        at=write_stamp(state, ("iterations",), now_iso),
         client_id=client_id,
         actor=actor,
     )

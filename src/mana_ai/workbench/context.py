@@ -23,7 +23,7 @@ from mana_ai.db.connector import AsyncConn
 from mana_ai.db.queries import q
 from mana_ai.errors import CryptoError
 from mana_ai.scheduler.zones import user_zone
-from mana_ai.synclog.lww import RecordState, apply_change, next_stamp
+from mana_ai.synclog.lww import RecordState, apply_change, write_stamp
 from mana_ai.synclog.store import insert_record, replay_record, update_fields
 from mana_ai.synclog.validate import prepare_row
 from mana_ai.timefmt import to_js_iso
@@ -189,7 +189,6 @@ class ExecContext:
             self.require_plain(
                 target, current, *(f for f in fields if f in ENCRYPTED_FIELDS.get(target.table, ()))
             )
-        stamps = state.field_meta if state is not None else {}
         await update_fields(
             self.conn,
             user_id=self.user_id,
@@ -197,7 +196,7 @@ class ExecContext:
             table=target.table,
             record_id=record_id,
             fields=self._sealed(target, fields),
-            at=next_stamp(stamps, fields, self.now_iso),
+            at=write_stamp(state, fields, self.now_iso),
             client_id=WORKBENCH_CLIENT_ID,
             actor=dict(actor) if actor is not None else self.actor,
         )

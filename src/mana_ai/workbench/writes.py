@@ -13,7 +13,7 @@ from typing import Any
 from mana_ai.db.connector import Database
 from mana_ai.db.queries import q
 from mana_ai.synclog.actor import user_actor
-from mana_ai.synclog.lww import next_stamp
+from mana_ai.synclog.lww import write_stamp
 from mana_ai.synclog.store import insert_record, replay_record, update_fields
 from mana_ai.timefmt import to_js_iso, utcnow
 from mana_ai.workbench.context import WORKBENCH_CLIENT_ID
@@ -66,7 +66,7 @@ async def update_user_record(
                 table=table,
                 record_id=record_id,
                 fields=fields,
-                at=next_stamp(state.field_meta, fields, to_js_iso(utcnow())),
+                at=write_stamp(state, fields, to_js_iso(utcnow())),
                 client_id=WORKBENCH_CLIENT_ID,
                 actor=user_actor(user_id),
             )

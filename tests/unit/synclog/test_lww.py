@@ -7,7 +7,7 @@ import copy
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from mana_ai.synclog.lww import ChangeRow, RecordState, apply_row, merge, next_stamp
+from mana_ai.synclog.lww import ChangeRow, RecordState, apply_row, merge, next_stamp, write_stamp
 
 
 def row(op="update", data=None, fm=None, at="2026-04-15T00:00:00.000Z", rid="r1"):
@@ -273,3 +273,19 @@ def test_a_write_after_the_last_instant_javascript_writes_ties_and_so_wins() -> 
         next_stamp({"iterations": "2026-04-15T00:00:00.000Z"}, ["iterations"], now)
         == "2026-04-15T00:00:00.001Z"
     )
+
+
+def test_our_write_comes_after_the_time_the_web_app_gives_an_inserts_fields() -> None:
+    # The app stamps an insert's fields with its updatedAt ?? createdAt (a device clock, maybe ahead).
+    ahead, now = "2026-04-15T00:02:00.000Z", "2026-04-15T00:00:00.000Z"
+    inserted = merge(
+        None, [row("insert", {"isCompleted": False, "createdAt": ahead, "updatedAt": ahead}, {})]
+    )
+    assert write_stamp(inserted, ["isCompleted"], now) == "2026-04-15T00:02:00.001Z"
+    # Once an update has stamped updatedAt, the insert's time is its createdAt; stamped fields keep theirs.
+    later = merge(
+        inserted, [row("update", {"updatedAt": now, "title": "x"}, {"updatedAt": now, "title": now})]
+    )
+    assert write_stamp(later, ["isCompleted"], now) == "2026-04-15T00:02:00.001Z"
+    assert write_stamp(later, ["title"], "2026-04-15T00:01:00.000Z") == "2026-04-15T00:01:00.000Z"
+    assert write_stamp(None, ["title"], now) == now
