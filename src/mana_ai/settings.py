@@ -32,7 +32,10 @@ def parse_duration(value: Any) -> timedelta:
     if not match:
         raise ValueError(f"not a duration: {str(value)[:40]!r} (use e.g. 30s, 15m, 2h, 7d)")
     number, unit = match.groups()
-    return timedelta(seconds=float(number) * _UNIT_SECONDS[(unit or "s").lower()])
+    try:
+        return timedelta(seconds=float(number) * _UNIT_SECONDS[(unit or "s").lower()])
+    except OverflowError:
+        raise ValueError("duration too large") from None
 
 
 def _env(*names: str) -> Any:
@@ -110,7 +113,8 @@ class Settings(BaseSettings):
     """Key for POST /internal/tick (header X-Service-Key) and the research backend. Off loopback it must be
     at least 24 characters and not a known default, or `serve` refuses to start."""
     tick_interval_ms: int = Field(60_000, validation_alias=_env("TICK_INTERVAL_MS"), ge=1000)
-    """How often the cluster-wide tick runs."""
+    """How often the cluster-wide tick runs. The tick is a cron, so an interval a cron cannot express runs at the
+    nearest shorter one (7 s: every 6 s; 90 s: every minute)."""
     tick_enabled: bool = Field(True, validation_alias=_env("TICK_ENABLED"))
     """Anything but exactly `false` enables the periodic tick."""
     max_concurrency: int = Field(64, validation_alias=_env("MANA_AI_MAX_CONCURRENCY"), ge=1, le=4096)
@@ -215,7 +219,7 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = Field("text", validation_alias=_env("MANA_AI_LOG_FORMAT"))
     """Log lines as readable text or as one JSON object per line."""
     log_level: str = Field("INFO", validation_alias=_env("MANA_AI_LOG_LEVEL"))
-    """DEBUG, INFO, WARNING or ERROR."""
+    """DEBUG, INFO, WARNING, ERROR or CRITICAL, in any case; anything else is refused at start."""
     log_payloads: bool = Field(False, validation_alias=_env("MANA_AI_LOG_PAYLOADS"))
     """Log prompts and tool arguments (never on by default)."""
 
@@ -250,6 +254,14 @@ class Settings(BaseSettings):
         if zone is None:
             raise ValueError("must be an IANA time zone such as Europe/Berlin")
         return zone
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _log_level(cls, value: Any) -> Any:
+        level = str(value).strip().upper()
+        if level not in ("DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL"):
+            raise ValueError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        return level
 
     @field_validator("tick_enabled", mode="before")
     @classmethod
@@ -307,13 +319,12 @@ class Settings(BaseSettings):
                 parts.hostname or "host=" in parts.query
             ):
                 raise ValueError(problem)
-        else:
-            from psycopg.conninfo import conninfo_to_dict
+        from psycopg.conninfo import conninfo_to_dict
 
-            try:
-                conninfo_to_dict(text)
-            except Exception:
-                raise ValueError(problem) from None
+        try:  # libpq's parse errors quote the offending part, e.g. a badly percent-encoded password
+            conninfo_to_dict(text)
+        except Exception:
+            raise ValueError(problem) from None
         return value
 
     @field_validator("llm_url", "api_url", "research_url")

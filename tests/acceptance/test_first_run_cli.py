@@ -118,8 +118,10 @@ async def test_missions_run_plans_one_mission_with_live_progress(env, db):
     async with FakeLlmServer(
         default=conversation_responder(tool_name="create_task", arguments={"title": "x"})
     ) as llm:
-        result = (await run(llm_env(env, llm), "missions", "run", "m1aa")).ok()
+        secret = llm_env(env, llm, MANA_LLM_URL=llm.url.replace("http://", "http://planner:tok3n-s3cret@"))
+        result = (await run(secret, "missions", "run", "m1aa")).ok()
         paused = await run(llm_env(env, llm), "missions", "run", "m2")
+    assert "tok3n-s3cret" not in result.out + result.err  # the URL's credentials were printed
     assert "LLM request 1:" in result.err and "calls create_task" in result.err
     assert "LLM request 2:" in result.err
     assert result.out.startswith("ran: 1 step(s)")

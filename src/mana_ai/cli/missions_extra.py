@@ -14,6 +14,7 @@ from rich.box import SIMPLE_HEAD
 from rich.table import Table
 from rich.text import Text
 
+from mana_ai.banner import describe_url
 from mana_ai.cli.common import async_command, console, err_console, open_app
 from mana_ai.cli.data import (
     MISSIONS,
@@ -88,9 +89,8 @@ async def missions_run(mission: str, user: str) -> None:
         ctx.llm = ProgressLlm(
             ctx.llm, lambda event: err_console.print("  " + describe_round(event), **_PLAIN)
         )
-        err_console.print(
-            f"planning {mission_id[:8]} with {app.settings.llm_model} at {app.settings.llm_url} …", **_PLAIN
-        )
+        where = describe_url(app.settings.llm_url)  # never the URL's user or password
+        err_console.print(f"planning {mission_id[:8]} with {app.settings.llm_model} at {where} …", **_PLAIN)
         result = await process_mission(ctx, ticker.store, target, agents)
         await refresh_snapshots(app.db)
         latest = _pick(await _missions(app, user), mission_id, "mission", "title")

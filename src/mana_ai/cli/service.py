@@ -348,13 +348,16 @@ def db_url() -> None:
         \b
         psql "$(mana-ai db url)"
     """
-    settings = settings_from_env()
-    if settings.database_url is not None:
-        click.echo(settings.database_url.get_secret_value())
-        return
     from mana_ai.db.embedded import start_embedded
     from mana_ai.errors import ManaAiError
 
+    try:
+        settings = settings_from_env()
+    except ManaAiError as exc:
+        raise click.ClickException(str(exc)) from None
+    if settings.database_url is not None:
+        click.echo(settings.database_url.get_secret_value())
+        return
     try:
         embedded = start_embedded(settings.data_dir, keep_running=True)
     except ManaAiError as exc:

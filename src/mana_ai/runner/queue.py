@@ -41,17 +41,22 @@ BATCH_SIZE = 8
 
 
 def interval_cron(interval_s: float) -> str:
-    """A procrastinate cron (6 fields = with seconds) for an interval given in seconds."""
-    seconds = max(int(round(interval_s)), 1)
-    if seconds < 60 and 60 % seconds == 0:
-        return f"* * * * * */{seconds}"
-    minutes = max(seconds // 60, 1)
-    if minutes == 1:
-        return "* * * * *"
-    if minutes < 60 and 60 % minutes == 0:
-        return f"*/{minutes} * * * *"
-    hours = max(minutes // 60, 1)
-    return f"0 */{hours} * * *" if 24 % hours == 0 else "0 * * * *"
+    """A procrastinate cron (6 fields = with seconds) for an interval given in seconds: the longest interval
+    a cron can express that is not longer than the one asked for (7 s ticks every 6 s, not every minute)."""
+    seconds = max(int(interval_s), 1)
+    if seconds < 60:
+        step = max(d for d in _DIVISORS_OF_60 if d <= seconds)
+        return f"* * * * * */{step}"
+    minutes = seconds // 60
+    if minutes < 60:
+        step = max(d for d in _DIVISORS_OF_60 if d <= minutes)
+        return "* * * * *" if step == 1 else f"*/{step} * * * *"
+    hours = min(minutes // 60, 24)
+    step = max(d for d in (1, 2, 3, 4, 6, 8, 12, 24) if d <= hours)
+    return "0 * * * *" if step == 1 else f"0 */{step} * * *"
+
+
+_DIVISORS_OF_60 = (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30)
 
 
 def build_queue(database_url: str, *, tick_interval_s: float, tick_enabled: bool) -> procrastinate.App:
