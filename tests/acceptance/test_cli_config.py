@@ -1,0 +1,84 @@
+"""Bad configuration from the command line: one line naming the variable, never a secret or a traceback; and
+the embedded database's lifetime across a killed process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.acceptance.test_first_run_cli import run
+
+
+@pytest.fixture
+def bare_env() -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("MANA_", "SYNC_", "TICK_"))}
+    return {**base, "MANA_AI_ENV_FILE": "", "NO_COLOR": "1"}
+
+
+async def test_a_database_url_libpq_cannot_parse_never_prints_its_password(bare_env):
+    env = {**bare_env, "SYNC_DATABASE_URL": "postgresql://app:s3cr%ZZetpw@127.0.0.1:1/mana"}
+    for command in (["migrate"], ["agents", "list"], ["db", "url"]):
+        result = await run(env, *command)
+        assert result.code != 0 and "s3cr" not in result.out + result.err, (command, result.err)
+        result.one_error_line("SYNC_DATABASE_URL")
+
+
+async def test_db_url_and_an_overlarge_duration_are_one_line_not_a_traceback(bare_env):
+    (await run({**bare_env, "SYNC_DATABASE_URL": "not a url"}, "db", "url")).one_error_line(
+        "SYNC_DATABASE_URL"
+    )
+    huge = {
+        **bare_env,
+        "MANA_AI_MISSION_TIMEOUT": "99999999999d",
+        "SYNC_DATABASE_URL": "postgresql://u@127.0.0.1:1/d",
+    }
+    (await run(huge, "migrate")).one_error_line("MANA_AI_MISSION_TIMEOUT")
+
+
+def _postmaster_alive(pgdata: Path) -> bool:
+    pid_file = pgdata / "postmaster.pid"
+    if not pid_file.exists():
+        return False
+    try:
+        os.kill(int(pid_file.read_text().splitlines()[0]), 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def test_after_a_killed_serve_the_next_clean_run_stops_the_embedded_server(bare_env, tmp_path):
+    # The package stops the server when the last process using it exits, by its list of pids: a killed
+    # process never removed its own, so no later process was ever the last and the server ran for good.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = tmp_path / "data"
+    env = {**bare_env, "MANA_AI_DATA_DIR": str(data), "PORT": str(port), "TICK_ENABLED": "false",
+           "MANA_LLM_URL": "http://127.0.0.1:9"}  # fmt: skip
+    serve = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "mana_ai", "serve", env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert serve.stderr is not None
+        while b"workbench" not in await asyncio.wait_for(serve.stderr.readline(), timeout=120):
+            pass
+        assert _postmaster_alive(data / "pgdata")
+        serve.send_signal(signal.SIGKILL)
+        await serve.wait()
+        (await run(env, "migrate")).ok()
+        handles = json.loads((data / "pgdata" / ".handle_pids.json").read_text() or "[]")
+        assert not _postmaster_alive(data / "pgdata"), handles
+    finally:
+        if serve.returncode is None:
+            serve.kill()
+            await serve.wait()
+        if _postmaster_alive(data / "pgdata"):
+            os.kill(int((data / "pgdata" / "postmaster.pid").read_text().splitlines()[0]), signal.SIGTERM)
