@@ -22,7 +22,8 @@ class StorageError(ManaAiError):
 
 
 class ConnectionLostError(StorageError):
-    """The database connection was lost or could not be used (its transaction did not commit)."""
+    """The database connection was lost or could not be used, or the transaction was rolled back (deadlock,
+    serialization failure): in every case its transaction did not commit, so doing it again is safe."""
 
 
 class SchemaTooNewError(StorageError):

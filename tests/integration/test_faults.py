@@ -8,6 +8,8 @@ import time
 from datetime import timedelta
 from typing import Any
 
+import pytest
+
 from mana_ai.testing.fake_llm import FakeLlmServer, FakeResponse, completion_body, conversation_responder
 from tests.integration.helpers import mission, put_row
 from tests.integration.runner_helpers import agent_record, running_app
@@ -281,3 +283,19 @@ async def test_a_surprise_after_the_claim_counts_the_attempt_and_backs_off(
         "last_error": "unexpected error: RuntimeError",
         "backing_off": True,
     }
+
+
+async def test_a_statement_timeout_is_a_database_error_not_a_lost_connection(app_db_url):
+    # Every OperationalError counted as a lost connection: a misleading message, the pool re-checked, the
+    # action repeated, and the restore's batch cut short.
+    from psycopg.conninfo import make_conninfo
+
+    from mana_ai.db.connector import Database
+    from mana_ai.errors import ConnectionLostError, StorageError
+
+    async with Database(make_conninfo(app_db_url, options="-c statement_timeout=100"), min_size=1) as slow:
+        with pytest.raises(StorageError) as info:
+            await slow.fetch("SELECT pg_sleep(2)")
+        assert not isinstance(info.value, ConnectionLostError), str(info.value)
+        assert "statement timeout" in str(info.value)
+        assert await slow.ping()
