@@ -108,3 +108,21 @@ async def test_a_plan_for_a_mission_a_phone_ahead_of_us_created_is_stamped_after
     await run_once(db, app_db_url)
     stamps = (await latest_rows(admin_db, "m1"))[-1]["field_meta"]
     assert stamps["iterations"] > ahead and stamps["nextRunAt"] > ahead
+
+
+async def test_the_missed_run_grace_window_is_read_on_the_users_clock(db, app_db_url, admin_db) -> None:
+    # Tokyo user, UTC deployment, 09:00 and 12:00 Tokyo: the next occurrence after the due one is 21 h
+    # away in Tokyo (grace 10.5 h) but 3 h in UTC (1.5 h). Found 100 minutes late, the run was skipped.
+    from mana_ai.scheduler.missed import is_missed
+
+    due = (utcnow() - dt.timedelta(minutes=100)).replace(second=0, microsecond=0)
+    local = due.astimezone(dt.timezone(dt.timedelta(hours=9)))
+    cadence = {"kind": "cron", "expression": f"{local.minute} {local.hour},{(local.hour + 3) % 24} * * *"}
+    assert not is_missed(parse_cadence(cadence), due, utcnow(), configured=None, default_tz="Asia/Tokyo")
+    assert is_missed(parse_cadence(cadence), due, utcnow(), configured=None, default_tz="UTC")
+    calendar = {"id": "c1", "name": "Persönlich", "isDefault": True, "timezone": "Asia/Tokyo"}
+    await put_row(db, "u1", "calendars", "c1", "insert", calendar, app_id="calendar")
+    await put_row(
+        db, "u1", "aiMissions", "m1", "insert", mission("m1", cadence=cadence, nextRunAt=to_js_iso(due))
+    )
+    await run_once(db, app_db_url, default_tz="UTC")  # asserts {"ran": 1}

@@ -136,7 +136,7 @@ async def plan_mission(ctx: RunnerContext, request: PlanRequest) -> Outcome:
     else:
         allowance = max(cap - request.tokens_used_24h, 0) if cap is not None and cap > 0 else None
     llm: LlmClient = request.budget if request.budget is not None else ctx.llm
-    compactor = make_compactor(llm, max_context_tokens=settings.compaction_ceiling)
+    compactor = make_compactor(llm, max_context_tokens=settings.compaction_ceiling, model=settings.llm_model)
 
     result = await run_planner_loop(
         llm,
@@ -175,8 +175,9 @@ async def plan_mission(ctx: RunnerContext, request: PlanRequest) -> Outcome:
             planned.tool_name, tool.default_policy if tool else "propose", "deferred"
         ).inc()
     for call, _reason in recorder.rejected:
+        known = call.name in toolset  # a name the model made up is no label: the series would be unbounded
         metrics.tool_calls.labels(
-            call.name[:64], "unknown" if call.name not in toolset else "propose", "rejected"
+            call.name if known else "(unknown)", "propose" if known else "unknown", "rejected"
         ).inc()
 
     if result.stop_reason == "budget" and not recorder.steps and tokens == 0:

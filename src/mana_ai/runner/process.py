@@ -286,7 +286,9 @@ async def _claimed(
             mission.id, mission.user_id, "failed", detail=str(exc), iteration_id=iteration_id
         )
 
-    missed = await _skip_missed(ctx, store, mission, cadence, due_at, iteration_id, actor)
+    # The user's zone for a wall-clock cadence without its own: the grace window and the next run both use it.
+    tz = await _zone_for(ctx, mission.user_id, cadence)
+    missed = await _skip_missed(ctx, store, mission, cadence, tz, due_at, iteration_id, actor)
     if missed is not None:
         return missed
 
@@ -332,7 +334,7 @@ async def _claimed(
         )
 
     _count_tokens(ctx, agent, outcome.tokens)
-    written = _Written(ctx, store, mission, agent, cadence, due_at, claim, iteration_id, actor)
+    written = _Written(ctx, store, mission, agent, cadence, tz, due_at, claim, iteration_id, actor)
     try:
         return await written.outcome(outcome)
     except LostClaim as exc:
@@ -351,6 +353,7 @@ class _Written:
     mission: ServerMission
     agent: ServerAgent | None
     cadence: Cadence
+    tz: str
     due_at: str
     claim: Claim
     iteration_id: str
@@ -374,7 +377,7 @@ class _Written:
             mission,
             due_at=self.due_at,
             iteration=iteration,
-            next_run_at=await self._next_run(now),
+            next_run_at=self._next_run(now),
             now_iso=now_iso,
             actor=self.actor,
             outcome="done",
@@ -434,7 +437,7 @@ class _Written:
             mission,
             due_at=self.due_at,
             iteration=iteration,
-            next_run_at=await self._next_run(now) if moves_on else KEEP,
+            next_run_at=self._next_run(now) if moves_on else KEEP,
             now_iso=now_iso,
             actor=self.actor,
             outcome="failed",
@@ -498,9 +501,8 @@ class _Written:
             raise exc from None
         return MissionResult(mission.id, mission.user_id, "failed", tokens=outcome.tokens, detail=UNSTORABLE)
 
-    async def _next_run(self, now: datetime) -> str | None:
-        tz = await _zone_for(self.ctx, self.mission.user_id, self.cadence)
-        nxt = next_run(self.cadence, after=max(now, parse_iso(self.due_at)), default_tz=tz)
+    def _next_run(self, now: datetime) -> str | None:
+        nxt = next_run(self.cadence, after=max(now, parse_iso(self.due_at)), default_tz=self.tz)
         return to_js_iso(nxt) if nxt else None
 
 
@@ -529,20 +531,21 @@ async def _skip_missed(
     store: RunnerStore,
     mission: ServerMission,
     cadence: Cadence,
+    tz: str,
     due_at: str,
     iteration_id: str,
     actor: Any,
 ) -> MissionResult | None:
-    """A run found later than its grace window: move on to the next occurrence with a note, plan nothing."""
+    """A run found later than its grace window (in the user's zone ``tz``, as the next run): move on to the
+    next occurrence with a note, plan nothing."""
     settings = ctx.settings
     now = utcnow()
     try:
         due = parse_iso(due_at)
     except ValueError:
         return None
-    if not is_missed(cadence, due, now, configured=settings.missed_run_grace, default_tz=settings.default_tz):
+    if not is_missed(cadence, due, now, configured=settings.missed_run_grace, default_tz=tz):
         return None
-    tz = await _zone_for(ctx, mission.user_id, cadence)
     nxt = next_run(cadence, after=now, default_tz=tz)
     next_iso = to_js_iso(nxt) if nxt else None
     now_iso = to_js_iso(now)
