@@ -299,3 +299,37 @@ async def test_a_statement_timeout_is_a_database_error_not_a_lost_connection(app
         assert not isinstance(info.value, ConnectionLostError), str(info.value)
         assert "statement timeout" in str(info.value)
         assert await slow.ping()
+
+
+async def test_rounds_without_usage_are_recorded_also_when_a_later_round_is_refused(db, app_db_url, admin_db):
+    # The run counted as refused before its first round (a skip, nothing recorded) whenever the provider
+    # reported no usage: the model was called again on every tick, outside the cap.
+    await put_row(db, "u1", "agents", "a1", "insert", agent_record("a1", maxTokensPerDay=6000))
+    await put_row(db, "u1", "aiMissions", "m1", "insert", mission("m1", agentId="a1"))
+    responder = conversation_responder(tool_name="no_such_tool", usage=None)  # no usage, a rejected call
+    async with (
+        FakeLlmServer(default=responder) as llm,
+        running_app(app_db_url, llm, llm_max_tokens=256, llm_context_tokens=4096) as app,
+    ):
+        decisions = [dict((await app.ticker.tick()).decisions) for _ in range(3)]
+        calls = len(llm.requests)
+    used = await admin_db.fetchrow("SELECT coalesce(sum(tokens_used), 0) AS n FROM mana_ai.token_usage")
+    assert used["n"] > 0 and calls == 1, (decisions, calls)
+
+
+async def test_a_connection_the_server_ended_for_idling_is_a_lost_connection(app_db_url):
+    # 57P05 (and 57P04) end the connection server-side: a lost connection, retried once, never a refused plan.
+    import asyncio
+
+    from psycopg.conninfo import make_conninfo
+
+    from mana_ai.db.connector import Database
+    from mana_ai.errors import ConnectionLostError
+
+    url = make_conninfo(app_db_url, options="-c idle_session_timeout=300")
+    async with Database(url, min_size=1, max_size=1) as idle:
+        with pytest.raises(ConnectionLostError):
+            async with idle.connection() as conn:
+                await conn.execute("SELECT 1")
+                await asyncio.sleep(1.0)
+                await conn.execute("SELECT 1")

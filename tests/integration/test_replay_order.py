@@ -11,13 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import timedelta
 from typing import Any
 
+import pytest
+
 from mana_ai.db.connector import Database
+from mana_ai.runner import writeback
 from mana_ai.synclog.actor import user_actor
 from mana_ai.synclog.snapshots import refresh_snapshots
 from mana_ai.synclog.store import append_change, replay_record
 from mana_ai.testing.fake_llm import FakeLlmServer, conversation_responder
+from mana_ai.timefmt import to_js_iso, utcnow
 from tests.integration.helpers import mission, put_row
 from tests.integration.runner_helpers import running_app
 
@@ -90,3 +95,40 @@ async def test_a_hard_delete_between_transactions_committing_out_of_order_costs_
     assert decisions == [{"stale": 1}, {}, {}]
     assert calls == 2  # the one run's tool round and final answer, then never again
     assert await snapshot_deleted(admin_db)  # the snapshot took the log's state
+
+
+async def test_a_device_edit_refreshed_during_a_stale_write_back_is_not_lost(
+    db: Database, admin_db: Database, app_db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await put_row(db, "u1", "aiMissions", "m1", "insert", mission("m1"))
+    await refresh_snapshots(db)
+    later = to_js_iso(utcnow() + timedelta(hours=1))
+    real_read = writeback._read
+    calls = 0
+
+    async def read(cur: Any, groups: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            # The user reschedules the mission while it is planned: the write-back finds it stale.
+            await put_row(db, "u1", "aiMissions", "m1", "update", {"nextRunAt": later},
+                          {"nextRunAt": to_js_iso(utcnow())})  # fmt: skip
+        latest = await real_read(cur, groups)
+        if calls == 1:
+            # Between the write-back's read and its commit: a device edit, and a refresh that folds it.
+            await put_row(db, "u1", "aiMissions", "m1", "update", {"title": "edited"},
+                          {"title": to_js_iso(utcnow())})  # fmt: skip
+            await refresh_snapshots(db)
+        return latest
+
+    monkeypatch.setattr(writeback, "_read", read)
+    async with FakeLlmServer(default=conversation_responder()) as llm, running_app(app_db_url, llm) as app:
+        stats = await app.ticker.tick()
+    assert dict(stats.decisions) == {"stale": 1}
+    await refresh_snapshots(db)
+    async with db.with_user("u1") as conn:
+        state = await replay_record(conn, user_id="u1", app_id="ai", table="aiMissions", record_id="m1")
+    assert state is not None and state.record["title"] == "edited"
+    row = await admin_db.fetchrow("SELECT record FROM mana_ai.mission_snapshots WHERE mission_id = 'm1'")
+    assert row is not None
+    assert row["record"]["title"] == "edited", "the snapshot lost an edit the log and the refresh had"

@@ -59,7 +59,9 @@ def wrap_exceptions(on_lost: Callable[[], None] | None = None) -> Iterator[None]
         raise StorageError(f"database error: {_first_line(exc)}") from exc
 
 
-_LOST_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})  # admin/crash shutdown, cannot connect now
+_LOST_SQLSTATES = frozenset(
+    {"57P01", "57P02", "57P03", "57P04", "57P05"}
+)  # admin/crash shutdown, cannot connect now
 
 
 def _is_lost(exc: psycopg.OperationalError) -> bool:

@@ -180,7 +180,8 @@ async def plan_mission(ctx: RunnerContext, request: PlanRequest) -> Outcome:
             call.name if known else "(unknown)", "propose" if known else "unknown", "rejected"
         ).inc()
 
-    if result.stop_reason == "budget" and not recorder.steps and tokens == 0:
+    spent = request.budget.spent if request.budget is not None else tokens  # rounds without usage count too
+    if result.stop_reason == "budget" and not recorder.steps and tokens == 0 and spent == 0:
         # Refused before the first round: like a claim the budget refused, nothing happened.
         refused = request.budget.refused if request.budget is not None else None
         return Skipped("budget", refused or "")

@@ -117,10 +117,12 @@ def correction_params(item: WriteBack, latest: RecordState | None) -> dict[str, 
     The refresh folds a window's rows in arrival order, the replay a record's whole log in ``created_at``
     order (as the web app pulls it); where they disagree (a hard delete between two transactions that
     commit out of order), a snapshot that still finds the mission due would plan it on every tick and have
-    every write-back refused."""
+    every write-back refused. Only a snapshot that still finds this run due is corrected: one a refresh
+    has moved on meanwhile holds rows our replay did not see."""
     return {
         "user_id": item.mission.user_id,
         "mission_id": item.mission.id,
+        "due_at": item.due_at,
         "record": Jsonb(latest.to_snapshot()) if latest is not None else None,
         "deleted": latest is None or latest.deleted,
     }

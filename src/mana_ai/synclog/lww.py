@@ -174,7 +174,10 @@ def write_stamp(state: RecordState | None, fields: Iterable[str], now_iso: str) 
     if state is None:
         return next_stamp({}, names, now_iso)
     inserted = _insert_time(state)
-    return next_stamp({name: state.field_meta.get(name) or inserted for name in names}, names, now_iso)
+    stamps = {
+        name: state.field_meta.get(name) or (inserted if name in state.record else "") for name in names
+    }  # a field the record does not hold was never set: nothing to come after
+    return next_stamp(stamps, names, now_iso)
 
 
 def _insert_time(state: RecordState) -> str:

@@ -289,3 +289,4 @@ def test_our_write_comes_after_the_time_the_web_app_gives_an_inserts_fields() ->
     assert write_stamp(later, ["isCompleted"], now) == "2026-04-15T00:02:00.001Z"
     assert write_stamp(later, ["title"], "2026-04-15T00:01:00.000Z") == "2026-04-15T00:01:00.000Z"
     assert write_stamp(None, ["title"], now) == now
+    assert write_stamp(inserted, ["completedAt"], now) == now  # never set: nothing to come after

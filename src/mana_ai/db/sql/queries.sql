@@ -247,6 +247,8 @@ ORDER BY c.created_at, c.ctid
 UPDATE mana_ai.mission_snapshots
 SET record = coalesce(%(record)s::jsonb, record), deleted = %(deleted)s, updated_at = now()
 WHERE user_id = %(user_id)s AND mission_id = %(mission_id)s
+  -- Only while the snapshot still finds the run due: a refresh that committed meanwhile is not undone.
+  AND NOT deleted AND record->>'state' = 'active' AND record->>'nextRunAt' = %(due_at)s
 
 -- name: insert_change
 INSERT INTO public.sync_changes
