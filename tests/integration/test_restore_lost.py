@@ -253,3 +253,20 @@ async def test_an_expiry_found_by_approve_is_restored_like_one_found_by_the_inbo
 
     step = (await mission_state(db))["iterations"][0]["plan"][0]
     assert step["status"] == "skipped", "the decision is in proposal_decisions but lost from the mission"
+
+
+async def test_a_check_queued_again_meanwhile_stays_queued(db: Database, admin_db: Database) -> None:
+    # One refresh checks a mission while another queues it again for a newer change: the first must not
+    # dequeue the second's check (if the second's restore then failed, that change would never be checked).
+    from mana_ai.synclog.restore import restore_lost
+
+    await put_row(db, "u1", "aiMissions", "m1", "insert", mission("m1"))
+    await refresh_snapshots(db)
+    await admin_db.execute("INSERT INTO mana_ai.restore_pending (user_id, mission_id) VALUES ('u1', 'm1')")
+    first = await admin_db.fetchrow("SELECT queued_at::text AS at FROM mana_ai.restore_pending")
+    await admin_db.execute("UPDATE mana_ai.restore_pending SET queued_at = queued_at + interval '1 second'")
+    await restore_lost(db, {("u1", "m1"): first["at"]})
+    assert len(await admin_db.fetch("SELECT 1 FROM mana_ai.restore_pending")) == 1
+    again = await admin_db.fetchrow("SELECT queued_at::text AS at FROM mana_ai.restore_pending")
+    await restore_lost(db, {("u1", "m1"): again["at"]})
+    assert await admin_db.fetch("SELECT 1 FROM mana_ai.restore_pending") == []

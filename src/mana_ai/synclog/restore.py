@@ -142,12 +142,13 @@ def restored_iterations(
     return [*out, *back], stats
 
 
-async def restore_lost(db: Database, pending: Iterable[Key]) -> RestoreStats:
+async def restore_lost(db: Database, pending: Mapping[Key, str]) -> RestoreStats:
     """Check queued missions against our marks and restore what a device edit dropped.
 
-    ``pending`` are the keys the refresh queued (``restore_checks``); each is dequeued once checked, also
-    when its check fails on the mission's own data (logged: it would fail again). A lost connection stops
-    the checks and leaves the rest queued for the next refresh."""
+    ``pending`` maps the keys the refresh queued (``restore_checks``) to the time they were queued; each is
+    dequeued once checked (unless queued again meanwhile), also when its check fails on the mission's own
+    data (logged: it would fail again). A lost connection stops the checks and leaves the rest queued for
+    the next refresh."""
     total = RestoreStats()
     keys = list(pending)
     if not keys:
@@ -186,7 +187,12 @@ async def restore_lost(db: Database, pending: Iterable[Key]) -> RestoreStats:
     finally:
         if checked:
             await db.execute(
-                q("restore_checks_done"), {"users": [k[0] for k in checked], "ids": [k[1] for k in checked]}
+                q("restore_checks_done"),
+                {
+                    "users": [k[0] for k in checked],
+                    "ids": [k[1] for k in checked],
+                    "queued": [pending[k] for k in checked],
+                },
             )
     return total
 

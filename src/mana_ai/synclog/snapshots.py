@@ -151,7 +151,7 @@ async def refresh_snapshots(
         cur = await conn.execute(
             q("restore_checks"), {"users": [k[0] for k in changed], "ids": [k[1] for k in changed]}
         )
-        pending = [(r["user_id"], r["mission_id"]) for r in await cur.fetchall()]
+        pending = {(r["user_id"], r["mission_id"]): r["queued_at"] for r in await cur.fetchall()}
         await conn.execute(q("advance_refresh_cursor"), {"horizon": new})
     if pending:
         await _restore(db, pending, stats)
@@ -169,7 +169,7 @@ def _split_by_table(rows: list[FeedRow]) -> dict[str, list[FeedRow]]:
     return {table: table_rows for table, table_rows in by_table.items() if table_rows}
 
 
-async def _restore(db: Database, pending: list[Key], stats: RefreshStats) -> None:
+async def _restore(db: Database, pending: dict[Key, str], stats: RefreshStats) -> None:
     # Never lets a restore problem fail the refresh: what is still queued is checked by the next refresh.
     try:
         restored = await restore_lost(db, pending)

@@ -644,14 +644,16 @@ WITH queued AS (
     FROM mana_ai.iteration_marks m
     JOIN unnest(%(users)s::text[], %(ids)s::text[]) AS k(user_id, mission_id)
       ON m.user_id = k.user_id AND m.mission_id = k.mission_id
-    ON CONFLICT DO NOTHING
-    RETURNING user_id, mission_id
+    ON CONFLICT (user_id, mission_id) DO UPDATE SET queued_at = EXCLUDED.queued_at
+    RETURNING user_id, mission_id, queued_at
 )
-SELECT user_id, mission_id FROM queued
-UNION
-SELECT user_id, mission_id FROM mana_ai.restore_pending
+SELECT user_id, mission_id, queued_at::text FROM queued
+UNION ALL
+SELECT p.user_id, p.mission_id, p.queued_at::text FROM mana_ai.restore_pending p
+WHERE NOT EXISTS (SELECT 1 FROM queued q WHERE q.user_id = p.user_id AND q.mission_id = p.mission_id)
 
 -- name: restore_checks_done
+-- Dequeue what was checked, unless queued again since (a later refresh's change is checked by it, too).
 DELETE FROM mana_ai.restore_pending p
-USING unnest(%(users)s::text[], %(ids)s::text[]) AS k(user_id, mission_id)
-WHERE p.user_id = k.user_id AND p.mission_id = k.mission_id
+USING unnest(%(users)s::text[], %(ids)s::text[], %(queued)s::text[]) AS k(user_id, mission_id, queued_at)
+WHERE p.user_id = k.user_id AND p.mission_id = k.mission_id AND p.queued_at = k.queued_at::timestamptz
