@@ -82,3 +82,44 @@ async def test_after_a_killed_serve_the_next_clean_run_stops_the_embedded_server
             await serve.wait()
         if _postmaster_alive(data / "pgdata"):
             os.kill(int((data / "pgdata" / "postmaster.pid").read_text().splitlines()[0]), signal.SIGTERM)
+
+
+async def _serve(env: dict[str, str]) -> asyncio.subprocess.Process:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "mana_ai", "serve", env={**env, "PORT": str(port)},
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    while b"workbench" not in await asyncio.wait_for(proc.stderr.readline(), timeout=120):
+        pass
+    return proc
+
+
+async def test_a_process_killed_while_another_ran_does_not_keep_the_server_up(bare_env, tmp_path):
+    # The survivor pruned dead pids only when it started: at its clean exit it still saw the killed one,
+    # was not the last, and left the server running.
+    data = tmp_path / "data"
+    env = {
+        **bare_env,
+        "MANA_AI_DATA_DIR": str(data),
+        "TICK_ENABLED": "false",
+        "MANA_LLM_URL": "http://127.0.0.1:9",
+    }
+    survivor = await _serve(env)
+    killed = await _serve(env)
+    try:
+        killed.send_signal(signal.SIGKILL)
+        await killed.wait()
+        survivor.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(survivor.wait(), timeout=60) == 0
+        assert not _postmaster_alive(data / "pgdata")
+    finally:
+        for proc in (survivor, killed):
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        if _postmaster_alive(data / "pgdata"):
+            os.kill(int((data / "pgdata" / "postmaster.pid").read_text().splitlines()[0]), signal.SIGTERM)

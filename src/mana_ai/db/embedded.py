@@ -6,6 +6,7 @@ data under ``MANA_AI_DATA_DIR`` so it survives restarts, and is stopped when the
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import warnings
@@ -39,6 +40,8 @@ class EmbeddedPostgres:
         return str(self.server.get_uri(database=database))
 
     def stop(self) -> None:
+        """Leave the server; the last process to leave stops it (also after others were killed)."""
+        _forget_dead_handles(Path(self.server.pgdata))
         self.server.cleanup()
 
     def restart(self, mode: str = "immediate") -> None:
@@ -77,6 +80,10 @@ def start_embedded(data_dir: Path | None = None, *, keep_running: bool = False) 
             server = get_server(base / "pgdata", cleanup_mode=None if keep_running else "stop")
         except Exception as exc:  # the package raises plain exceptions for every failure
             raise StorageError(f"the embedded PostgreSQL server did not start: {exc}") from exc
+        if not keep_running:
+            # Again when this process leaves without stop(): before the package's own exit handler (atexit
+            # runs the last registered first), so a process killed meanwhile does not keep it from being last.
+            atexit.register(_forget_dead_handles, base / "pgdata")
     embedded = EmbeddedPostgres(base, server)
     _ensure_database(embedded, DATABASE_NAME)
     return embedded
