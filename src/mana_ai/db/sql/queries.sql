@@ -233,8 +233,9 @@ ORDER BY a.record->>'name', a.agent_id
 
 -- name: record_rows
 -- Every row of one record, for a replay inside a with_user transaction (row-level security applies).
--- In created_at order as mana-sync serves a pull; rows of one transaction share it and follow in the order
--- they were written (ctid: the log is append-only), as the feed's seq and a pull's index order have them.
+-- In created_at order as mana-sync serves a pull; rows of one transaction share it and follow ctid, which
+-- in the append-only log is the order they were written (as the feed's seq and a pull's index scan have
+-- them), except where vacuum freed space in an earlier page: a stale write-back corrects what then differs.
 SELECT c.op, c.data, c.field_meta,
        to_char(c.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS created_iso
 FROM public.sync_changes c
