@@ -82,6 +82,6 @@ def banner_lines(
     )
     if http:
         lines.append("workbench  " + workbench_url(settings))
-    tick = f"every {settings.tick_interval_s:g} s" if settings.tick_enabled else "off (TICK_ENABLED=false)"
+    tick = f"every {settings.tick_every_s} s" if settings.tick_enabled else "off (TICK_ENABLED=false)"
     lines.append("tick       " + tick)
     return lines

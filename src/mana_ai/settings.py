@@ -38,6 +38,22 @@ def parse_duration(value: Any) -> timedelta:
         raise ValueError("duration too large") from None
 
 
+_DIVISORS_OF_60 = (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30)
+
+
+def tick_step_s(interval_s: float) -> int:
+    """The interval a cron can express that is the longest not longer than ``interval_s`` (whole seconds
+    dividing a minute, minutes dividing an hour, hours dividing a day): 7 s ticks every 6 s, 90 s every 60 s."""
+    seconds = max(int(interval_s), 1)
+    if seconds < 60:
+        return max(d for d in _DIVISORS_OF_60 if d <= seconds)
+    minutes = seconds // 60
+    if minutes < 60:
+        return 60 * max(d for d in _DIVISORS_OF_60 if d <= minutes)
+    hours = min(minutes // 60, 24)
+    return 3600 * max(d for d in (1, 2, 3, 4, 6, 8, 12, 24) if d <= hours)
+
+
 def _env(*names: str) -> Any:
     return AliasChoices(*names)
 
@@ -359,6 +375,11 @@ class Settings(BaseSettings):
     @property
     def tick_interval_s(self) -> float:
         return self.tick_interval_ms / 1000
+
+    @property
+    def tick_every_s(self) -> int:
+        """What the tick's cron actually runs at (:func:`tick_step_s`)."""
+        return tick_step_s(self.tick_interval_s)
 
     def cors_origin_list(self) -> list[str]:
         """The origins of ``MANA_AI_CORS_ORIGINS`` (trimmed, without trailing slashes)."""

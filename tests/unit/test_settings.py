@@ -38,3 +38,12 @@ def test_the_tick_never_runs_less_often_than_configured(interval_s: int) -> None
     gap = (second - first).total_seconds()
     assert gap <= interval_s
     assert gap >= min(interval_s, 86400) / 2  # the nearest a cron can express, not far below
+
+
+def test_the_banner_names_the_interval_the_tick_really_runs_at() -> None:
+    from mana_ai.banner import banner_lines
+
+    settings = load_settings(tick_interval_ms=7000)
+    assert settings.tick_every_s == 6
+    lines = banner_lines(settings, database_url=None, data_dir=None, env_file=None, http=False)
+    assert "tick       every 6 s" in lines

@@ -33,6 +33,7 @@ from procrastinate.jobs import Status
 from mana_ai.db.migrate import QUEUE_SCHEMA
 from mana_ai.db.queries import q
 from mana_ai.runner.tick import BatchReport, WorkerRun
+from mana_ai.settings import tick_step_s
 from mana_ai.timefmt import to_js_iso, utcnow
 
 logger = logging.getLogger(__name__)
@@ -41,22 +42,13 @@ BATCH_SIZE = 8
 
 
 def interval_cron(interval_s: float) -> str:
-    """A procrastinate cron (6 fields = with seconds) for an interval given in seconds: the longest interval
-    a cron can express that is not longer than the one asked for (7 s ticks every 6 s, not every minute)."""
-    seconds = max(int(interval_s), 1)
-    if seconds < 60:
-        step = max(d for d in _DIVISORS_OF_60 if d <= seconds)
+    """A procrastinate cron (6 fields = with seconds) ticking every :func:`tick_step_s` seconds."""
+    step = tick_step_s(interval_s)
+    if step < 60:
         return f"* * * * * */{step}"
-    minutes = seconds // 60
-    if minutes < 60:
-        step = max(d for d in _DIVISORS_OF_60 if d <= minutes)
-        return "* * * * *" if step == 1 else f"*/{step} * * * *"
-    hours = min(minutes // 60, 24)
-    step = max(d for d in (1, 2, 3, 4, 6, 8, 12, 24) if d <= hours)
-    return "0 * * * *" if step == 1 else f"0 */{step} * * *"
-
-
-_DIVISORS_OF_60 = (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30)
+    if step < 3600:
+        return "* * * * *" if step == 60 else f"*/{step // 60} * * * *"
+    return "0 * * * *" if step == 3600 else f"0 */{step // 3600} * * *"
 
 
 def build_queue(database_url: str, *, tick_interval_s: float, tick_enabled: bool) -> procrastinate.App:
