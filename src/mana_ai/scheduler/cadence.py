@@ -273,7 +273,34 @@ def _next_wall_clock(
     raise AssertionError("no run within 9 days")  # pragma: no cover
 
 
+_MAX_SHIFT: Final = dt.timedelta(hours=3)  # larger than any DST or offset change within a day
+
+
+def _next_cron_realtime(expression: str, after: dt.datetime, tz: ZoneInfo) -> dt.datetime | None:
+    # Walk the naive wall clock (no DST handling in cronsim) and map each match to the real instants that
+    # show it: none in a gap, two in a repeated hour. The earliest instant after `after` wins; matches are
+    # collected until the wall clock is past the first one by more than any shift.
+    it = CronSim(expression, after.astimezone(tz).replace(tzinfo=None) - _MAX_SHIFT)
+    best: dt.datetime | None = None
+    limit: dt.datetime | None = None
+    for naive in it:
+        if limit is not None and naive > limit:
+            break
+        for fold in (0, 1):
+            aware = naive.replace(tzinfo=tz, fold=fold)
+            instant = aware.astimezone(UTC)
+            if instant.astimezone(tz).replace(tzinfo=None) != naive or instant <= after:
+                continue
+            if best is None or instant < best:
+                best = instant
+                limit = naive + 2 * _MAX_SHIFT
+    return best
+
+
 def _next_cron(expression: str, after: dt.datetime, tz: ZoneInfo) -> dt.datetime | None:
+    fields = expression.split()
+    if fields[0].startswith("*") or fields[1].startswith("*"):
+        return _next_cron_realtime(expression, after, tz)
     it = CronSim(expression, after.astimezone(tz))
     for _ in range(_MAX_CRON_CANDIDATES):
         try:

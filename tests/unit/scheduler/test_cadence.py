@@ -348,3 +348,29 @@ def test_consecutive_runs_are_distinct(cadence: Cadence, after: dt.datetime) -> 
     assert first is not None
     second = next_run(cadence, after=first)
     assert second is not None and second > first
+
+
+@pytest.mark.parametrize(
+    ("zone", "expression", "after", "expected"),
+    [
+        # Lord Howe falls back 30 min at 02:00 (+11) -> 01:30 (+10:30) on 2026-04-05 local, 15:00 UTC.
+        # Every two hours: 02:00 +10:30 (15:30 UTC) is an even hour that exists; cronsim jumps to 04:00.
+        (
+            "Australia/Lord_Howe",
+            "0 */2 * * *",
+            dt.datetime(2026, 4, 4, 14, 23, tzinfo=dt.UTC),
+            dt.datetime(2026, 4, 4, 15, 30, tzinfo=dt.UTC),
+        ),
+        # Havana springs forward at midnight 2026-03-08 (00:00 -5 -> 01:00 -4): 01:00 -4 (05:00 UTC) matches
+        # "every 20 minutes between 01 and 03 on Sundays"; cronsim starts at 02:00.
+        (
+            "America/Havana",
+            "*/20 1-3 * * 0",
+            dt.datetime(2026, 3, 8, 3, 7, tzinfo=dt.UTC),
+            dt.datetime(2026, 3, 8, 5, 0, tzinfo=dt.UTC),
+        ),
+    ],
+)
+def test_wildcard_cron_does_not_skip_matching_instants(zone, expression, after, expected) -> None:
+    cadence = parse_cadence({"kind": "cron", "expression": expression, "timezone": zone})
+    assert next_run(cadence, after=after) == expected
