@@ -151,26 +151,28 @@ async def _process(
     except Exception as exc:
         # A surprise after the claim: count the attempt and back off, or the run would be planned again as
         # soon as its lease ran out, for ever (its model calls included).
-        await _count_failure_quietly(store, mission, agent, claim, settings.retry_backoff, exc)
+        await _count_failure(ctx, store, mission, agent, claim, f"unexpected error: {type(exc).__name__}")
         raise
     finally:
         store.planning.discard(key)
 
 
-async def _count_failure_quietly(
+async def _count_failure(
+    ctx: RunnerContext,
     store: RunnerStore,
     mission: ServerMission,
     agent: ServerAgent | None,
     claim: Claim,
-    retry_backoff: timedelta,
-    exc: Exception,
-) -> None:
+    error: str,
+    tokens: int = 0,
+) -> bool:
+    """Count a failed attempt with its backoff and tokens, without an iteration; whether that worked."""
     try:
         await store.record_failure(
             mission,
-            error=f"unexpected error: {type(exc).__name__}",
-            backoff=_backoff(retry_backoff, claim.consecutive_failures + 1),
-            tokens=0,
+            error=error,
+            backoff=_backoff(ctx.settings.retry_backoff, claim.consecutive_failures + 1),
+            tokens=tokens,
             agent_id=agent.id if agent else None,
         )
     except Exception:
@@ -178,6 +180,8 @@ async def _count_failure_quietly(
             "could not count a failed run",
             extra={"action": "runner.release_failed", "mission_id": mission.id},
         )
+        return False
+    return True
 
 
 async def _release_quietly(store: RunnerStore, mission: ServerMission) -> None:
@@ -489,16 +493,10 @@ class _Written:
                 return await self.failed(Failed("write-back", UNSTORABLE, outcome.tokens, "finalizing"))
             except (LostClaim, StorageError):
                 pass
-        try:
-            await self.store.record_failure(
-                mission,
-                error=UNSTORABLE,
-                backoff=_backoff(self.ctx.settings.retry_backoff, self.claim.consecutive_failures + 1),
-                tokens=outcome.tokens,
-                agent_id=self.agent.id if self.agent else None,
-            )
-        except Exception:
-            raise exc from None
+        if not await _count_failure(
+            self.ctx, self.store, mission, self.agent, self.claim, UNSTORABLE, outcome.tokens
+        ):
+            raise exc
         return MissionResult(mission.id, mission.user_id, "failed", tokens=outcome.tokens, detail=UNSTORABLE)
 
     def _next_run(self, now: datetime) -> str | None:
