@@ -47,27 +47,29 @@ def wrap_exceptions(on_lost: Callable[[], None] | None = None) -> Iterator[None]
     except psycopg_pool.PoolTimeout as exc:
         raise StorageError(f"no database connection available: {exc}") from exc
     except psycopg.OperationalError as exc:
-        state = exc.sqlstate or ""
-        if state.startswith("40"):  # deadlock, serialization failure: rolled back, so a repeat is safe
+        kind = _operational_kind(exc)
+        if kind == "lost":
+            if on_lost is not None:
+                on_lost()
+            raise ConnectionLostError(f"database unreachable or connection lost: {_first_line(exc)}") from exc
+        if kind == "rolled-back":  # nothing committed, so a repeat is safe, as after a lost connection
             raise ConnectionLostError(f"database error: {_first_line(exc)}") from exc
-        if not _is_lost(exc):  # a statement timeout, a lock timeout, a program limit: the connection is fine
-            raise StorageError(f"database error: {_first_line(exc)}") from exc
-        if on_lost is not None:
-            on_lost()
-        raise ConnectionLostError(f"database unreachable or connection lost: {_first_line(exc)}") from exc
+        raise StorageError(f"database error: {_first_line(exc)}") from exc
     except psycopg.Error as exc:
         raise StorageError(f"database error: {_first_line(exc)}") from exc
 
 
-_LOST_SQLSTATES = frozenset(
-    {"57P01", "57P02", "57P03", "57P04", "57P05"}
-)  # admin/crash shutdown, cannot connect now
+_LOST_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "57P04", "57P05"})
+"""Server-side ends of a connection: admin or crash shutdown, cannot connect now, database dropped, idle."""
 
 
-def _is_lost(exc: psycopg.OperationalError) -> bool:
-    """Client-side connection failures carry no SQLSTATE; server-side ones are class 08 or a shutdown."""
+def _operational_kind(exc: psycopg.OperationalError) -> str:
+    """``lost`` (no SQLSTATE: client-side; class 08; a shutdown), ``rolled-back`` (class 40: deadlock,
+    serialization failure) or ``other`` (a statement or lock timeout, a program limit: the connection is fine)."""
     state = exc.sqlstate
-    return state is None or state.startswith("08") or state in _LOST_SQLSTATES
+    if state is None or state.startswith("08") or state in _LOST_SQLSTATES:
+        return "lost"
+    return "rolled-back" if state.startswith("40") else "other"
 
 
 def _first_line(exc: BaseException) -> str:
