@@ -182,10 +182,8 @@ def write_stamp(state: RecordState | None, fields: Iterable[str], now_iso: str) 
 
 def _insert_time(state: RecordState) -> str:
     """The record's ``updatedAt`` while no update has stamped it (it is the insert's), else ``createdAt``."""
-    for name in ("updatedAt", "createdAt"):
-        value = state.record.get(name)
-        if name in state.field_meta and name == "updatedAt":
-            continue
+    updated = None if "updatedAt" in state.field_meta else state.record.get("updatedAt")
+    for value in (updated, state.record.get("createdAt")):
         if isinstance(value, str) and is_js_iso(value):
             return value
     return ""
