@@ -520,3 +520,40 @@ async def test_grant_client_refusals_write_nothing(
         "SELECT count(*) AS n FROM public.sync_changes WHERE client_id = %s", (CLI_CLIENT_ID,)
     )
     assert row is not None and row["n"] == 0
+
+
+async def test_persona_changed_after_the_grant_is_audited_as_a_stale_copy(
+    db: Database, app_db_url: str, runner_keys: dict[str, Any]
+) -> None:
+    """The agent's persona is sealed with the grant; an edit after it must be audited as a stale copy."""
+    agent = {"id": "ag-p", "name": "Planer", "state": "active", "systemPrompt": encrypt_value("alt", MASTER)}
+    await put_row(db, "u1", "agents", "ag-p", "insert", agent)
+    await push_note(db, "n-p", NOTE_TEXT)
+    inputs = [{"module": "notes", "table": "notes", "id": "n-p"}]
+    objective = encrypt_value(OBJECTIVE, MASTER)
+    record = mission("m-p", title="Mission P", objective=objective, agentId="ag-p", inputs=inputs)
+    await put_row(db, "u1", "aiMissions", "m-p", "insert", record)
+    await create_grant(
+        db,
+        user_id="u1",
+        mission_id="m-p",
+        records=None,
+        master_key=MASTER,
+        public_key_pem=runner_keys["public"],
+        ttl=None,
+        now=utcnow(),
+    )
+    newer = to_js_iso(utcnow() + dt.timedelta(seconds=1))
+    encrypted_edit = {"systemPrompt": encrypt_value("neu", MASTER)}
+    await put_row(db, "u1", "agents", "ag-p", "update", encrypted_edit, {"systemPrompt": newer})
+
+    async with (
+        FakeLlmServer(default=responder()) as llm,
+        running_app(app_db_url, llm, private_key_pem=runner_keys["private"]) as app,
+    ):
+        stats = await app.ticker.tick()
+        assert stats.decisions["ran"] == 1, stats.to_json()
+        assert OBJECTIVE in prompt_of(llm, "Mission P")
+    audit = {(row[0], row[1]): row[2:4] for row in await audit_of(db, "m-p")}
+    assert audit[("agents", "ag-p")] == ("ok", "resealed-copy-stale")
+    assert audit[("aiMissions", "m-p")] == ("ok", None)

@@ -144,7 +144,7 @@ class PrivacySteps:
             if opened is not None:
                 values.update(opened.record)
         if agent_encrypted and agent is not None:
-            opened = await self._open(ctx, grant, AGENT_TABLE, agent.id, persona, None)
+            opened = await self._open(ctx, grant, AGENT_TABLE, agent.id, persona, agent.field_meta)
             if opened is not None:
                 values.update({"persona:" + k: v for k, v in opened.record.items()})
         if not values:

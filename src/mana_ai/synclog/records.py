@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from mana_ai.synclog.lww import FIELD_META_KEY
+
 DEFAULT_AGENT_ID = "legacy:ai-default"
 DEFAULT_AGENT_NAME = "Mana"
 INT4_MAX = 2**31 - 1
@@ -24,6 +26,11 @@ def _str(value: Any, default: str = "") -> str:
 
 def _opt_str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
+
+
+def _field_meta(record: Mapping[str, Any]) -> Mapping[str, Any]:
+    meta = record.get(FIELD_META_KEY)
+    return meta if isinstance(meta, Mapping) else {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +86,8 @@ class ServerAgent:
     max_concurrent_missions: int
     max_tokens_per_day: int | None
     deleted: bool = False
+    field_meta: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)
+    """The snapshot's per-field stamps (``__fieldMeta``): tell a stale sealed copy of the persona."""
 
     @classmethod
     def from_record(cls, user_id: str, record: Mapping[str, Any], *, deleted: bool = False) -> ServerAgent:
@@ -108,4 +117,5 @@ class ServerAgent:
             max_concurrent_missions=int(min(max_concurrent, INT4_MAX)),
             max_tokens_per_day=int(max_tokens) if max_tokens is not None else None,
             deleted=deleted or bool(record.get("deletedAt")),
+            field_meta=_field_meta(record),
         )

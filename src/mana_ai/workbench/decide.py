@@ -403,7 +403,7 @@ class Decider:
         state = await replay_record(conn, user_id=user_id, app_id="ai", table="agents", record_id=agent_id)
         if state is None or not state.is_live():
             return None
-        return ServerAgent.from_record(user_id, state.record)
+        return ServerAgent.from_record(user_id, state.to_snapshot())
 
     async def _claim(
         self,
