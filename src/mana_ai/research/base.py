@@ -11,6 +11,7 @@ Driver exceptions are translated once, in :func:`fetch`: nothing above this modu
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Literal, Protocol, Self
@@ -286,3 +287,19 @@ def decode_json_object(stage: str, body: bytes) -> dict[str, Any]:
 def optional_str(value: Any) -> str | None:
     """``value`` when it is a non-empty string, else None (backend JSON is not trusted to be typed)."""
     return value if isinstance(value, str) and value else None
+
+
+def first_unique(values: Iterable[str], limit: int | None = None) -> list[str]:
+    """The distinct ``values`` in their order, at most ``limit`` of them.
+
+    Linear and stops at the limit: a backend answer with tens of thousands of entries must not hold the
+    event loop (a list's ``in`` made this quadratic).
+    """
+    seen: dict[str, None] = {}
+    if limit is not None and limit <= 0:
+        return []
+    for value in values:
+        seen.setdefault(value)
+        if len(seen) == limit:
+            break
+    return list(seen)

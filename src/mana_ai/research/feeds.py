@@ -23,7 +23,7 @@ from urllib.parse import urljoin
 
 import feedparser
 
-from mana_ai.research.base import Article
+from mana_ai.research.base import Article, first_unique
 from mana_ai.timefmt import UTC, to_js_iso
 
 FEED_LINK_TYPES: Final = frozenset({"application/rss+xml", "application/atom+xml"})
@@ -97,12 +97,7 @@ def feed_links(body: bytes, page_url: str, content_type: str = "") -> list[str]:
     parser = _FeedLinkParser()
     parser.feed(body.decode(_charset(content_type), errors="replace"))
     parser.close()
-    links: list[str] = []
-    for href in parser.hrefs:
-        url = urljoin(page_url, href)
-        if url not in links:
-            links.append(url)
-    return links
+    return first_unique(urljoin(page_url, href) for href in parser.hrefs)
 
 
 def _charset(content_type: str) -> str:

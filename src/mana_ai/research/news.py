@@ -24,6 +24,7 @@ from mana_ai.research.base import (
     ResearchResult,
     decode_json_object,
     fetch,
+    first_unique,
     optional_str,
 )
 from mana_ai.research.render import render_shallow_markdown
@@ -123,12 +124,8 @@ class ManaApiResearchClient(HttpClientBase):
         feeds = payload.get("feeds", [])
         if not isinstance(feeds, list):
             raise ResearchError(f"{stage}: 'feeds' is not a list", stage=stage, reason="bad_response")
-        urls: list[str] = []
-        for feed in feeds:
-            url = optional_str(feed.get("url")) if isinstance(feed, dict) else None
-            if url and url not in urls:
-                urls.append(url)
-        return urls
+        urls = (optional_str(feed.get("url")) if isinstance(feed, dict) else None for feed in feeds)
+        return first_unique(url for url in urls if url)
 
     async def _search(self, feed_urls: list[str], query: str, limit: int) -> list[Article]:
         stage = "search"

@@ -36,6 +36,7 @@ from mana_ai.research.base import (
     SkippedFeed,
     decode_json_object,
     fetch,
+    first_unique,
     optional_str,
 )
 from mana_ai.research.feeds import FeedEntry, feed_links, looks_like_feed, parse_feed, rank_entries
@@ -155,12 +156,8 @@ class SearxngResearchClient(HttpClientBase):
         results = payload.get("results", [])
         if not isinstance(results, list):
             raise ResearchError(f"{stage}: 'results' is not a list", stage=stage, reason="bad_response")
-        urls: list[str] = []
-        for result in results:
-            url = optional_str(result.get("url")) if isinstance(result, dict) else None
-            if url and _is_web_url(url) and url not in urls:
-                urls.append(url)
-        return urls[: self._max_hits]
+        urls = (optional_str(result.get("url")) if isinstance(result, dict) else None for result in results)
+        return first_unique((url for url in urls if url and _is_web_url(url)), self._max_hits)
 
     async def _discover_feeds(
         self, hits: list[str], semaphore: asyncio.Semaphore, skipped: list[SkippedFeed]

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 
+from mana_ai.research.base import first_unique
 from mana_ai.research.feeds import (
     FeedEntry,
     feed_links,
@@ -118,3 +120,18 @@ def test_feed_links_from_html() -> None:
 def test_parse_feed_never_opens_paths() -> None:
     # Given raw bytes, feedparser would try them as a file name first; we must not let it.
     assert parse_feed(b"/etc/hostname", "https://x.example/feed", 10) is None
+
+
+def test_first_unique_keeps_order_and_stops_reading_at_its_limit() -> None:
+    consumed: list[str] = []
+
+    def values() -> Iterator[str]:
+        for value in ["b", "a", "b", "c", "a", "d", "e"]:
+            consumed.append(value)
+            yield value
+
+    assert first_unique(values()) == ["b", "a", "c", "d", "e"]
+    consumed.clear()
+    assert first_unique(values(), 3) == ["b", "a", "c"]
+    assert consumed == ["b", "a", "b", "c"]  # nothing after the third distinct value is read
+    assert first_unique([], 0) == [] and first_unique(["x"], 0) == []

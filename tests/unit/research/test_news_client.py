@@ -227,3 +227,12 @@ async def test_using_a_closed_client_is_an_error() -> None:
 def test_satisfies_the_research_port() -> None:
     client: ResearchClient = ManaApiResearchClient("http://127.0.0.1:1")
     assert client is not None
+
+
+async def test_discovered_feeds_are_deduplicated_in_order(server: FakeResearchServer) -> None:
+    twice = [*FEEDS, *FEEDS, {"url": ""}, "not an object"]
+    server.news_api(feeds=twice, articles=ARTICLES)
+    async with _client(server) as client:
+        await client.research(OBJECTIVE)
+    (search,) = server.requests_to(NEWS_SEARCH_PATH, "POST")
+    assert search.json()["feeds"] == ["https://heise.example/rss", "https://golem.example/rss"]

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from typing import Any
 
@@ -233,3 +234,28 @@ async def test_feed_parser_crash_skips_only_that_feed(
 def test_satisfies_the_research_port() -> None:
     client: ResearchClient = SearxngResearchClient("http://127.0.0.1:1")
     assert repr(client) == "SearxngResearchClient(searxng_url='http://127.0.0.1:1')"
+
+
+async def test_a_flood_of_hits_neither_holds_the_event_loop_nor_widens_the_crawl(
+    server: FakeResearchServer,
+) -> None:
+    # 20,000 distinct hits: de-duplicating them with a list's `in` held the loop for seconds.
+    server.searxng(server.url_for(f"/page/{n}") for n in range(20_000))
+    longest_gap = 0.0
+
+    async def watch_the_loop() -> None:
+        nonlocal longest_gap
+        while True:
+            started = asyncio.get_running_loop().time()
+            await asyncio.sleep(0.005)
+            longest_gap = max(longest_gap, asyncio.get_running_loop().time() - started)
+
+    watcher = asyncio.create_task(watch_the_loop())
+    try:
+        async with _client(server, max_hits=5) as client:
+            assert await client.research(OBJECTIVE) is None  # the pages are missing: no feeds
+    finally:
+        watcher.cancel()
+    pages = [r.path for r in server.requests if r.path.startswith("/page/")]
+    assert sorted(pages) == [f"/page/{n}" for n in range(5)]  # the best five, in the engine's order
+    assert longest_gap < 1.0, longest_gap
