@@ -11,9 +11,11 @@ from typing import Any
 import pytest
 
 from mana_ai.app import App
+from mana_ai.planner.guardrails import MAX_INPUT_CHARS
 from mana_ai.planner.prompts import ResolvedInput
 from mana_ai.research.deep import JOBS_PATH
 from mana_ai.research.news import DISCOVER_PATH, SEARCH_PATH
+from mana_ai.research.render import MAX_RESEARCH_CHARS, TRUNCATED_NOTE
 from mana_ai.runner.context import InputContext, MissionText
 from mana_ai.testing.fake_llm import FakeLlmServer, conversation_responder
 from mana_ai.testing.fake_research import FakeResearchServer, FakeResponse
@@ -376,3 +378,25 @@ async def test_deep_research_disabled_submits_nothing(db: Any, app_db_url: str, 
         assert stats.decisions == {"ran": 1}, stats.to_json()
         assert research.requests_to(JOBS_PATH) == [] and await job_row(admin_db) is None
         assert "URL: https://news.example.org/ki/eu-gesetz" in user_prompt(llm)
+
+
+async def test_a_report_longer_than_the_planner_takes_is_cut_and_the_mission_planned(
+    db: Any, app_db_url: str, admin_db: Any
+) -> None:
+    # A report alone over the planner's input limit failed the mission for good, after the job was taken.
+    await put_row(db, "u1", "aiMissions", "m1", "insert", mission("m1", objective=DEEP_OBJECTIVE))
+    report = "Ein langer Absatz ueber Waermepumpen.\n" * 4_000
+    async with (
+        FakeResearchServer() as research,
+        FakeLlmServer(default=conversation_responder()) as llm,
+        research_app(app_db_url, llm, api_url=research.url, research_url=research.url) as app,
+    ):
+        research.deep_research(task_id="t-long", statuses=("completed",), answer=report, citations=CITATIONS)
+        assert (await app.ticker.tick()).decisions == {"skipped-research-pending": 1}
+        stats = await app.ticker.tick()
+        assert stats.decisions == {"ran": 1}, stats.to_json()
+        prompt = user_prompt(llm)
+        assert len(report) > MAX_INPUT_CHARS
+        assert "Ein langer Absatz ueber Waermepumpen." in prompt and TRUNCATED_NOTE in prompt
+        assert prompt.count("Ein langer Absatz") < MAX_RESEARCH_CHARS // 30
+        assert await job_row(admin_db) is None and await runner_writes(admin_db) == 1

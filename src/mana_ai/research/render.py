@@ -25,6 +25,16 @@ SOURCES_INSTRUCTION = (
 )
 """The closing line of every research input (kept verbatim from the original)."""
 
+MAX_RESEARCH_CHARS = 20_000
+"""The longest research input the planner gets. A provider's report can be far longer than the planner's
+whole input limit (``planner.guardrails.MAX_INPUT_CHARS``), which would fail the mission for good after the
+finished job was already taken; longer research is cut at a line and keeps its closing instruction."""
+
+_LINE_SEARCH_CHARS = 2_000
+
+TRUNCATED_NOTE = "[... gekuerzt]"
+"""The line that marks where over-long research was cut."""
+
 _WHITESPACE = re.compile(r"\s+")
 
 
@@ -107,6 +117,18 @@ def web_research_input(title: str, content: str) -> ResolvedInput:
         id=WEB_RESEARCH_INPUT_ID,
         module=WEB_RESEARCH_MODULE,
         table=WEB_RESEARCH_TABLE,
-        content=content,
+        content=_capped(content),
         title=title,
     )
+
+
+def _capped(content: str) -> str:
+    """``content`` cut to :data:`MAX_RESEARCH_CHARS` at a line end, closing with the sources instruction."""
+    if len(content) <= MAX_RESEARCH_CHARS:
+        return content
+    tail = f"\n{TRUNCATED_NOTE}\n\n---\n{SOURCES_INSTRUCTION}"
+    head = content[: MAX_RESEARCH_CHARS - len(tail)]
+    cut = head.rfind(
+        "\n", len(head) - _LINE_SEARCH_CHARS
+    )  # a whole line (a URL) or, if none is near, a hard cut
+    return (head[:cut] if cut >= 0 else head) + tail

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+from mana_ai.planner.guardrails import MAX_INPUT_CHARS
 from mana_ai.research.base import Article, Citation
 from mana_ai.research.render import (
+    MAX_RESEARCH_CHARS,
     SOURCES_INSTRUCTION,
+    TRUNCATED_NOTE,
     deep_title,
     render_deep_markdown,
     render_shallow_markdown,
@@ -97,3 +100,24 @@ def test_web_research_input() -> None:
     assert (resolved.id, resolved.module, resolved.table) == ("__web-research__", "news-research", "web")
     assert resolved.title == 'Web-Research: "Ziel"'
     assert resolved.content == "inhalt"
+
+
+def test_overlong_research_is_cut_at_a_line_and_keeps_its_closing_instruction() -> None:
+    citations = [Citation(url=f"https://src.example/{n}", title=f"Quelle {n}") for n in range(3_000)]
+    report = render_deep_markdown("Ziel", "Absatz.\n" * 20_000, citations)
+    content = web_research_input(deep_title("Ziel"), report).content
+    assert len(report) > MAX_INPUT_CHARS and len(content) <= MAX_RESEARCH_CHARS
+    assert content.startswith('# Deep-Research: "Ziel"\n\nAbsatz.\n')
+    assert content.endswith(f"Absatz.\n{TRUNCATED_NOTE}\n\n---\n{SOURCES_INSTRUCTION}")
+
+    sources = render_deep_markdown("Ziel", "kurz", citations)
+    kept = web_research_input(deep_title("Ziel"), sources).content.split("\n")
+    listed = [line for line in kept if line.startswith("- [")]
+    assert listed and all(line.endswith(")") for line in listed)  # no source is cut inside its URL
+
+    one_line = "x" * (3 * MAX_RESEARCH_CHARS)  # no line end anywhere near the cap: a hard cut
+    cut = web_research_input(deep_title("Ziel"), one_line).content
+    assert len(cut) == MAX_RESEARCH_CHARS and cut.startswith("x" * 1_000)
+
+    exact = "y" * MAX_RESEARCH_CHARS
+    assert web_research_input(deep_title("Ziel"), exact).content == exact
