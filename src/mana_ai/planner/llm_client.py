@@ -437,6 +437,7 @@ def _parse_tool_calls(raw_calls: object) -> tuple[ToolCall, ...]:
     if not isinstance(raw_calls, list):
         return ()
     calls: list[ToolCall] = []
+    taken: set[str] = set()
     for index, item in enumerate(raw_calls):
         if not isinstance(item, dict):
             continue
@@ -454,16 +455,29 @@ def _parse_tool_calls(raw_calls: object) -> tuple[ToolCall, ...]:
             # Some providers send the arguments as an object instead of a JSON string.
             raw = orjson.dumps(raw_args).decode()
             arguments = raw_args if isinstance(raw_args, dict) else None
-        call_id = item.get("id")
         calls.append(
             ToolCall(
-                id=call_id if isinstance(call_id, str) and call_id else "call_" + str(index),
+                id=_unique_call_id(item.get("id"), index, taken),
                 name=name if isinstance(name, str) else "",
                 raw_arguments=raw,
                 arguments=arguments,
             )
         )
     return tuple(calls)
+
+
+def _unique_call_id(call_id: object, index: int, taken: set[str]) -> str:
+    """The call's own id, or ``call_<index>`` when it has none, made unique within the answer (and taken).
+
+    Each tool result names its call by this id; some local servers send none or the same one twice, and a
+    provider refuses a conversation whose results do not match its calls one to one.
+    """
+    base = call_id if isinstance(call_id, str) and call_id else f"call_{index}"
+    unique, n = base, 1
+    while unique in taken:
+        unique, n = f"{base}_{n}", n + 1
+    taken.add(unique)
+    return unique
 
 
 def _parse_usage(raw: object) -> Usage | None:

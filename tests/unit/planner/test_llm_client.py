@@ -372,3 +372,17 @@ def test_parse_completion_drops_nul_characters_postgres_cannot_store() -> None:
     parsed = parse_completion(body)
     assert parsed.content == "Plan fertig"
     assert [c.arguments for c in parsed.tool_calls] == [{"title": "ab"}, {"title": ["x"]}]
+
+
+def test_tool_call_ids_are_unique_within_an_answer() -> None:
+    # Each tool result names its call; a repeated or missing id would leave results matching no single call.
+    calls = [
+        {"id": "same", "function": {"name": "x", "arguments": "{}"}},
+        {"id": "same", "function": {"name": "y", "arguments": "{}"}},
+        {"function": {"name": "z", "arguments": "{}"}},
+        {"id": "call_2", "function": {"name": "w", "arguments": "{}"}},
+        {"id": "same_1", "function": {"name": "v", "arguments": "{}"}},
+    ]
+    body = orjson.dumps({"choices": [{"message": {"tool_calls": calls}, "finish_reason": "tool_calls"}]})
+    ids = [c.id for c in parse_completion(body).tool_calls]
+    assert ids == ["same", "same_1", "call_2", "call_2_1", "same_1_1"]
