@@ -361,20 +361,30 @@ _KIND = re.compile(r"[a-z][a-z0-9_.-]{0,39}")
 def describe_error_body(status: int, raw: bytes, *, provider: str) -> tuple[str, str | None]:
     """Error message for a non-2xx response and the error kind the body names, if any (pure).
 
-    The message is ``"<provider> <status>[ (<kind>)]: <fixed text>"``; of the body only the error kind of
-    mana-llm's ``{"detail": {"kind": …}}`` is kept, and only when it looks like a kind (a short lowercase
-    token), never free text.
+    The message is ``"<provider> <status>[ (<kind>)]: <fixed text>"``; of the body only the error kind
+    (:func:`_body_kind`) is kept, and only when it looks like a kind (a short lowercase token), never free
+    text.
     """
     prefix = provider + " " + str(status)
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
         data = None
-    detail = data.get("detail") if isinstance(data, dict) else None
-    kind = detail.get("kind") if isinstance(detail, dict) else None
+    kind = _body_kind(data)
     if isinstance(kind, str) and _KIND.fullmatch(kind):
         return prefix + " (" + kind + "): " + ERROR_BODY_NOT_KEPT, kind
     return prefix + ": " + ERROR_BODY_NOT_KEPT, None
+
+
+def _body_kind(data: object) -> object:
+    """mana-llm's ``{"detail": {"kind": …}}`` or the OpenAI ``{"error": {"code": …}}`` (such as
+    ``context_length_exceeded``, which tells a prompt too long for the model from any other 400)."""
+    if not isinstance(data, dict):
+        return None
+    detail, error = data.get("detail"), data.get("error")
+    if isinstance(detail, dict) and "kind" in detail:
+        return detail["kind"]
+    return error.get("code") if isinstance(error, dict) else None
 
 
 def status_kind(status: int) -> str:

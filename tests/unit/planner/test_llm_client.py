@@ -313,6 +313,18 @@ def test_describe_error_body_keeps_no_body_text() -> None:
     ) == ("p 400 (context_length): " + fixed, "context_length")
     # A "kind" that is free text is not a kind: it is dropped like the rest of the body.
     assert describe_error_body(400, b'{"detail":{"kind":"' + secret + b'"}}', provider="p")[1] is None
+    # The OpenAI form names a prompt too long for the model by its code.
+    openai = (
+        b'{"error":{"message":"'
+        + secret
+        + b'","type":"invalid_request_error","code":"context_length_exceeded"}}'
+    )
+    assert describe_error_body(400, openai, provider="p") == (
+        "p 400 (context_length_exceeded): " + fixed,
+        "context_length_exceeded",
+    )
+    assert describe_error_body(400, b'{"error":{"code":"' + secret + b'"}}', provider="p")[1] is None
+    assert describe_error_body(400, b'{"error":{"code":400}}', provider="p")[1] is None
 
 
 def test_parse_retry_after() -> None:
