@@ -100,6 +100,21 @@ async def push_mission(db: Database, mission_id: str, notes: list[str], *, title
     )
 
 
+async def grant(db: Database, mission_id: str, public_key_pem: str, **overrides: Any) -> Any:
+    """``create_grant`` for u1 with the master key, the mission's inputs, no expiry, issued now."""
+    values: dict[str, Any] = {
+        "user_id": "u1",
+        "mission_id": mission_id,
+        "records": None,
+        "master_key": MASTER,
+        "public_key_pem": public_key_pem,
+        "ttl": None,
+        "now": utcnow(),
+    }
+    values.update(overrides)
+    return await create_grant(db, **values)
+
+
 def user_prompts(llm: FakeLlmServer) -> list[str]:
     found: list[str] = []
     for request in llm.requests:
@@ -163,15 +178,8 @@ async def test_grant_tick_audit_revoke(db: Database, app_db_url: str, runner_key
 
     # The client issues the grant for m1 directly, and for m2 through the CLI (master key from a file,
     # the runner's public key from a file, the database from SYNC_DATABASE_URL).
-    issued = await create_grant(
-        db,
-        user_id="u1",
-        mission_id="m1",
-        records=[RecordRef("notes", "n1")],
-        master_key=MASTER,
-        public_key_pem=runner_keys["public"],
-        ttl=dt.timedelta(days=7),
-        now=utcnow(),
+    issued = await grant(
+        db, "m1", runner_keys["public"], records=[RecordRef("notes", "n1")], ttl=dt.timedelta(days=7)
     )
     assert (
         issued.records == 1 and issued.sealed_fields == 2 + 2
@@ -265,16 +273,7 @@ async def test_tampered_copy_and_record_outside_the_allowlist(
     await push_note(db, "n1", NOTE_TEXT)
     await push_note(db, "n2", "nicht freigegeben")
     await push_mission(db, "m3", ["n1", "n2"], title="Mission drei")
-    issued = await create_grant(
-        db,
-        user_id="u1",
-        mission_id="m3",
-        records=[RecordRef("notes", "n1")],
-        master_key=MASTER,
-        public_key_pem=runner_keys["public"],
-        ttl=None,
-        now=utcnow(),
-    )
+    issued = await grant(db, "m3", runner_keys["public"], records=[RecordRef("notes", "n1")])
     # Flip one character of the sealed note copy (a corrupted or manipulated copy).
     where = "WHERE mission_id = 'm3' AND table_name = 'notes' AND record_id = 'n1' AND grant_id = %s"
     row = await admin_db.fetchrow(
@@ -314,36 +313,9 @@ async def test_unusable_grants_are_skipped_with_their_reason(
         await push_mission(db, mission_id, ["n1"], title="Mission " + mission_id)
     notes = [RecordRef("notes", "n1")]
     long_ago = utcnow() - dt.timedelta(days=40)
-    await create_grant(
-        db,
-        user_id="u1",
-        mission_id="expired",
-        records=notes,
-        master_key=MASTER,
-        public_key_pem=runner_keys["public"],
-        ttl=dt.timedelta(hours=1),
-        now=long_ago,
-    )
-    await create_grant(
-        db,
-        user_id="u1",
-        mission_id="other-key",
-        records=notes,
-        master_key=MASTER,
-        public_key_pem=runner_keys["other_public"],
-        ttl=None,
-        now=utcnow(),
-    )
-    await create_grant(
-        db,
-        user_id="u1",
-        mission_id="garbled",
-        records=notes,
-        master_key=MASTER,
-        public_key_pem=runner_keys["public"],
-        ttl=None,
-        now=utcnow(),
-    )
+    await grant(db, "expired", runner_keys["public"], records=notes, ttl=dt.timedelta(hours=1), now=long_ago)
+    await grant(db, "other-key", runner_keys["other_public"], records=notes)
+    await grant(db, "garbled", runner_keys["public"], records=notes)
     async with db.with_user("u1") as conn:  # then the grant is overwritten with garbage
         await update_fields(
             conn,
@@ -362,16 +334,7 @@ async def test_unusable_grants_are_skipped_with_their_reason(
             client_id="test-client",
             actor=user_actor("u1"),
         )
-    await create_grant(
-        db,
-        user_id="u1",
-        mission_id="no-key",
-        records=notes,
-        master_key=MASTER,
-        public_key_pem=runner_keys["public"],
-        ttl=None,
-        now=utcnow(),
-    )
+    await grant(db, "no-key", runner_keys["public"], records=notes)
 
     async with (
         FakeLlmServer(default=responder()) as llm,
@@ -419,16 +382,7 @@ async def test_refresh_reseals_changed_sources_and_regrant_replaces_copies(
 ) -> None:
     await push_note(db, "n1", "alt")
     await push_mission(db, "m4", ["n1"], title="Mission vier")
-    first = await create_grant(
-        db,
-        user_id="u1",
-        mission_id="m4",
-        records=None,
-        master_key=MASTER,
-        public_key_pem=runner_keys["public"],
-        ttl=None,
-        now=utcnow(),
-    )
+    first = await grant(db, "m4", runner_keys["public"])
     assert first.records == 1  # taken from the mission's inputs
     await put_row(
         db,
@@ -459,16 +413,7 @@ async def test_refresh_reseals_changed_sources_and_regrant_replaces_copies(
         assert [r[2:4] for r in await audit_of(db, "m4")] == [("ok", None), ("ok", None)]
 
     # A second grant replaces the first one's copies (they are deleted, the new ones have new ids).
-    second = await create_grant(
-        db,
-        user_id="u1",
-        mission_id="m4",
-        records=None,
-        master_key=MASTER,
-        public_key_pem=runner_keys["public"],
-        ttl=None,
-        now=utcnow(),
-    )
+    second = await grant(db, "m4", runner_keys["public"])
     assert second.grant_id != first.grant_id and second.removed_copies == 2
 
     # The audit command shows the rows.
@@ -485,17 +430,8 @@ async def test_grant_client_refusals_write_nothing(
     public = runner_keys["public"]
 
     async def attempt(**overrides: Any) -> None:
-        values: dict[str, Any] = {
-            "user_id": "u1",
-            "mission_id": "m5",
-            "records": [RecordRef("notes", "n1")],
-            "master_key": MASTER,
-            "public_key_pem": public,
-            "ttl": None,
-            "now": utcnow(),
-        }
-        values.update(overrides)
-        await create_grant(db, **values)
+        values: dict[str, Any] = {"mission_id": "m5", "records": [RecordRef("notes", "n1")], **overrides}
+        await grant(db, values.pop("mission_id"), values.pop("public_key_pem", public), **values)
 
     with pytest.raises(GrantTargetMissing, match="mission 'nope'"):
         await attempt(mission_id="nope")
@@ -533,16 +469,7 @@ async def test_persona_changed_after_the_grant_is_audited_as_a_stale_copy(
     objective = encrypt_value(OBJECTIVE, MASTER)
     record = mission("m-p", title="Mission P", objective=objective, agentId="ag-p", inputs=inputs)
     await put_row(db, "u1", "aiMissions", "m-p", "insert", record)
-    await create_grant(
-        db,
-        user_id="u1",
-        mission_id="m-p",
-        records=None,
-        master_key=MASTER,
-        public_key_pem=runner_keys["public"],
-        ttl=None,
-        now=utcnow(),
-    )
+    await grant(db, "m-p", runner_keys["public"])
     newer = to_js_iso(utcnow() + dt.timedelta(seconds=1))
     encrypted_edit = {"systemPrompt": encrypt_value("neu", MASTER)}
     await put_row(db, "u1", "agents", "ag-p", "update", encrypted_edit, {"systemPrompt": newer})
