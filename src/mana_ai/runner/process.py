@@ -23,7 +23,7 @@ from mana_ai.runner.iteration import failed_iteration, plan_to_iteration
 from mana_ai.runner.pipeline import Failed, Planned, PlanRequest, Skipped, plan_mission
 from mana_ai.runner.slots import PlanningSlot
 from mana_ai.runner.store import KEEP, Claim, LostClaim, RunnerStore
-from mana_ai.runner.writeback import Written
+from mana_ai.runner.writeback import TOO_LARGE, Written
 from mana_ai.scheduler.cadence import Cadence, InvalidCadence, next_run, parse_cadence
 from mana_ai.scheduler.missed import is_missed, missed_iteration
 from mana_ai.synclog.actor import ai_actor
@@ -392,6 +392,8 @@ class _Written:
         _observe_budget(ctx, agent, outcome.tokens, written)
         if written.status == "stale":
             return MissionResult(mission.id, mission.user_id, "stale", tokens=outcome.tokens)
+        if written.status == "too-large":
+            return _too_large(mission, outcome.tokens)
         ctx.metrics.plans_written_back.inc()
         if agent is not None:
             ctx.metrics.agent_decisions.labels("ran").inc()
@@ -466,6 +468,8 @@ class _Written:
         decision = "paused-after-failures" if paused else "failed"
         if written.status == "stale":
             decision = "stale"
+        if written.status == "too-large":
+            return _too_large(mission, outcome.tokens)
         return MissionResult(
             mission.id,
             mission.user_id,
@@ -502,6 +506,14 @@ class _Written:
     def _next_run(self, now: datetime) -> str | None:
         nxt = next_run(self.cadence, after=max(now, parse_iso(self.due_at)), default_tz=self.tz)
         return to_js_iso(nxt) if nxt else None
+
+
+def _too_large(mission: ServerMission, tokens: int) -> MissionResult:
+    logger.warning(
+        "mission paused: its iterations are too large",
+        extra={"action": "runner.too_large", "mission_id": mission.id, "user_id": mission.user_id},
+    )
+    return MissionResult(mission.id, mission.user_id, "failed", tokens=tokens, detail=TOO_LARGE)
 
 
 def _round_budget(
@@ -559,6 +571,8 @@ async def _skip_missed(
     )
     if written.status == "stale":
         return MissionResult(mission.id, mission.user_id, "stale", detail="changed while it was claimed")
+    if written.status == "too-large":
+        return _too_large(mission, 0)
     ctx.metrics.missed_runs_skipped.inc()
     logger.info(
         "missed run skipped",

@@ -352,7 +352,10 @@ class RunnerStore:
             decided = fields_to_write(item, latest)
             if decided is not None:
                 await conn.execute(q("insert_change"), update_params(item, *decided))
-                await conn.execute(q("mark_iteration"), item.mark_params())
+                if "iterations" in decided[0]:
+                    await conn.execute(q("mark_iteration"), item.mark_params())
+                else:
+                    item.too_large()
             tokens = item.token_params()
             used: int | None = None
             if tokens is not None and item.counted:
@@ -371,7 +374,7 @@ class RunnerStore:
                 status = "stale"
             else:
                 cur = await conn.execute(item.finish_query(), item.finish_params(self.owner))
-                status = "written"
+                status = "written" if "iterations" in decided[0] else "too-large"
             # As in the batch: nothing commits unless the claim is still ours (also not the run's tokens,
             # which a first attempt that did commit before its connection broke has recorded already).
             if await cur.fetchone() is None:

@@ -30,8 +30,13 @@ def grace_window(
     if configured is not None:
         return configured
     # The period between two occurrences after the due time (a hand-edited nextRunAt may be off the grid).
-    following = next_run(cadence, after=due, default_tz=default_tz)
-    second = next_run(cadence, after=following, default_tz=default_tz) if following else None
+    try:
+        following = next_run(cadence, after=due, default_tz=default_tz)
+        second = next_run(cadence, after=following, default_tz=default_tz) if following else None
+    except OverflowError:
+        # A due time at the edge of the calendar (a device may write "0001-01-01T00:00:00.000Z"): no period
+        # to measure there, and a run due so long ago is late by any grace: the widest default applies.
+        return MAX_DEFAULT_GRACE
     if following is None or second is None:
         return None
     return min((second - following) / 2, MAX_DEFAULT_GRACE)
