@@ -508,3 +508,49 @@ async def test_demo_creates_a_due_mission(cli_env: dict[str, str], admin_db: Dat
         (to_js_iso(utcnow()),),
     )
     assert sorted(r["id"] for r in found) == sorted(mission_ids)
+
+
+async def device_update(
+    db: Database, app_id: str, table: str, record_id: str, data: dict[str, Any], *, op: str = "update"
+) -> None:
+    """A row from the user's device, stamped a moment from now (newer than the CLI's writes)."""
+    stamp = to_js_iso(utcnow() + dt.timedelta(seconds=1))
+    async with db.with_user("local") as conn:
+        await append_change(
+            conn,
+            user_id="local",
+            app_id=app_id,
+            table=table,
+            record_id=record_id,
+            op=op,
+            data=data,
+            field_meta={} if op == "insert" else dict.fromkeys(data, stamp),
+            client_id="web",
+            actor=user_actor("local"),
+        )
+
+
+async def test_a_mission_without_a_zone_first_runs_in_the_users_zone(
+    cli_env: dict[str, str], db: Database, admin_db: Database
+) -> None:
+    # The runner computes every later run of a cadence without a zone in the user's zone (their default
+    # calendar's); the first run the CLI sets must use the same one, not the deployment's (UTC here).
+    calendar = {"id": "c1", "name": "Main", "timezone": "America/New_York", "isDefault": True}
+    await device_update(db, "calendar", "calendars", "c1", calendar, op="insert")
+    env = {**cli_env, "TZ": "UTC", "MANA_AI_DEFAULT_TZ": "UTC"}
+    args = ("missions", "create", "--title", "Briefing", "--objective", "O", "--daily", "07:30")
+    mission_id = (await cli(env, *args)).ok().new_id()
+    cadence = parse_cadence({"kind": "daily", "atHour": 7, "atMinute": 30})
+
+    def in_new_york() -> dt.datetime | None:
+        return next_run(cadence, after=utcnow(), default_tz="America/New_York")
+
+    (insert,) = await rows(admin_db, mission_id)
+    assert parse_iso(insert["data"]["nextRunAt"]) == in_new_york()
+    # Paused, and its time passes meanwhile: resuming sets the next run again.
+    (await cli(env, "missions", "pause", mission_id)).ok()
+    past = to_js_iso(utcnow() - dt.timedelta(days=2))
+    await device_update(db, "ai", "aiMissions", mission_id, {"nextRunAt": past})
+    (await cli(env, "missions", "resume", mission_id)).ok()
+    resumed = (await rows(admin_db, mission_id))[-1]["data"]
+    assert parse_iso(resumed["nextRunAt"]) == in_new_york()

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from mana_ai.runner.tick import DISPATCH_HOLD
 from mana_ai.synclog.records import ServerMission
-from mana_ai.testing.fake_llm import FakeLlmServer, conversation_responder
+from mana_ai.testing.fake_llm import FakeLlmServer, FakeResponse, conversation_responder
 from mana_ai.timefmt import parse_iso, to_js_iso, utcnow
 from tests.integration.helpers import mission, put_row
 from tests.integration.runner_helpers import agent_record, running_app
@@ -556,3 +556,52 @@ async def test_auto_pause_says_why(db, app_db_url, admin_db):
     assert "paused after 2 failed attempts in a row" in result.detail and "500" in result.detail
     run = await admin_db.fetchrow("SELECT last_error FROM mana_ai.mission_runs WHERE mission_id = 'm1'")
     assert "paused after 2 failed attempts" in run["last_error"]
+
+
+def always_down(_req: object) -> FakeResponse:
+    return FakeResponse(status=500, body=b'{"detail":"down"}')
+
+
+async def test_a_skipped_missed_run_does_not_reset_the_failure_streak(db, app_db_url, admin_db):
+    # A mission whose model calls keep failing pauses itself after max_consecutive_failures attempts in a
+    # row. A retryable failure keeps its due time, so its retries (after a backoff, or after the runner was
+    # down) can be found past the grace window and skipped as missed. The skip plans nothing and is no
+    # success: it must not wipe the streak, or a mission that always fails (an hourly one that always times
+    # out: three 10-minute attempts, then the fourth is past the 30-minute grace) never pauses and burns
+    # model calls for ever.
+    await put_row(db, "u1", "aiMissions", "m1", "insert", mission("m1"))
+    async with FakeLlmServer(default=always_down) as llm:
+        async with running_app(app_db_url, llm, max_consecutive_failures=3) as app:
+            assert (await app.ticker.tick()).decisions == {"failed": 1}
+            assert (await app.ticker.tick()).decisions == {"failed": 1}
+        # Found later than the grace window: skipped to the next occurrence with a note.
+        async with running_app(
+            app_db_url, llm, max_consecutive_failures=3, missed_run_grace=timedelta(milliseconds=1)
+        ) as app:
+            assert (await app.ticker.tick()).decisions == {"skipped-missed": 1}
+        run = await admin_db.fetchrow(
+            "SELECT consecutive_failures FROM mana_ai.mission_runs WHERE mission_id = 'm1'"
+        )
+        assert run["consecutive_failures"] == 2
+        # The next occurrence comes due and fails as well: the third failed attempt in a row.
+        await put_row(
+            db, "u1", "aiMissions", "m1", "update", {"nextRunAt": to_js_iso(utcnow() - timedelta(seconds=1))}
+        )
+        async with running_app(app_db_url, llm, max_consecutive_failures=3) as app:
+            stats = await app.ticker.tick()
+        assert stats.decisions == {"paused-after-failures": 1}, stats.to_json()
+
+
+async def test_the_cluster_dispatcher_hands_out_a_mission_with_an_empty_agent_id(db, app_db_url, admin_db):
+    # ServerMission reads an agentId that is an empty string as "no agent" (as the original: `m.agentId ?`),
+    # so the in-process tick plans such a mission as an agent-less one. dispatch_due read it as an agent id
+    # '' that has no agent row and left the mission out: with planning workers (serve) it was never planned.
+    await put_row(db, "u1", "aiMissions", "m-empty", "insert", mission("m-empty", agentId=""))
+    async with FakeLlmServer(default=conversation_responder()) as llm, running_app(app_db_url, llm) as app:
+        await app.ticker.refresh(type("S", (), {"errors": []})())
+        store = app.ticker.store
+        dispatched = await store.dispatch_due(to_js_iso(utcnow()), 100, DISPATCH_HOLD)
+        await store.dispatch_done(dispatched)
+        planned = await app.ticker.tick()
+    assert planned.decisions == {"ran": 1}, [(r.mission_id, r.decision, r.detail) for r in planned.results]
+    assert dispatched == [("u1", "m-empty")]

@@ -16,9 +16,12 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from mana_ai.app import App
 from mana_ai.db.connector import Database
+from mana_ai.scheduler.cadence import DailyCadence, next_run
 from mana_ai.synclog.store import replay_record
 from mana_ai.testing.fake_llm import FakeLlmServer, conversation_responder
+from mana_ai.timefmt import to_js_iso, utcnow
 from mana_ai.web.router import STATE_KEY
+from tests.integration.helpers import put_row
 from tests.integration.http_helpers import free_port, serve_http
 from tests.integration.runner_helpers import running_app
 from tests.integration.test_workbench_logic import ref, seed, server_iteration
@@ -367,3 +370,50 @@ async def test_grant_dialog_shows_the_cli_command_and_revokes(
             )
             assert await get_grant(conn, "local", "m1") is None
         assert state is not None and state.record["grant"] is None
+
+
+async def test_a_mission_made_in_the_workbench_first_runs_in_the_users_zone(
+    db: Database, app_db_url: str
+) -> None:
+    # A cadence without its own zone follows the user's zone (their default calendar's), else the
+    # deployment's (mana_ai.scheduler.zones): the runner computes every later run so. The workbench computed
+    # the first nextRunAt of a new, edited or resumed mission in the deployment's zone instead: a New York
+    # user's "daily 07:30" on a UTC deployment first ran at 07:30 UTC (02:30 or 03:30 in New York).
+    calendar = {"id": "c1", "name": "Main", "timezone": "America/New_York", "isDefault": True}
+    await put_row(db, "local", "calendars", "c1", "insert", calendar, app_id="calendar")
+
+    async def next_run_at(mission_id: str) -> str:
+        async with db.with_user("local") as conn:
+            state = await replay_record(
+                conn, user_id="local", app_id="ai", table="aiMissions", record_id=mission_id
+            )
+        assert state is not None
+        return state.record["nextRunAt"]
+
+    def expected(hour: int, minute: int) -> str:
+        cadence = DailyCadence(hour, minute)
+        return to_js_iso(next_run(cadence, after=utcnow(), default_tz="America/New_York"))
+
+    async with workbench(app_db_url, default_tz="UTC") as (_app, _base, client):
+        _, _, token = await page(client, "/workbench/missions")
+        form = {
+            "csrf_token": token,
+            "title": "Briefing",
+            "objective": "Plane meinen Tag",
+            "concept": "",
+            "agent_id": "",
+            "cadence": "daily",
+            "cadence_value": "07:30",
+            "tz": "",
+            "inputs": "",
+        }
+        async with client.post("/workbench/missions", data=form, allow_redirects=False) as response:
+            assert response.status == 303
+            mission_id = response.headers["location"].rsplit("/", 1)[1]
+        assert await next_run_at(mission_id) == expected(7, 30)
+        # Edited to another time: the new first run is in the user's zone, too.
+        async with client.post(
+            "/workbench/missions/" + mission_id, data={**form, "cadence_value": "08:15"}
+        ) as response:
+            assert response.status == 200
+        assert await next_run_at(mission_id) == expected(8, 15)

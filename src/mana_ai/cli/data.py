@@ -51,6 +51,7 @@ from mana_ai.synclog.snapshots import refresh_snapshots
 from mana_ai.synclog.store import CLI_CLIENT_ID, insert_record, replay_record, update_fields
 from mana_ai.timefmt import to_js_iso, utcnow
 from mana_ai.tools.catalog import CATALOG_BY_NAME, MODULES
+from mana_ai.workbench.context import zone_for_user
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -411,7 +412,8 @@ async def missions_create(
                     + "`"
                 )
             agent_id = str(owner["id"])
-        next_run_at = first_run(cadence, now=now, run_now=run_now, default_tz=app.settings.default_tz)
+        zone = await zone_for_user(app.db, user, app.settings.default_tz)
+        next_run_at = first_run(cadence, now=now, run_now=run_now, default_tz=zone)
         record = build_mission(
             mission_id=str(uuid.uuid4()),
             now=now,
@@ -577,7 +579,7 @@ def _mission_state_command(name: str) -> click.Command:
         warnings: list[str] = []
 
         async with open_app() as app:
-            default_tz = app.settings.default_tz
+            default_tz = await zone_for_user(app.db, user, app.settings.default_tz)
 
             def fields_for(current: Mapping[str, Any]) -> tuple[dict[str, Any] | None, str]:
                 title = repr(shown(current.get("title")))

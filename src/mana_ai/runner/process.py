@@ -29,7 +29,7 @@ from mana_ai.scheduler.missed import is_missed, missed_iteration
 from mana_ai.synclog.actor import ai_actor
 from mana_ai.synclog.records import ServerAgent, ServerMission
 from mana_ai.timefmt import parse_iso, to_js_iso, utcnow
-from mana_ai.workbench.context import user_zone_of
+from mana_ai.workbench.context import zone_for_user
 from mana_ai.workbench.gate import step_status
 
 logger = logging.getLogger(__name__)
@@ -567,7 +567,7 @@ async def _skip_missed(
         next_run_at=next_iso,
         now_iso=now_iso,
         actor=actor,
-        outcome="done",
+        outcome="skipped",
     )
     if written.status == "stale":
         return MissionResult(mission.id, mission.user_id, "stale", detail="changed while it was claimed")
@@ -593,8 +593,7 @@ async def _zone_for(ctx: RunnerContext, user_id: str, cadence: object) -> str:
     default = ctx.settings.default_tz
     if getattr(cadence, "kind", "") not in ("daily", "weekly", "cron") or getattr(cadence, "timezone", None):
         return default
-    async with ctx.db.with_user(user_id) as conn:
-        return await user_zone_of(conn, user_id) or default
+    return await zone_for_user(ctx.db, user_id, default)
 
 
 def _backoff(base: timedelta, failures: int) -> timedelta:

@@ -288,7 +288,7 @@ class RunnerStore:
         next_run_at: Any,
         now_iso: str,
         actor: Mapping[str, Any],
-        outcome: Literal["done", "failed"],
+        outcome: Literal["done", "skipped", "failed"],
         error: str | None = None,
         backoff: timedelta = timedelta(0),
         new_state: str | None = None,

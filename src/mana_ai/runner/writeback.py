@@ -47,7 +47,7 @@ class WriteBack:
     now_iso: str
     actor: Mapping[str, Any]
     outcome: str
-    """done | failed"""
+    """done | skipped (a missed run: done, but the failure streak goes on) | failed"""
     error: str | None = None
     backoff: timedelta = timedelta(0)
     new_state: str | None = None
@@ -68,12 +68,14 @@ class WriteBack:
             "due_at": self.due_at,
             "iteration_id": self.iteration["id"],
         }
-        if self.outcome != "done":
+        if self.outcome == "failed":
             params.update(error=self.error, backoff=self.backoff)
         return params
 
     def finish_query(self) -> LiteralString:
-        return q("finish_run_done") if self.outcome == "done" else q("finish_run_failed")
+        if self.outcome == "done":
+            return q("finish_run_done")
+        return q("finish_run_skipped") if self.outcome == "skipped" else q("finish_run_failed")
 
     def mark_params(self) -> dict[str, Any]:
         """``mark_iteration``: remembered so a device edit that drops it is undone (mana_ai.synclog.restore)."""

@@ -38,6 +38,7 @@ from mana_ai.web.forms import (
     overrides_text,
     policy_from_form,
 )
+from mana_ai.workbench.context import zone_for_user
 from mana_ai.workbench.goals import GOAL_TEMPLATES, goal_from_tool, goal_record
 from mana_ai.workbench.writes import RecordMissing, insert_user_record, update_user_record
 
@@ -59,6 +60,9 @@ def _find(records: list[dict[str, Any]], record_id: str, kind: str) -> dict[str,
 
 def register(router: APIRouter, wb: Workbench) -> None:
     reader, writer = Depends(wb.reader), Depends(wb.writer)
+
+    async def zone_of(user: str) -> str:
+        return await zone_for_user(wb.app.db, user, wb.app.settings.default_tz)
 
     # --- agents -----------------------------------------------------------------------------------------
     async def agents_page(request: Request, user: str, *, edit: dict[str, Any] | None = None) -> Response:
@@ -194,7 +198,7 @@ def register(router: APIRouter, wb: Workbench) -> None:
             concept=_text(form, "concept"),
             cadence=cadence,
             next_run_at=first_run(
-                cadence, now=now, run_now=form.get("run_now") == "on", default_tz=wb.app.settings.default_tz
+                cadence, now=now, run_now=form.get("run_now") == "on", default_tz=await zone_of(user)
             ),
             agent_id=agent_id,
             inputs=inputs_from_text(_text(form, "inputs")),
@@ -231,7 +235,7 @@ def register(router: APIRouter, wb: Workbench) -> None:
         inputs = inputs_from_text(_text(form, "inputs"))
         title = required_text(_text(form, "title"), "title")
         objective = required_text(_text(form, "objective"), "objective")
-        default_tz = wb.app.settings.default_tz
+        default_tz = await zone_of(user)
 
         def fields_for(current: Mapping[str, Any]) -> dict[str, Any]:
             fields: dict[str, Any] = {
@@ -267,7 +271,7 @@ def register(router: APIRouter, wb: Workbench) -> None:
     @router.post("/missions/{mission_id}/state", summary="Pause or resume a mission")
     async def mission_state(request: Request, mission_id: str, user: str = writer) -> Response:
         action = _text(await request.form(), "action")
-        now, default_tz = utcnow(), wb.app.settings.default_tz
+        now, default_tz = utcnow(), await zone_of(user)
 
         def fields_for(current: Mapping[str, Any]) -> dict[str, Any] | None:
             state = current.get("state", "active")

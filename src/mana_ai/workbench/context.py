@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from mana_ai.crypto.aead import decrypt_record_fields, encrypt_record_fields, is_encrypted
-from mana_ai.db.connector import AsyncConn
+from mana_ai.db.connector import AsyncConn, Database
 from mana_ai.db.queries import q
 from mana_ai.errors import CryptoError
 from mana_ai.scheduler.zones import user_zone
@@ -63,6 +63,14 @@ async def user_zone_of(conn: AsyncConn, user_id: str) -> str | None:
     """The zone the app stored for the user (their default calendar's ``timezone``), or ``None``."""
     states = await replay_table(conn, user_id, CALENDARS)
     return user_zone(state.record for state in states.values() if state.is_live())
+
+
+async def zone_for_user(db: Database, user_id: str, default: str) -> str:
+    """The zone of a wall-clock cadence without its own, as the runner takes it for every run: the user's,
+    else ``default`` (the deployment's, :mod:`mana_ai.scheduler.zones`). A first run set by the workbench or
+    the CLI must use the same one."""
+    async with db.with_user(user_id) as conn:
+        return await user_zone_of(conn, user_id) or default
 
 
 class ExecContext:

@@ -106,7 +106,9 @@ LIMIT %(limit)s
 -- concurrency limit or out of budget), at most as many per agent as it has free slots. The picked missions
 -- are marked in mission_dispatch in the same statement, so two dispatchers never hand out one mission twice.
 WITH due AS (
-    SELECT s.user_id, s.mission_id, s.record->>'nextRunAt' AS due_at, s.record->>'agentId' AS agent_id
+    -- An empty agentId means no agent, as ServerMission reads it (the runner plans such a mission agent-less).
+    SELECT s.user_id, s.mission_id, s.record->>'nextRunAt' AS due_at,
+           nullif(s.record->>'agentId', '') AS agent_id
     FROM mana_ai.mission_snapshots s
     WHERE s.record->>'state' = 'active'
       AND s.record->>'nextRunAt' IS NOT NULL
@@ -278,6 +280,15 @@ FROM mana_ai.claim_mission_run(%(user_id)s, %(mission_id)s, %(due_at)s, %(agent_
 UPDATE mana_ai.mission_runs
 SET state = 'done', finished_at = now(), consecutive_failures = 0, last_error = NULL, not_before = NULL,
     iteration_id = %(iteration_id)s
+WHERE user_id = %(user_id)s AND mission_id = %(mission_id)s AND owner = %(owner)s AND due_at = %(due_at)s
+  AND state = 'running' AND lease_until > now()
+RETURNING 1 AS ok
+
+-- name: finish_run_skipped
+-- A run skipped as missed: planned for this due time (a duplicate from now on), but no success: the streak of
+-- failed attempts that pauses a mission goes on.
+UPDATE mana_ai.mission_runs
+SET state = 'done', finished_at = now(), not_before = NULL, iteration_id = %(iteration_id)s
 WHERE user_id = %(user_id)s AND mission_id = %(mission_id)s AND owner = %(owner)s AND due_at = %(due_at)s
   AND state = 'running' AND lease_until > now()
 RETURNING 1 AS ok
