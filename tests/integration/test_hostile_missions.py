@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from mana_ai.app import App
-from mana_ai.synclog.validate import MAX_ROW_BYTES, check_row, too_long
+from mana_ai.synclog.validate import MAX_ROW_BYTES, check_row, fits_printed, too_long
 from mana_ai.testing.fake_llm import FakeLlmServer, conversation_responder
 from mana_ai.timefmt import to_js_iso, utcnow
 from tests.integration.helpers import mission, put_row
@@ -325,3 +325,33 @@ async def test_mission_due_in_year_one_is_skipped_with_a_reason(db, admin_db, ap
     second = await app.ticker.tick()
     assert not second.errors, second.errors
     assert [r for r in second.results if r.user_id == "old"] == []
+
+
+PRINTED_CASES: list[Any] = [
+    {"iterations": [{"id": "i1", "plan": [], "summary": "kurz"}]},
+    {"n": [1e300, -1e300, 1e-300, 1.5e-7, 123456789.125, 2.5e22, 0.0, 1, -7, 2**60]},
+    {"ä": "ü € 😀", "nested": {"a": [{"b": None, "c": True}], "d": {}}},
+    {"text": 'a\nb\t"c"\\ \u0001 / </script>'},
+    {"big": [1e300] * 2_000},
+]
+
+
+@pytest.mark.parametrize("value", PRINTED_CASES, ids=range(len(PRINTED_CASES)))
+async def test_the_printed_size_bound_is_exact_without_separators_in_strings(
+    admin_db: Any, value: Any
+) -> None:
+    # fits_printed bounds what PostgreSQL prints for a jsonb value; without ':' or ',' inside strings the bound
+    # is the printed size itself.
+    row = await admin_db.fetchrow("SELECT octet_length(%s::jsonb::text) AS n", (json.dumps(value),))
+    printed = row["n"]
+    assert fits_printed(value, printed)
+    assert not fits_printed(value, printed - 1)
+
+
+async def test_the_printed_size_bound_counts_separators_in_strings_too(admin_db: Any) -> None:
+    value = {"s": "a: b, c: d," * 1_000, "z": -0.0}
+    row = await admin_db.fetchrow("SELECT octet_length(%s::jsonb::text) AS n", (json.dumps(value),))
+    assert not fits_printed(value, row["n"] - 1)  # never below: an upper bound
+    # One byte over for each ':' and ',' in the string, and for the sign of -0.0 (PostgreSQL prints 0.0).
+    assert fits_printed(value, row["n"] + 4_001)
+    assert not fits_printed(value, row["n"] + 4_000)

@@ -352,10 +352,8 @@ class RunnerStore:
             decided = fields_to_write(item, latest)
             if decided is not None:
                 await conn.execute(q("insert_change"), update_params(item, *decided))
-                if "iterations" in decided[0]:
+                if item.appends:
                     await conn.execute(q("mark_iteration"), item.mark_params())
-                else:
-                    item.too_large()
             tokens = item.token_params()
             used: int | None = None
             if tokens is not None and item.counted:
@@ -374,7 +372,7 @@ class RunnerStore:
                 status = "stale"
             else:
                 cur = await conn.execute(item.finish_query(), item.finish_params(self.owner))
-                status = "written" if "iterations" in decided[0] else "too-large"
+                status = item.written_status
             # As in the batch: nothing commits unless the claim is still ours (also not the run's tokens,
             # which a first attempt that did commit before its connection broke has recorded already).
             if await cur.fetchone() is None:

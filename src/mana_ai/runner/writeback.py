@@ -15,11 +15,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from decimal import Decimal
 from itertools import groupby
 from typing import Any, Final, LiteralString
 
-import orjson
 from psycopg import AsyncClientCursor
 from psycopg.rows import TupleRow, tuple_row
 from psycopg.types.json import Jsonb, set_json_loads
@@ -30,7 +28,7 @@ from mana_ai.runner.iteration import append_iteration
 from mana_ai.synclog.lww import RecordState, write_stamp
 from mana_ai.synclog.records import ServerMission
 from mana_ai.synclog.store import RUNNER_CLIENT_ID, change_params, fold_record_rows, loads_or_unreadable
-from mana_ai.synclog.validate import MAX_ROW_BYTES
+from mana_ai.synclog.validate import MAX_ROW_BYTES, fits_printed
 
 KEEP: Any = object()
 """Sentinel: leave a field as it is."""
@@ -56,9 +54,17 @@ class WriteBack:
     counted: bool = False
     """The agent has a daily cap: the token row answers the agent's 24 h usage (:class:`Written`)."""
 
+    appends: bool = True
+    """False once the row turned out too large: the mission is paused instead (:data:`TOO_LARGE`)."""
+
     def too_large(self) -> None:
         """The run is finished as a failure without an iteration (:data:`TOO_LARGE`)."""
-        self.outcome, self.error = "failed", TOO_LARGE
+        self.outcome, self.error, self.appends = "failed", TOO_LARGE, False
+
+    @property
+    def written_status(self) -> str:
+        """:attr:`Written.status` of a write-back that was not stale."""
+        return "written" if self.appends else "too-large"
 
     def finish_params(self, owner: str) -> dict[str, Any]:
         params: dict[str, Any] = {
@@ -102,7 +108,7 @@ class WriteBack:
 
 
 ROW_HEADROOM: Final = 64_000
-"""Bytes an update row keeps free under :data:`MAX_ROW_BYTES` (the refresh skips a longer row)."""
+"""Bytes an update row keeps free under the refresh's limit (:data:`MAX_ROW_BYTES`)."""
 
 TOO_LARGE: Final = (
     "the mission's iterations are too large to append another one; the mission is paused: "
@@ -111,50 +117,10 @@ TOO_LARGE: Final = (
 """Why a run was not written: its row would be longer than the refresh reads."""
 
 
-_SURELY_FITS: Final = (MAX_ROW_BYTES - ROW_HEADROOM) // 64
-"""Up to this size no float can push a row over: a number token grows at most ~61-fold (``1e300,``)."""
-
-
-def _plain_length(text: bytes) -> int:
-    """Length of the JSON number ``text`` as Postgres prints it: without exponent (computed, not printed)."""
-    sign, digits, exponent = Decimal(text.decode()).as_tuple()
-    assert isinstance(exponent, int)
-    n = len(digits)
-    body = n + exponent if exponent >= 0 else (n + 1 if -exponent < n else 2 - exponent)
-    return body + sign
-
-
-def _number_excess(value: Any) -> int:
-    """Bytes Postgres prints beyond orjson for the floats in ``value`` (orjson writes 1e+300, Postgres 301
-    digits). Floats only: integers and strings print alike."""
-    extra = 0
-    stack = [value]
-    while stack:
-        node = stack.pop()
-        if type(node) is dict:
-            stack.extend(node.values())
-        elif type(node) is list:
-            stack.extend(node)
-        elif type(node) is float:
-            text = orjson.dumps(node)
-            if b"e" in text:
-                extra += _plain_length(text) - len(text)
-    return extra
-
-
-def row_fits(fields: Mapping[str, Any]) -> bool:
-    """Whether ``fields`` as an update row stay under the refresh's size limit as Postgres prints them: a space
-    after every ``:`` and ``,`` (counted in strings too: an upper bound) and numbers without exponent."""
-    raw = orjson.dumps(fields)
-    size = len(raw) + raw.count(b":") + raw.count(b",")
-    if size <= _SURELY_FITS:
-        return True  # the common case: no walk over the fields
-    return size + _number_excess(fields) <= MAX_ROW_BYTES - ROW_HEADROOM
-
-
 def fields_to_write(item: WriteBack, latest: RecordState | None) -> tuple[dict[str, Any], str] | None:
     """The fields of the update row and their stamp; ``None`` when the mission is stale (gone, no longer
-    active or rescheduled since it was found due): then nothing may be written."""
+    active or rescheduled since it was found due): then nothing may be written. A row too large to append
+    to pauses the mission instead (:meth:`WriteBack.too_large`)."""
     if (
         latest is None
         or not latest.is_live()
@@ -167,9 +133,10 @@ def fields_to_write(item: WriteBack, latest: RecordState | None) -> tuple[dict[s
         fields["nextRunAt"] = item.next_run_at
     if item.new_state is not None:
         fields["state"] = item.new_state
-    if not row_fits(fields):
+    if not fits_printed(fields, MAX_ROW_BYTES - ROW_HEADROOM):
         # Appending would write a row our own refresh skips: the run would never be seen, the mission stay
-        # due for ever. Pause it instead (no iteration: the caller reports TOO_LARGE).
+        # due for ever. Pause it instead, without an iteration.
+        item.too_large()
         fields = {"state": "paused"}
     # Strictly after what we read: an approval written in the same millisecond must not win.
     return fields, write_stamp(latest, fields, item.now_iso)
@@ -296,10 +263,8 @@ async def _write(
             decided = fields_to_write(item, latest[key])
             if decided is not None:
                 parts.append(_bind(cur, q("insert_change"), update_params(item, *decided)))
-                if "iterations" in decided[0]:
+                if item.appends:
                     parts.append(_bind(cur, q("mark_iteration"), item.mark_params()))
-                else:
-                    item.too_large()
             tokens = item.token_params()
             if tokens is not None:
                 if item.counted:
@@ -314,7 +279,7 @@ async def _write(
                 continue
             finish_at.append(len(parts))
             parts.append(_bind(cur, item.finish_query(), item.finish_params(owner)))
-            statuses[key] = "written" if "iterations" in decided[0] else "too-large"
+            statuses[key] = item.written_status
     await cur.execute(b";\n".join(parts))
     finishes: list[bool] = []
     usage: dict[tuple[str, str], int] = {}

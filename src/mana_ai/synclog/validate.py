@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from typing import Any
+from decimal import Decimal
+from typing import Any, Final
+
+import orjson
 
 from mana_ai.timefmt import JS_ISO_SHAPE, is_js_iso, js_iso_shape, normalize_iso, parse_iso
 
@@ -272,3 +275,45 @@ def clean_data(data: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
     cleaned = dict(data)
     cleaned["nextRunAt"] = normalize_iso(value)
     return cleaned
+
+
+def _plain_length(text: bytes) -> int:
+    """Length of the JSON number ``text`` as PostgreSQL prints it: without an exponent."""
+    sign, digits, exponent = Decimal(text.decode()).as_tuple()
+    assert isinstance(exponent, int)  # orjson writes no NaN or Infinity
+    n = len(digits)
+    body = n + exponent if exponent >= 0 else (n + 1 if -exponent < n else 2 - exponent)
+    return body + sign
+
+
+def _number_excess(value: Any) -> int:
+    """Bytes PostgreSQL prints beyond orjson for the floats in ``value`` (orjson writes ``1e300``, PostgreSQL
+    301 digits). Only floats: integers and strings print alike."""
+    extra = 0
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if type(node) is dict:
+            stack.extend(node.values())
+        elif type(node) is list:
+            stack.extend(node)
+        elif type(node) is float:
+            text = orjson.dumps(node)
+            if b"e" in text:
+                extra += _plain_length(text) - len(text)
+    return extra
+
+
+_GROWTH: Final = 64
+"""More than a JSON text can grow when PostgreSQL prints it as ``jsonb`` (``1e300,`` becomes 302 bytes)."""
+
+
+def fits_printed(value: Mapping[str, Any], limit: int) -> bool:
+    """Whether ``value`` stored as ``jsonb`` prints (``data::text``, what :func:`too_long` measures) in at most
+    ``limit`` bytes. An upper bound: PostgreSQL puts a space after every ``:`` and ``,`` (counted inside
+    strings too) and writes numbers without an exponent."""
+    raw = orjson.dumps(value)
+    size = len(raw) + raw.count(b":") + raw.count(b",")
+    if size * _GROWTH <= limit:
+        return True  # the common case: no walk over the value
+    return size + _number_excess(value) <= limit
