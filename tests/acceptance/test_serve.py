@@ -61,6 +61,8 @@ async def test_serve_on_embedded_database(tmp_path: Path):
                 health = await wait_healthy(session, f"{base}/health", proc)
                 assert health["ok"] is True and health["database"] == {"reachable": True, "embedded": True}
                 assert health["worker"]["state"] == "running"
+                # The original's isTickRunning(): the periodic tick is installed, not "a tick runs right now".
+                assert health["tick"]["enabled"] is True and health["tick"]["running"] is True
                 async with session.post(f"{base}/internal/tick", headers={"X-Service-Key": "nope"}) as resp:
                     assert resp.status == 401
                     assert await resp.json() == {"error": "invalid or missing service key"}

@@ -176,6 +176,8 @@ async def _run_with_worker(app: App, server: Any, *, concurrency: int | None = N
             ),
             name="procrastinate-tick-worker",
         )
+        # /health's tick.running: the periodic tick is installed (the original's isTickRunning()).
+        app.extra["tick_scheduled"] = settings.tick_enabled
         background: list[asyncio.Task[Any]] = []
         if settings.tick_enabled and settings.due_poll_ms > 0:
             background.append(
@@ -203,6 +205,7 @@ async def _run_with_worker(app: App, server: Any, *, concurrency: int | None = N
         asked = stop.is_set() or (server is not None and bool(server.should_exit))
         logger.info("stopping", extra={"action": "service.stopping", "grace_s": settings.shutdown_grace_s})
         app.extra["worker_state"] = {"state": "draining", "name": app.owner}
+        app.extra["tick_scheduled"] = False
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)

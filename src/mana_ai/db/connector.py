@@ -6,6 +6,7 @@ Nothing above this layer imports psycopg's exceptions: :func:`wrap_exceptions` t
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import weakref
@@ -207,9 +208,34 @@ class Database:
             cur = await conn.execute(query, params)
             return cur.rowcount
 
-    async def ping(self) -> bool:
+    async def ping(self, timeout_s: float | None = None) -> bool:
+        """Whether the database answers ``SELECT 1``.
+
+        With ``timeout_s`` the answer comes within that time (``/health``: a probe must learn that the
+        database is down, not wait for the pool's 30 s). Half of it is spent waiting for a pooled connection;
+        when none frees up (all busy, or none can be made), a connection of its own decides in the other
+        half: a busy pool is no sign of a database that is down."""
+        if timeout_s is None:
+            try:
+                await self.fetchrow("SELECT 1 AS ok")
+            except StorageError:
+                return False
+            return True
+        half = timeout_s / 2
         try:
-            await self.fetchrow("SELECT 1 AS ok")
-        except StorageError:
+            async with asyncio.timeout(half):
+                with wrap_exceptions(self._idle_check.forget):
+                    async with self._pool.connection(timeout=half) as conn:
+                        await conn.execute("SELECT 1")
+            return True
+        except (StorageError, TimeoutError):
+            pass
+        try:
+            async with asyncio.timeout(half):
+                with wrap_exceptions():
+                    own = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+                    async with own:
+                        await own.execute("SELECT 1")
+        except (StorageError, TimeoutError, OSError):
             return False
         return True

@@ -24,6 +24,9 @@ from mana_ai.http.grants_api import register_grant_api
 from mana_ai.metrics import CONTENT_TYPE
 from mana_ai.web.security import is_loopback
 
+HEALTH_DB_TIMEOUT_S = 2.0
+"""How long /health waits for the database: a blackbox probe gives up after a few seconds."""
+
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
@@ -79,7 +82,7 @@ def create_http_app(app: App, *, owns_app: bool = False) -> FastAPI:
 
     @api.get("/health", summary="Liveness and dependencies")
     async def health() -> JSONResponse:
-        db_ok = await app.db.ping()
+        db_ok = await app.db.ping(min(HEALTH_DB_TIMEOUT_S, app.settings.db_timeout_s))
         ticker = app.ticker
         last = ticker.last_tick
         body: dict[str, Any] = {
@@ -90,7 +93,8 @@ def create_http_app(app: App, *, owns_app: bool = False) -> FastAPI:
             "tick": {
                 "enabled": app.settings.tick_enabled,
                 "intervalMs": app.settings.tick_interval_ms,
-                "running": ticker.running,
+                # SPEC §2: "interval timer installed", not "a tick is in progress" (set by serve/worker).
+                "running": bool(app.extra.get("tick_scheduled", False)),
                 "lastScannedAt": last.scanned_at if last else None,
             },
             "worker": app.extra.get("worker_state", {"state": "not-started"}),
