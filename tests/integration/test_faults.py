@@ -333,3 +333,33 @@ async def test_a_connection_the_server_ended_for_idling_is_a_lost_connection(app
                 await conn.execute("SELECT 1")
                 await asyncio.sleep(1.0)
                 await conn.execute("SELECT 1")
+
+
+async def test_error_kinds_a_server_makes_up_stay_out_of_metric_labels(db, app_db_url):
+    # Each failure keeps the kind the server named (in its message); the metrics count unknown kinds as "other".
+    made_up = [f"kind_{n}" for n in range(12)]
+    for n in range(len(made_up)):
+        await put_row(db, "u1", "aiMissions", f"k{n}", "insert", mission(f"k{n}"))
+    bodies = iter(
+        [b'{"error":{"code":"context_length_exceeded"}}']
+        + [b'{"detail":{"kind":"' + kind.encode() + b'"}}' for kind in made_up[1:]]
+    )
+
+    def respond(_request: Any) -> FakeResponse:
+        return FakeResponse(status=400, body=next(bodies))
+
+    async with FakeLlmServer(default=respond) as llm, running_app(app_db_url, llm, llm_max_retries=0) as app:
+        stats = await app.ticker.tick()
+        assert stats.decisions == {"failed": len(made_up)}, stats.to_json()
+        details = sorted(r.detail for r in stats.results)
+        assert any("(context_length_exceeded)" in d for d in details)
+        assert any("(kind_5)" in d for d in details)
+        samples = [
+            (s.name, s.labels)
+            for metric in app.metrics.registry.collect()
+            if metric.name in ("mana_ai_provider_errors", "mana_ai_missions_failed")
+            for s in metric.samples
+            if s.name.endswith("_total")
+        ]
+    kinds = {labels.get("kind") or labels["reason"] for _, labels in samples}
+    assert kinds == {"context_length_exceeded", "other", "provider-context_length_exceeded", "provider-other"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -14,6 +15,7 @@ from mana_ai.metrics import Metrics
 from mana_ai.privacy.audit import AuditEntry, AuditLog, read_audit
 from mana_ai.privacy.grant_context import GrantContext
 from mana_ai.privacy.grant_store import put_copies, put_grant
+from mana_ai.privacy.refs import SOURCE_APPS
 from mana_ai.privacy.reseal import reseal_record
 from mana_ai.resolvers.registry import InputRef, ResolverContext, default_registry
 from tests.integration.helpers import put_row
@@ -300,3 +302,22 @@ async def test_privacy_steps_unwrap_once_and_drop_the_key(db: Database) -> None:
         ("aiMissions", "failed", "resealed-copy-missing"),
         ("notes", "failed", "resealed-copy-missing"),
     ]
+
+
+async def test_scope_violation_table_label_is_bounded_whatever_tables_inputs_name(db: Database) -> None:
+    metrics = Metrics(process=False)
+    made_up = [f"t{i}-{'x' * 200}" for i in range(50)]  # the web app syncs whatever a client pushes
+    refs = [InputRef("notes", table, "n1") for table in made_up]
+    assert await default_registry().resolve_all(refs, context(db, metrics)) == []
+
+    text = metrics.render().decode()
+    tables = set(re.findall(r'mana_ai_grant_scope_violations_total\{[^}]*table="([^"]*)"', text))
+    assert sum(1 for _ in tables) > 0  # the violations are counted …
+    assert tables <= {*SOURCE_APPS, "other"}, (
+        f"{len(tables)} series, e.g. {sorted(tables)[:2]}"
+    )  # … under known tables
+    total = sum(
+        metrics.registry.get_sample_value("mana_ai_grant_scope_violations_total", {"table": t}) or 0.0
+        for t in tables
+    )
+    assert total == 50

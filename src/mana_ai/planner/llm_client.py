@@ -387,6 +387,25 @@ def _body_kind(data: object) -> object:
     return error.get("code") if isinstance(error, dict) else None
 
 
+KNOWN_KINDS: Final = frozenset(
+    {
+        # ours (transport, status, body)
+        *("timeout", "unreachable", "bad_response", "rate_limit", "server_error", "auth", "bad_request"),
+        # mana-llm's {"detail": {"kind"}}
+        *("unknown", "blocked", "truncated", "capability", "no_healthy_provider"),
+        # OpenAI's {"error": {"code"}}
+        *("context_length_exceeded", "model_not_found", "insufficient_quota", "invalid_api_key"),
+        *("rate_limit_exceeded", "server_error"),
+    }
+)
+"""Error kinds a metric label may carry; any other kind a server names is counted as ``other``."""
+
+
+def kind_label(kind: str) -> str:
+    """``kind`` as a metric label: a server names kinds freely, but a label's values must stay few."""
+    return kind if kind in KNOWN_KINDS else "other"
+
+
 def status_kind(status: int) -> str:
     """Error kind for an HTTP status without a kind in the body."""
     if status == 429:

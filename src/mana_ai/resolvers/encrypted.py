@@ -26,6 +26,7 @@ from typing import Any
 from mana_ai.planner.prompts import ResolvedInput
 from mana_ai.privacy.audit import SCOPE_VIOLATION_REASON
 from mana_ai.privacy.grant_store import get_copy
+from mana_ai.privacy.refs import SOURCE_APPS
 from mana_ai.privacy.reseal import STALE_REASON, OpenFailed, open_copy
 from mana_ai.resolvers import formats
 from mana_ai.resolvers.registry import InputRef, Resolver, ResolverContext
@@ -54,7 +55,10 @@ class EncryptedResolver:
         if grant is None:
             return None
         if not grant.allows(ref.table, ref.id):
-            ctx.metrics.grant_scope_violations.labels(ref.table).inc()
+            # The ref's table is whatever the mission's inputs say: as a label only the tables a grant can
+            # cover, or every made-up name would be a new series on /metrics for ever.
+            label = ref.table if ref.table in SOURCE_APPS else "other"
+            ctx.metrics.grant_scope_violations.labels(label).inc()
             logger.warning(
                 "input outside the grant's allowlist",
                 extra={"action": "privacy.scope_violation", "mission_id": ctx.mission_id, "table": ref.table},

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from mana_ai.errors import ProviderError
 from mana_ai.planner.compact import make_compactor
 from mana_ai.planner.guardrails import check_inputs, check_plan
+from mana_ai.planner.llm_client import kind_label
 from mana_ai.planner.loop import run_planner_loop
 from mana_ai.planner.prompts import ResolvedInput, build_system_prompt, build_user_prompt
 from mana_ai.planner.recorder import PlanRecorder
@@ -38,14 +39,24 @@ class Planned:
     stop_reason: str = "finished"
 
 
+PROVIDER_PREFIX = "provider-"
+
+
 @dataclass(frozen=True)
 class Failed:
     reason: str
-    """Short label for ``mana_ai_missions_failed_total{reason}``."""
+    """Short name of the failure (``provider-<kind>`` for an LLM error); :attr:`label` is its metric label."""
     message: str
     tokens: int = 0
     phase: str = "calling-llm"
     retryable: bool = True
+
+    @property
+    def label(self) -> str:
+        """``mana_ai_missions_failed_total{reason}``: a provider's error kind only when it is a known one."""
+        if self.reason.startswith(PROVIDER_PREFIX):
+            return PROVIDER_PREFIX + kind_label(self.reason.removeprefix(PROVIDER_PREFIX))
+        return self.reason
 
 
 @dataclass(frozen=True)
@@ -163,10 +174,10 @@ async def plan_mission(ctx: RunnerContext, request: PlanRequest) -> Outcome:
         error = result.error
         if isinstance(error, ProviderError):
             provider = settings.llm_model.split("/", 1)[0] if "/" in settings.llm_model else "llm"
-            metrics.provider_errors.labels(provider, error.kind).inc()
+            metrics.provider_errors.labels(provider, kind_label(error.kind)).inc()
         if not recorder.steps:
             if isinstance(error, ProviderError):
-                return Failed(f"provider-{error.kind}", str(error), tokens=tokens)
+                return Failed(PROVIDER_PREFIX + error.kind, str(error), tokens=tokens)
             return Failed("planner-error", f"{type(error).__name__}: {error}", tokens=tokens)
 
     for planned in recorder.steps:

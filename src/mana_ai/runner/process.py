@@ -422,7 +422,7 @@ class _Written:
     async def failed(self, outcome: Failed) -> MissionResult:
         ctx, mission, agent, settings = self.ctx, self.mission, self.agent, self.ctx.settings
         ctx.metrics.parse_failures.inc()
-        ctx.metrics.missions_failed.labels(outcome.reason).inc()
+        ctx.metrics.missions_failed.labels(outcome.label).inc()
         failures = self.claim.consecutive_failures + 1
         paused = failures >= settings.max_consecutive_failures
         message = outcome.message
