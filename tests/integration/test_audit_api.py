@@ -153,3 +153,22 @@ async def test_dev_bypass_only_when_explicitly_enabled(db, app_db_url):
         ):
             assert resp.status == 200
             assert {r["missionId"] for r in (await resp.json())["rows"]} == {"m9"}
+
+
+async def test_audit_limit_is_parsed_like_parseInt(db, app_db_url, auth_server) -> None:
+    auth_url, token = auth_server
+    await seed_audit(db)  # alice: 5 rows
+    async with (
+        FakeLlmServer() as llm,
+        running_app(app_db_url, llm, auth_url=auth_url) as app,
+        serve_http(app) as base,
+        aiohttp.ClientSession() as http,
+    ):
+        counts = {}
+        for raw in ("2", "2.5", "3rows", " 4", "1_0", "1e3", "abc", ""):
+            headers = {"Authorization": f"Bearer {token('alice')}"}
+            async with http.get(base + "/api/v1/me/ai-audit", params={"limit": raw}, headers=headers) as resp:
+                assert resp.status == 200
+                counts[raw] = len((await resp.json())["rows"])
+    # parseInt reads the leading integer and ignores the rest; NaN (nothing to read) means the default 200.
+    assert counts == {"2": 2, "2.5": 2, "3rows": 3, " 4": 4, "1_0": 1, "1e3": 1, "abc": 5, "": 5}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -116,13 +117,29 @@ class AuditLog:
         return True
 
 
+_PARSE_INT: Final = re.compile(r"[\s\ufeff]*([+-]?)(?:0[xX]([0-9a-fA-F]+)|([0-9]+))")
+
+
+def _parse_int(text: str) -> int | None:
+    """JavaScript's ``parseInt(text)``: the leading (decimal or ``0x``) integer, the rest ignored; ``None``
+    for NaN. Python's ``int`` differs: it refuses ``"2.5"`` or ``"10rows"`` and reads ``"1_0"`` as 10."""
+    match = _PARSE_INT.match(text)
+    if match is None:
+        return None
+    sign, hex_digits, digits = match.groups()
+    if len(hex_digits or digits) > 1000:
+        return None  # past Number.MAX_VALUE: Infinity, not finite (int() would refuse it anyway)
+    number = int(hex_digits, 16) if hex_digits else int(digits)
+    if number > 1.7976931348623157e308:
+        return None
+    return -number if sign == "-" else number
+
+
 def clamp_limit(value: object, default: int = DEFAULT_LIMIT) -> int:
-    """The row limit as the original parsed it: not a number → ``default``; then clamped to [1, 1000]."""
-    try:
-        number = int(str(value).strip()) if value is not None else default
-    except ValueError:
-        number = default
-    return max(1, min(MAX_LIMIT, number))
+    """The row limit as the original parsed it (``parseInt``): not a number → ``default``; then clamped to
+    [1, 1000]."""
+    number = _parse_int(str(value)) if value is not None else default
+    return max(1, min(MAX_LIMIT, default if number is None else number))
 
 
 async def read_audit(
