@@ -67,9 +67,7 @@ async def test_after_a_killed_serve_the_next_clean_run_stops_the_embedded_server
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     try:
-        assert serve.stderr is not None
-        while b"workbench" not in await asyncio.wait_for(serve.stderr.readline(), timeout=120):
-            pass
+        await _wait_for_banner(serve)
         assert _postmaster_alive(data / "pgdata")
         serve.send_signal(signal.SIGKILL)
         await serve.wait()
@@ -92,10 +90,18 @@ async def _serve(env: dict[str, str]) -> asyncio.subprocess.Process:
         sys.executable, "-m", "mana_ai", "serve", env={**env, "PORT": str(port)},
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
-    assert proc.stderr is not None
-    while b"workbench" not in await asyncio.wait_for(proc.stderr.readline(), timeout=120):
-        pass
+    await _wait_for_banner(proc)
     return proc
+
+
+async def _wait_for_banner(proc: asyncio.subprocess.Process) -> None:
+    """Until the banner's workbench line; a serve that exits first fails the test with what it said."""
+    assert proc.stderr is not None
+    said: list[bytes] = []
+    while b"workbench" not in (line := await asyncio.wait_for(proc.stderr.readline(), timeout=120)):
+        if not line:
+            raise AssertionError("serve exited before its banner: " + b"".join(said).decode()[-2000:])
+        said.append(line)
 
 
 async def test_a_process_killed_while_another_ran_does_not_keep_the_server_up(bare_env, tmp_path):
