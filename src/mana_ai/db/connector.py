@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -16,6 +17,7 @@ from typing import Any, LiteralString
 
 import orjson
 import psycopg
+import psycopg.conninfo
 import psycopg_pool
 from psycopg.rows import dict_row
 from psycopg.types.json import set_json_dumps, set_json_loads
@@ -71,6 +73,22 @@ def _operational_kind(exc: psycopg.OperationalError) -> str:
     if state is None or state.startswith("08") or state in _LOST_SQLSTATES:
         return "lost"
     return "rolled-back" if state.startswith("40") else "other"
+
+
+CONNECT_TIMEOUT_S = 10
+"""How long establishing a connection may take unless the URL or ``PGCONNECT_TIMEOUT`` says otherwise (psycopg's
+own default is 130 s: a database that accepts but never answers looked like a hung start)."""
+
+
+def connect_timeout(url: str) -> dict[str, Any]:
+    """``{"connect_timeout": CONNECT_TIMEOUT_S}`` for psycopg's connect kwargs, unless one is configured."""
+    try:
+        configured = "connect_timeout" in psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.Error:
+        return {}  # a URL libpq cannot parse: the connect attempt reports it
+    if configured or os.environ.get("PGCONNECT_TIMEOUT"):
+        return {}
+    return {"connect_timeout": CONNECT_TIMEOUT_S}
 
 
 def _first_line(exc: BaseException) -> str:
@@ -129,7 +147,7 @@ class Database:
             max_size=max_size,
             open=False,
             name=name,
-            kwargs={"row_factory": dict_row, "autocommit": True},
+            kwargs={"row_factory": dict_row, "autocommit": True, **connect_timeout(url)},
             check=idle_check.check,
             reset=idle_check.reset,
             reconnect_timeout=300,

