@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import click
@@ -56,17 +58,11 @@ async def serve() -> None:
         settings = settings.model_copy(
             update={"max_concurrency": concurrency_share(settings.max_concurrency, processes)}
         )
-    asked = _cancel_on_stop_signal()
-    try:
-        async with App(settings) as app:
-            print_banner(app, http=True)
-            server = uvicorn.Server(server_config(create_http_app(app), settings))
-            await _run_with_worker(app, server)
-            logger.info("stopped", extra={"action": "service.stopped"})
-    except asyncio.CancelledError:
-        if not asked.is_set():
-            raise
-        logger.info("stopped while starting", extra={"action": "service.stopped"})
+    async with _stoppable_start(), App(settings) as app:
+        print_banner(app, http=True)
+        server = uvicorn.Server(server_config(create_http_app(app), settings))
+        await _run_with_worker(app, server)
+        logger.info("stopped", extra={"action": "service.stopped"})
 
 
 @click.command()
@@ -84,31 +80,32 @@ async def worker(concurrency: int | None) -> None:
     """
     settings = settings_from_env()
     configure_logging(settings)
-    asked = _cancel_on_stop_signal()
-    try:
-        async with App(settings) as app:
-            print_banner(app, http=False)
-            await _run_with_worker(app, None, concurrency=concurrency)
-    except asyncio.CancelledError:
-        if not asked.is_set():
-            raise
-        logger.info("stopped while starting", extra={"action": "service.stopped"})
+    async with _stoppable_start(), App(settings) as app:
+        print_banner(app, http=False)
+        await _run_with_worker(app, None, concurrency=concurrency)
 
 
-def _cancel_on_stop_signal() -> asyncio.Event:
-    """Until :func:`_run_with_worker` installs its own handlers: SIGTERM cancels the start-up, so that what
-    was opened already (the embedded server, pools) is closed again and the process exits 0, instead of
-    dying by the signal's default action with its embedded PostgreSQL left running. The event says it came."""
-    asked = asyncio.Event()
+@asynccontextmanager
+async def _stoppable_start() -> AsyncIterator[None]:
+    """Until :func:`_run_with_worker` installs its own handlers, SIGTERM cancels the start-up: what was opened
+    already (the embedded server, pools) is closed again and the process exits 0, instead of dying by the
+    signal's default action with its embedded PostgreSQL left running."""
+    asked = False
     task = asyncio.current_task()
     assert task is not None
 
     def cancel() -> None:
-        asked.set()
+        nonlocal asked
+        asked = True
         task.cancel()
 
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, cancel)
-    return asked
+    try:
+        yield
+    except asyncio.CancelledError:
+        if not asked:
+            raise
+        logger.info("stopped while starting", extra={"action": "service.stopped"})
 
 
 def check_port_free(host: str, port: int) -> None:
