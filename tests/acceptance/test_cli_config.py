@@ -56,16 +56,9 @@ def _postmaster_alive(pgdata: Path) -> bool:
 async def test_after_a_killed_serve_the_next_clean_run_stops_the_embedded_server(bare_env, tmp_path):
     # The package stops the server when the last process using it exits, by its list of pids: a killed
     # process never removed its own, so no later process was ever the last and the server ran for good.
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     data = tmp_path / "data"
-    env = {**bare_env, "MANA_AI_DATA_DIR": str(data), "PORT": str(port), "TICK_ENABLED": "false",
-           "MANA_LLM_URL": "http://127.0.0.1:9"}  # fmt: skip
-    serve = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "mana_ai", "serve", env=env,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+    env = serve_env(bare_env, data)
+    serve = await start_serve(env)
     try:
         await _wait_for_banner(serve)
         assert _postmaster_alive(data / "pgdata")
@@ -82,14 +75,29 @@ async def test_after_a_killed_serve_the_next_clean_run_stops_the_embedded_server
             os.kill(int((data / "pgdata" / "postmaster.pid").read_text().splitlines()[0]), signal.SIGTERM)
 
 
-async def _serve(env: dict[str, str]) -> asyncio.subprocess.Process:
+def serve_env(bare_env: dict[str, str], data: Path) -> dict[str, str]:
+    """`serve` on the embedded database under ``data``, without ticks or a reachable LLM."""
+    return {
+        **bare_env,
+        "MANA_AI_DATA_DIR": str(data),
+        "TICK_ENABLED": "false",
+        "MANA_LLM_URL": "http://127.0.0.1:9",
+    }
+
+
+async def start_serve(env: dict[str, str]) -> asyncio.subprocess.Process:
+    """`mana-ai serve` on a free port; its stderr is piped."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = await asyncio.create_subprocess_exec(
+    return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "mana_ai", "serve", env={**env, "PORT": str(port)},
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
+
+
+async def _serve(env: dict[str, str]) -> asyncio.subprocess.Process:
+    proc = await start_serve(env)
     await _wait_for_banner(proc)
     return proc
 
@@ -108,12 +116,7 @@ async def test_a_process_killed_while_another_ran_does_not_keep_the_server_up(ba
     # The survivor pruned dead pids only when it started: at its clean exit it still saw the killed one,
     # was not the last, and left the server running.
     data = tmp_path / "data"
-    env = {
-        **bare_env,
-        "MANA_AI_DATA_DIR": str(data),
-        "TICK_ENABLED": "false",
-        "MANA_LLM_URL": "http://127.0.0.1:9",
-    }
+    env = serve_env(bare_env, data)
     survivor = await _serve(env)
     killed = await _serve(env)
     try:

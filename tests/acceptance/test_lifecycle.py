@@ -13,7 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.acceptance.test_cli_config import _postmaster_alive, bare_env  # noqa: F401 (fixture)
+from tests.acceptance.test_cli_config import (  # noqa: F401 (bare_env is a fixture)
+    _postmaster_alive,
+    bare_env,
+    serve_env,
+    start_serve,
+)
 from tests.acceptance.test_first_run_cli import run
 
 pytestmark = pytest.mark.slow
@@ -53,15 +58,7 @@ async def test_sigterm_while_serve_starts_exits_0_and_stops_the_embedded_server(
     # process with the default action: status -15, and the embedded PostgreSQL it had started ran on.
     data = tmp_path / "data"
     pgdata = data / "pgdata"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**bare_env, "MANA_AI_DATA_DIR": str(data), "PORT": str(port), "TICK_ENABLED": "false",
-           "MANA_LLM_URL": "http://127.0.0.1:9"}  # fmt: skip
-    serve = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "mana_ai", "serve", env=env,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+    serve = await start_serve(serve_env(bare_env, data))
     try:
         # The server is up (status "ready" in postmaster.pid): serve is creating the database or migrating.
         deadline = time.monotonic() + 120

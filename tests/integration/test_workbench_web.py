@@ -58,6 +58,22 @@ async def step_status(db: Database, mission_id: str = "m1") -> list[str]:
     return [s["status"] for s in state.record["iterations"][0]["plan"]]
 
 
+def mission_form(token: str, **fields: str) -> dict[str, str]:
+    """The workbench's new-mission form: daily at 07:30, no agent, no zone of its own, unless ``fields`` say."""
+    form = {
+        "csrf_token": token,
+        "title": "Mission",
+        "objective": "Plane meine Mahlzeiten",
+        "concept": "",
+        "agent_id": "",
+        "cadence": "daily",
+        "cadence_value": "07:30",
+        "tz": "",
+        "inputs": "",
+    }
+    return {**form, **fields}
+
+
 def action(it: dict[str, Any], index: int, verb: str) -> str:
     r = ref(it, index)
     return "/workbench/proposals/" + r.mission_id + "/" + r.iteration_id + "/" + r.step_id + "/" + verb
@@ -190,17 +206,7 @@ async def test_agents_missions_run_now_and_the_other_pages(db: Database, app_db_
         ) as response:
             assert response.status == 200
 
-        mission = {
-            "csrf_token": token,
-            "title": "Wochenplan",
-            "objective": "Plane meine Mahlzeiten",
-            "concept": "",
-            "agent_id": agent_id,
-            "cadence": "daily",
-            "cadence_value": "07:30",
-            "tz": "Europe/Berlin",
-            "inputs": "",
-        }
+        mission = mission_form(token, title="Wochenplan", agent_id=agent_id, tz="Europe/Berlin")
         async with client.post("/workbench/missions", data=mission, allow_redirects=False) as response:
             assert response.status == 303
             mission_url = response.headers["location"]
@@ -396,17 +402,7 @@ async def test_a_mission_made_in_the_workbench_first_runs_in_the_users_zone(
 
     async with workbench(app_db_url, default_tz="UTC") as (_app, _base, client):
         _, _, token = await page(client, "/workbench/missions")
-        form = {
-            "csrf_token": token,
-            "title": "Briefing",
-            "objective": "Plane meinen Tag",
-            "concept": "",
-            "agent_id": "",
-            "cadence": "daily",
-            "cadence_value": "07:30",
-            "tz": "",
-            "inputs": "",
-        }
+        form = mission_form(token, title="Briefing")
         async with client.post("/workbench/missions", data=form, allow_redirects=False) as response:
             assert response.status == 303
             mission_id = response.headers["location"].rsplit("/", 1)[1]
