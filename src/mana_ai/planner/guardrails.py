@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from mana_ai.planner.recorder import PlannedStep
+from mana_ai.tools.injection import is_blank
 
 __all__ = [
     "DESTRUCTIVE_ONCE_TOOLS",
@@ -87,7 +88,8 @@ def check_inputs(contents: Sequence[str]) -> GuardrailOutcome:
     Returns:
         Blocked by ``input-size-limit`` when the total exceeds ``MAX_INPUT_CHARS``.
     """
-    total = sum(len(c) for c in contents)
+    # UTF-16 code units, as the original's JavaScript ``length``: a character outside the BMP counts twice.
+    total = sum(len(c.encode("utf-16-le", "surrogatepass")) // 2 for c in contents)
     reason = None
     if total > MAX_INPUT_CHARS:
         reason = f"Resolved inputs total {total:,} characters, more than the limit of {MAX_INPUT_CHARS:,}"
@@ -109,7 +111,7 @@ def _duplicate_destructive(steps: Sequence[PlannedStep]) -> str | None:
 
 
 def _is_empty(value: object) -> bool:
-    return value is None or value == "" or (isinstance(value, str) and not value.strip())
+    return value is None or (isinstance(value, str) and is_blank(value))
 
 
 def _empty_required(steps: Sequence[PlannedStep]) -> str | None:

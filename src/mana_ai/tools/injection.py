@@ -6,7 +6,8 @@ common shapes. They are a tripwire, not a filter: the caller decides whether to 
 
 Short strings (under 16 characters) are skipped: ids, enum values and tags cannot carry a
 meaningful instruction, and skipping them keeps false positives such as a bare ``<system>`` tag
-name out. Only values are checked, not object keys (keys come from the tool schema).
+name out. The keys of the top-level arguments object are parameter names from the tool schema and
+are not checked; the keys of nested objects (``object`` parameters) are the model's own text and are.
 
 Each value is normalised first (NFKC, zero-width characters removed, every run of whitespace one space),
 so ``ignore\u200b previous   instructions`` or full-width letters do not slip past ``enforce`` mode. That
@@ -25,7 +26,7 @@ import unicodedata
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["INJECTION_PATTERNS", "MIN_LENGTH", "detect_injection_marker"]
+__all__ = ["INJECTION_PATTERNS", "MIN_LENGTH", "detect_injection_marker", "is_blank"]
 
 MIN_LENGTH = 16
 
@@ -41,16 +42,28 @@ INJECTION_PATTERNS: tuple[re.Pattern[str], ...] = tuple(
 )
 
 
-_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad\u180e\u034f"), None)
+_INVISIBLE = re.compile(
+    "[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f"
+    "\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
+    "\U000e0000-\U000e0fff]"
+)
+"""Unicode's default-ignorable code points (DerivedCoreProperties ``Default_Ignorable_Code_Point``): zero-width
+characters, bidi marks and controls, invisible operators, variation selectors, Hangul fillers, tag characters.
+Each renders as nothing, so any of them can split a marker word without a visible trace."""
 _SPACES = re.compile(r"\s+")
 _SPACES_IN_LINE = re.compile(r"[^\S\n]+")
+
+
+def is_blank(text: str) -> bool:
+    """Whether ``text`` shows nothing: only whitespace and invisible (default-ignorable) characters."""
+    return not normalise(text).strip()
 
 
 def normalise(text: str, *, keep_lines: bool = False) -> str:
     """The text as the patterns see it: NFKC, without zero-width characters, each whitespace run one space
     (``keep_lines``: runs inside a line only, for the patterns whose ``.`` stops at a line break, as the
     original's JavaScript ``.`` does)."""
-    text = unicodedata.normalize("NFKC", text).translate(_INVISIBLE)
+    text = _INVISIBLE.sub("", unicodedata.normalize("NFKC", text))
     return (_SPACES_IN_LINE if keep_lines else _SPACES).sub(" ", text)
 
 
@@ -87,7 +100,7 @@ def detect_injection_marker(value: Any) -> str | None:
     """Find the first injection marker in a JSON-like value.
 
     Walks nested dicts, lists and tuples depth-first in order (iteratively, so deeply nested
-    input cannot exhaust the stack).
+    input cannot exhaust the stack); the keys of nested dicts are checked, those of ``value`` itself not.
 
     Args:
         value: a string, or a structure of dicts/lists holding strings; other values are ignored.
@@ -96,6 +109,7 @@ def detect_injection_marker(value: Any) -> str | None:
         The source of the first matching pattern, or ``None``.
     """
     stack: list[Any] = [value]
+    top = value
     while stack:
         item = stack.pop()
         if isinstance(item, str):
@@ -103,7 +117,12 @@ def detect_injection_marker(value: Any) -> str | None:
             if marker is not None:
                 return marker
         elif isinstance(item, dict):
-            stack.extend(reversed(list(item.values())))
+            if item is top:
+                stack.extend(reversed(list(item.values())))
+            else:
+                # The keys of a nested object (an ``object`` parameter such as ``props`` or ``patch``, the items
+                # of ``lines``) are the model's own text, not parameter names from the tool schema.
+                stack.extend(reversed([part for key_value in item.items() for part in key_value]))
         elif isinstance(item, list | tuple):
             stack.extend(reversed(item))
     return None

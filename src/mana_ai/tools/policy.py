@@ -28,18 +28,12 @@ def _decision(value: Any) -> PolicyDecision | None:
     return None
 
 
-def _lookup(table: Any, key: str) -> PolicyDecision | None:
-    if not isinstance(table, Mapping):
-        return None
-    return _decision(table.get(key))
-
-
 def resolve_decision(tool: ToolSchema, policy: Mapping[str, Any] | None) -> PolicyDecision:
     """Resolve what an agent's policy says about one tool.
 
     Resolution order: ``policy["tools"][tool.name]`` → ``policy["defaultsByModule"][tool.module]``
     → ``policy["defaultForAi"]`` → the tool's catalog ``default_policy``. Malformed levels are
-    skipped.
+    skipped, but a present, unrecognised entry caps the result at ``propose`` (never ``auto``).
 
     Args:
         tool: the catalog entry.
@@ -50,12 +44,20 @@ def resolve_decision(tool: ToolSchema, policy: Mapping[str, Any] | None) -> Poli
     """
     if not isinstance(policy, Mapping):
         return tool.default_policy
-    return (
-        _lookup(policy.get("tools"), tool.name)
-        or _lookup(policy.get("defaultsByModule"), tool.module)
-        or _decision(policy.get("defaultForAi"))
-        or tool.default_policy
-    )
+    garbled = False
+    for level, key in (("tools", tool.name), ("defaultsByModule", tool.module)):
+        table = policy.get(level)
+        value = table.get(key) if isinstance(table, Mapping) else None
+        decision = _decision(value)
+        if decision is not None:
+            return decision
+        garbled = garbled or value is not None
+    decision = _decision(policy.get("defaultForAi"))
+    garbled = garbled or (decision is None and policy.get("defaultForAi") is not None)
+    decision = decision or tool.default_policy
+    # An entry the user did write but that is no decision ("DENY", "deny ") was not meant as "auto": falling
+    # through may not make the tool run unreviewed.
+    return "propose" if garbled and decision == "auto" else decision
 
 
 def filter_tools(tools: Iterable[ToolSchema], policy: Mapping[str, Any] | None) -> tuple[ToolSchema, ...]:

@@ -20,6 +20,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from mana_ai.tools.injection import is_blank
 from mana_ai.tools.types import ToolParam, ToolSchema
 
 __all__ = ["validate_arguments"]
@@ -75,7 +76,7 @@ def validate_arguments(tool: ToolSchema, arguments: Mapping[str, Any] | None) ->
         if type_problem is not None:
             problems.append(type_problem)
             continue
-        if param.required and isinstance(value, str) and not value.strip():
+        if param.required and isinstance(value, str) and is_blank(value):
             problems.append(f"Missing required parameter: {param.name}")
             continue
         if param.enum and value not in param.enum:

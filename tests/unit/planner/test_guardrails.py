@@ -72,3 +72,19 @@ def test_all_triggered_listed_first_block_reason_wins() -> None:
     assert outcome.triggered == ("plan-step-limit", "duplicate-destructive-tool", "empty-required-params")
     assert outcome.block_reason is not None and outcome.block_reason.startswith("Plan has 27 steps")
     assert len(outcome.warnings) == 1
+
+
+def test_empty_required_params_guardrail_sees_through_zero_width_characters() -> None:
+    steps = [
+        PlannedStep(summary="create_task", tool_name="create_task", params={"title": "\u200b\u2060\u200b"})
+    ]
+    outcome = check_plan(steps)
+    assert not outcome.passed
+    assert outcome.triggered == ("empty-required-params",)
+
+
+def test_input_size_limit_counts_like_the_original_utf16_length() -> None:
+    # 50,001 emoji are 100,002 UTF-16 code units: the original (JavaScript .length) blocks them.
+    outcome = check_inputs(["\U0001f600" * 50_001])
+    assert not outcome.passed
+    assert outcome.triggered == ("input-size-limit",)

@@ -6,8 +6,13 @@ from typing import Any
 
 import pytest
 
+from mana_ai.planner.recorder import PlanRecorder
+from mana_ai.planner.types import ToolCall
+from mana_ai.runner.iteration import Plan, plan_to_iteration
 from mana_ai.tools.catalog import CATALOG_BY_NAME, PROPOSABLE
 from mana_ai.tools.policy import filter_tools, resolve_decision
+from mana_ai.tools.schema import clear_toolset_cache, toolset_for_policy
+from mana_ai.workbench.gate import step_status
 
 CREATE_TASK = CATALOG_BY_NAME["create_task"]
 LOG_DRINK = CATALOG_BY_NAME["log_drink"]
@@ -106,3 +111,23 @@ def test_auto_tools_named_propose_in_the_policy_are_offered_to_the_server():
         {"tools": {}, "defaultsByModule": {"todo": "propose"}, "defaultForAi": "propose"}
     )
     assert "list_tasks" not in module_wide and "get_task_stats" not in module_wide
+
+
+@pytest.mark.parametrize("garbled", ["DENY", "deny ", "Propose", "nein"])
+def test_unrecognised_per_tool_decision_never_becomes_planned(garbled: str) -> None:
+    clear_toolset_cache()
+    policy = {"tools": {"create_task": garbled}, "defaultForAi": "auto"}
+    rec = PlanRecorder(toolset_for_policy(policy), "enforce", mission_id="m-1")
+    # (a garbled entry still offers the tool: that is the existing fall-through, kept)
+    arguments = {"title": "Pay the rent"}
+    PlanRecorder.record(rec, ToolCall("c1", "create_task", '{"title":"Pay the rent"}', arguments))
+    assert [s.tool_name for s in rec.steps] == ["create_task"]
+    iteration = plan_to_iteration(
+        Plan("p", tuple(rec.steps)), "it1", "2026-03-18T10:00:00.000Z", lambda t: step_status(t, policy)
+    )
+    assert iteration["plan"][0]["status"] == "staged"
+
+
+def test_unrecognised_module_decision_never_becomes_planned() -> None:
+    policy = {"defaultsByModule": {"todo": "Deny"}, "defaultForAi": "auto"}
+    assert step_status("create_task", policy)[0] == "staged"
