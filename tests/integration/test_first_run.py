@@ -5,6 +5,7 @@ from __future__ import annotations
 import aiohttp
 import orjson
 
+from mana_ai.runner.writeback import TOO_LARGE
 from mana_ai.testing.fake_llm import FakeLlmServer
 from tests.integration.helpers import mission, put_row
 from tests.integration.http_helpers import serve_http
@@ -131,7 +132,7 @@ async def test_root_redirects_to_the_workbench_and_docs_need_no_cdn(db, app_db_u
             assert resp.status == 200 and "/health" in (await resp.json())["paths"]
 
 
-async def test_inbox_and_mission_page_show_failing_and_paused_missions(db, app_db_url):
+async def test_inbox_and_mission_page_show_failing_and_paused_missions(db, app_db_url, admin_db):
     from mana_ai.runner.iteration import failed_iteration
     from tests.integration.test_workbench_logic import seed, server_iteration
     from tests.integration.test_workbench_web import action, page, workbench
@@ -144,11 +145,20 @@ async def test_inbox_and_mission_page_show_failing_and_paused_missions(db, app_d
     ]
     await seed(db, user="local", mission_id="m-fail", iterations=failing)
     await put_row(db, "local", "aiMissions", "m-paused", "insert", mission("m-paused", state="paused"))
+    # Paused by the runner without a failed iteration (its iterations too large for another one): the reason
+    # is its last run's error.
+    await put_row(db, "local", "aiMissions", "m-big", "insert", mission("m-big", state="paused"))
+    await admin_db.execute(
+        "INSERT INTO mana_ai.mission_runs (user_id, mission_id, due_at, state, owner, lease_until, last_error)"
+        " VALUES ('local', 'm-big', 'x', 'failed', 'w', now(), %s)",
+        (TOO_LARGE,),
+    )
     it = server_iteration("it1", [("create_task", {"title": "A"}), ("create_task", {"title": "B"})])
     await seed(db, user="local", mission_id="m1", agent_id=None, iterations=[it])
     async with workbench(app_db_url) as (_app, base, client):
         _, html, token = await page(client, "/workbench/inbox")
-        assert "2 mission(s) need attention" in html
+        assert "3 mission(s) need attention" in html
+        assert 'data-attention="m-big"' in html and "iterations are too large" in html
         assert 'data-attention="m-fail"' in html and "failed 2 time(s) in a row" in html
         assert "LLM server down" in html
         assert 'data-attention="m-paused"' in html and "paused by you" in html
@@ -158,6 +168,8 @@ async def test_inbox_and_mission_page_show_failing_and_paused_missions(db, app_d
         async with client.post(action(it, 0, "reject"), data={"feedback": "no"}, headers=hx) as response:
             fragment = await response.text()
         assert 'id="open-count" hx-swap-oob="true">1 open proposal(s)' in fragment
+        _, big_html, _ = await page(client, "/workbench/missions/m-big")
+        assert 'id="attention"' in big_html and "iterations are too large" in big_html
         _, mission_html, _ = await page(client, "/workbench/missions/m-fail")
         assert 'id="attention"' in mission_html and "LLM server down" in mission_html
         assert "stopped: error" in mission_html

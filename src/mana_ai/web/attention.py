@@ -2,7 +2,8 @@
 
 The inbox lists them above the proposals (an empty inbox is no news when every mission fails), and a
 mission's page shows its own line. The reason is the last failed iteration's error, which says what the
-runner saw ("LLM server (model …) unreachable at …", "paused after 5 failed attempts in a row …").
+runner saw ("LLM server (model …) unreachable at …", "paused after 5 failed attempts in a row …"); for a
+mission paused without one, its last run's error ("the mission's iterations are too large …").
 """
 
 from __future__ import annotations
@@ -44,8 +45,12 @@ def _reason(iteration: Mapping[str, Any]) -> str:
     return summary if isinstance(summary, str) else ""
 
 
-def attention_for(record: Mapping[str, Any]) -> Attention | None:
-    """The mission's attention line, or ``None`` when it is active and its last run did not fail."""
+def attention_for(record: Mapping[str, Any], run_error: str | None = None) -> Attention | None:
+    """The mission's attention line, or ``None`` when it is active and its last run did not fail.
+
+    ``run_error``: why the mission's last run failed, if it did (``mana_ai.mission_runs``); the reason of a
+    paused mission without a failed iteration (the runner paused it without writing one).
+    """
     if record.get("deletedAt"):
         return None
     state = str(record.get("state") or "active")
@@ -64,16 +69,20 @@ def attention_for(record: Mapping[str, Any]) -> Attention | None:
         reason = _reason(last_failed)
         at = str(last_failed.get("finishedAt") or last_failed.get("startedAt") or "")
     else:
-        reason, at = "paused by you: the runner skips it until you resume it", ""
+        reason, at = run_error or "paused by you: the runner skips it until you resume it", ""
     title = record.get("title")
     return Attention(
         str(record.get("id", "")), title if isinstance(title, str) else "", state, failures, reason, at
     )
 
 
-def needing_attention(records: Iterable[Mapping[str, Any]]) -> list[Attention]:
-    """Failing and paused missions, failing ones first, most recent failure first."""
-    found = [a for a in (attention_for(r) for r in records) if a is not None]
+def needing_attention(
+    records: Iterable[Mapping[str, Any]], run_errors: Mapping[str, str] | None = None
+) -> list[Attention]:
+    """Failing and paused missions, failing ones first, most recent failure first (``run_errors``: mission
+    id → why its last run failed)."""
+    errors = run_errors or {}
+    found = [a for a in (attention_for(r, errors.get(str(r.get("id")))) for r in records) if a is not None]
     found.sort(key=lambda a: a.at, reverse=True)
     found.sort(key=lambda a: a.failures == 0)  # stable: failing ones first, each group newest first
     return found[:50]

@@ -64,7 +64,7 @@ def register(router: APIRouter, wb: Workbench) -> None:
                 "expired_now": expired_now,
                 "recent_expired": recent,
                 "titles": titles,
-                "attention": needing_attention(records) if not mission else [],
+                "attention": needing_attention(records, await store.run_errors(user)) if not mission else [],
                 "ttl": _ttl_text(wb.app.settings.proposal_ttl.total_seconds()),
             },
         )

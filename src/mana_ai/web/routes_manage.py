@@ -223,7 +223,7 @@ def register(router: APIRouter, wb: Workbench) -> None:
                 "describe_cadence": describe_cadence,
                 "shown": shown,
                 "queued": request.query_params.get("queued") == "1",
-                "attention": attention_for(record),
+                "attention": attention_for(record, (await wb.store.run_errors(user)).get(mission_id)),
             },
         )
 

@@ -419,6 +419,11 @@ class WorkbenchStore:
     async def missions(self, user_id: str) -> list[dict[str, Any]]:
         return [r["record"] for r in await self._mission_rows(user_id) if not r["record"].get("deletedAt")]
 
+    async def run_errors(self, user_id: str) -> dict[str, str]:
+        """``mission id → error`` for the missions whose last run failed."""
+        rows = await self.db.fetch(q("run_errors_of_user"), {"user_id": user_id})
+        return {r["mission_id"]: r["last_error"] for r in rows}
+
     async def goals(self, user_id: str) -> list[dict[str, Any]]:
         """The user's live goals from the sync log, newest first."""
         async with self.db.with_user(user_id) as conn:

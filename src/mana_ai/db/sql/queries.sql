@@ -227,6 +227,13 @@ FROM mana_ai.mission_snapshots s
 WHERE s.user_id = %(user_id)s AND NOT s.deleted
 ORDER BY s.record->>'nextRunAt' NULLS LAST, s.mission_id
 
+-- name: run_errors_of_user
+-- Why each mission's last run failed: the workbench's reason for a mission paused without a failed iteration
+-- (its iterations too large for another one, or a plan the database refused).
+SELECT mission_id, last_error
+FROM mana_ai.mission_runs
+WHERE user_id = %(user_id)s AND state = 'failed' AND last_error IS NOT NULL
+
 -- name: agents_of_user
 SELECT a.record, a.deleted
 FROM mana_ai.agent_snapshots a
