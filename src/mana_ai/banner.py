@@ -48,11 +48,16 @@ def describe_url(url: str) -> str:
     return parts._replace(netloc=netloc).geturl()
 
 
-def workbench_url(settings: Settings) -> str:
+def local_url(settings: Settings, port: int, path: str) -> str:
+    """``http://host:port/path`` of a port this process listens on (loopback names as 127.0.0.1)."""
     host = "127.0.0.1" if settings.host in LOOPBACK_NAMES else settings.host
     if ":" in host:
         host = "[" + host + "]"
-    return "http://" + host + ":" + str(settings.port) + "/workbench"
+    return "http://" + host + ":" + str(port) + path
+
+
+def workbench_url(settings: Settings) -> str:
+    return local_url(settings, settings.port, "/workbench")
 
 
 def banner_lines(
@@ -82,6 +87,8 @@ def banner_lines(
     )
     if http:
         lines.append("workbench  " + workbench_url(settings))
+    elif settings.worker_metrics_port is not None:
+        lines.append("metrics    " + local_url(settings, settings.worker_metrics_port, "/metrics"))
     tick = f"every {settings.tick_every_s} s" if settings.tick_enabled else "off (TICK_ENABLED=false)"
     lines.append("tick       " + tick)
     return lines

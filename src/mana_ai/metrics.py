@@ -8,21 +8,80 @@ and ``collectDefaultMetrics({prefix: 'mana_ai_'})``), every exported sample carr
 (added when rendering, so in-process lookups keep their own label sets) and the process metrics are
 exported with the ``mana_ai_`` prefix: CPU (total, user, system), memory, file descriptors, start time, and
 the Python garbage collector's collections in place of Node's.
+
+A process that plans beside others on one machine (``mana-ai serve`` with ``MANA_AI_PLAN_PROCESSES`` above
+1, and the ``mana-ai worker`` children it starts) shares its instruments through a directory of per-process
+files (prometheus_client's multiprocess mode, :func:`shared_metrics`): ``serve``'s ``/metrics`` then counts
+the work of all of them, and a child's counts stay counted after it is restarted. The process metrics (CPU,
+memory, …) remain those of the process answering the scrape.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+    multiprocess,
+    values,
+)
 from prometheus_client.metrics_core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
 SERVICE_LABEL: Final = ("service", "mana-ai")
+SHARED_DIR_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def shared_dir() -> Path | None:
+    """The directory this process's instruments write to when they are shared with other processes."""
+    path = os.environ.get(SHARED_DIR_ENV)
+    return Path(path) if path and getattr(values.ValueClass, "_multiprocess", False) else None
+
+
+@contextlib.contextmanager
+def shared_metrics() -> Iterator[Path]:
+    """Share the instruments created from here on with the child processes started in this block.
+
+    The children inherit the directory through the environment (prometheus_client reads it when imported);
+    this process switches its own value class, as its instruments are not created yet. The directory is
+    new, so no counts of an earlier run are added in (inside ``PROMETHEUS_MULTIPROC_DIR`` when that is set,
+    else in the temporary directory), and removed at the end."""
+    parent = os.environ.get(SHARED_DIR_ENV)
+    if parent:
+        Path(parent).mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix="mana-ai-metrics-", dir=parent or None))
+    previous = values.ValueClass
+    os.environ[SHARED_DIR_ENV] = str(path)
+    values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
+    try:
+        yield path
+    finally:
+        values.ValueClass = previous
+        if parent:
+            os.environ[SHARED_DIR_ENV] = parent
+        else:
+            os.environ.pop(SHARED_DIR_ENV, None)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def process_ended(pid: int) -> None:
+    """Forget the live gauges of a child that ended (its counters stay counted)."""
+    path = shared_dir()
+    if path is not None:
+        multiprocess.mark_process_dead(pid, str(path))  # type: ignore[no-untyped-call]
 
 
 class _RuntimeCollector(Collector):
@@ -174,6 +233,7 @@ class Metrics:
             "Recorded tokens of the last 24 h / daily cap of an agent, as of its latest claim or run (alert at 0.8)",
             ("agent_id",),
             registry=r,
+            multiprocess_mode="mostrecent",
         )
         self.budget_warnings = counter(
             "mana_ai_agent_budget_warnings_total",
@@ -192,9 +252,23 @@ class Metrics:
         )
         self.llm_concurrency = Gauge(
             "mana_ai_llm_concurrency_limit",
-            "Adaptive limit of concurrent LLM requests in this process",
+            "Adaptive limit of concurrent LLM requests (summed over the service's planning processes)",
             registry=r,
+            multiprocess_mode="livesum",
         )
+        self.exported = self._exported(process)
+
+    def _exported(self, process: bool) -> CollectorRegistry:
+        """What ``/metrics`` shows: this registry, or every sharing process's instruments summed up."""
+        path = shared_dir()
+        if path is None:
+            return self.registry
+        exported = CollectorRegistry(auto_describe=True)
+        multiprocess.MultiProcessCollector(exported, str(path))  # type: ignore[no-untyped-call]
+        if process:
+            ProcessCollector(namespace="mana_ai", registry=exported)
+            exported.register(_RuntimeCollector())
+        return exported
 
     def render(self) -> bytes:
-        return generate_latest(_WithServiceLabel(self.registry))
+        return generate_latest(_WithServiceLabel(self.exported))

@@ -72,6 +72,11 @@ class Settings(BaseSettings):
     """HTTP port."""
     host: str = Field("127.0.0.1", validation_alias=_env("MANA_AI_HOST"))
     """Address to bind. Use 0.0.0.0 in a container."""
+    worker_metrics_port: int | None = Field(
+        None, validation_alias=_env("MANA_AI_WORKER_METRICS_PORT"), ge=1, le=65535
+    )
+    """`mana-ai worker` only: serve Prometheus `/metrics` on this port (at MANA_AI_HOST); unset: no port.
+    `serve` shows its own planning processes' counts at its HTTP port."""
     http_header_timeout_s: float = Field(10.0, validation_alias=_env("MANA_AI_HTTP_HEADER_TIMEOUT_S"), gt=0)
     """A connection whose request head is not complete this long after it started is closed (slowloris)."""
     secure_cookies: bool = Field(False, validation_alias=_env("MANA_AI_SECURE_COOKIES"))

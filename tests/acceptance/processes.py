@@ -1,10 +1,14 @@
-"""Starting `mana-ai worker` processes and seeding their work, for the multi-process acceptance tests."""
+"""Starting `mana-ai worker` processes, seeding their work and reading their metrics, for the multi-process
+acceptance tests."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import sys
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.helpers import mission, put_row
 from tests.integration.runner_helpers import agent_record
@@ -42,3 +46,16 @@ async def seed_agent_missions(db, *, users: int, missions: int, max_concurrent: 
     for i in range(missions):
         user = i % users
         await put_row(db, f"u{user}", "aiMissions", f"m{i}", "insert", mission(f"m{i}", agentId=f"a{user}"))
+
+
+async def scrape(session: aiohttp.ClientSession, base: str) -> dict[str, float]:
+    """``/metrics`` as ``{sample name: value}`` for the samples without labels of their own."""
+    async with session.get(f"{base}/metrics") as resp:
+        assert resp.status == 200
+        text = await resp.text()
+    return {
+        s.name: s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if set(s.labels) <= {"service"}
+    }

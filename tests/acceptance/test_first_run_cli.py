@@ -158,6 +158,15 @@ async def test_a_second_serve_on_a_taken_port_says_so_in_one_line(env):
     result.one_error_line(f"port {port} in use")
 
 
+async def test_a_worker_on_a_taken_metrics_port_says_so_in_one_line(env):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = await run({**env, "MANA_AI_WORKER_METRICS_PORT": str(port)}, "worker")
+    result.one_error_line(f"port {port} in use", "MANA_AI_WORKER_METRICS_PORT")
+
+
 async def test_audit_and_grants_default_to_the_local_user_and_take_id_prefixes(env, db):
     mission_id = "3f2c9a1e-0000-4000-8000-000000000001"
     await put_row(db, "local", "aiMissions", mission_id, "insert", mission(mission_id))

@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from mana_ai.testing.fake_llm import FakeLlmServer, conversation_responder
-from tests.acceptance.processes import seed_agent_missions
+from tests.acceptance.processes import scrape, seed_agent_missions
 from tests.acceptance.test_serve import free_port, wait_healthy
 from tests.acceptance.test_workers import wait_until, written_per_mission
 
@@ -31,9 +31,10 @@ def alive(pid: int) -> bool:
         return stat.read().split(") ", 1)[1][0] != "Z"
 
 
-async def start_serve(app_db_url: str, llm_url: str, port: int) -> asyncio.subprocess.Process:
+async def start_serve(app_db_url: str, llm_url: str, port: int, **extra: str) -> asyncio.subprocess.Process:
     env = {
         **os.environ,
+        **extra,
         "SYNC_DATABASE_URL": app_db_url,
         "MANA_LLM_URL": llm_url,
         "PORT": str(port),
@@ -49,12 +50,17 @@ async def start_serve(app_db_url: str, llm_url: str, port: int) -> asyncio.subpr
     )  # fmt: skip
 
 
-async def test_serve_plans_on_two_processes_once_each(db, app_db_url, admin_db):
+async def test_serve_plans_on_two_processes_once_each(db, app_db_url, admin_db, tmp_path):
     missions = 60
     await seed_agent_missions(db, users=6, missions=missions, max_concurrent=3)
     port = free_port()
+    shared = tmp_path / "metrics"  # the processes' metric files go into a new directory in here
+
+    def gauge_file(pid: int) -> bool:
+        return any(shared.glob(f"*/gauge_livesum_{pid}.db"))
+
     async with FakeLlmServer(default=conversation_responder(), latency_s=0.2) as llm:
-        proc = await start_serve(app_db_url, llm.url, port)
+        proc = await start_serve(app_db_url, llm.url, port, PROMETHEUS_MULTIPROC_DIR=str(shared))
         base = f"http://127.0.0.1:{port}"
         try:
             async with aiohttp.ClientSession() as session:
@@ -99,6 +105,12 @@ async def test_serve_plans_on_two_processes_once_each(db, app_db_url, admin_db):
                 owners = await admin_db.fetch("SELECT DISTINCT owner FROM mana_ai.mission_runs")
                 assert len(owners) == 2  # both processes planned some of them
 
+                # serve's /metrics counts what every planning process did, not its own share only.
+                counted = await scrape(session, base)
+                assert counted["mana_ai_plans_written_back_total"] == missions
+                assert counted["mana_ai_planner_rounds_count"] == missions
+                assert counted["mana_ai_llm_concurrency_limit"] == 8  # 4 + 4, the service's limit
+
                 # A planning process that dies is started again.
                 os.kill(child, signal.SIGKILL)
 
@@ -110,6 +122,16 @@ async def test_serve_plans_on_two_processes_once_each(db, app_db_url, admin_db):
                 await wait_until(replaced, 60)
                 async with session.get(f"{base}/health") as resp:
                     child = (await resp.json())["planProcesses"]["pids"][0]
+
+                # The killed child's counts stay counted; its live gauge is not, the new child's is.
+                assert (await scrape(session, base))["mana_ai_plans_written_back_total"] == missions
+
+                async def new_child_counted() -> bool:
+                    return gauge_file(child)
+
+                await wait_until(new_child_counted, 60)
+                counted = await scrape(session, base)
+                assert counted["mana_ai_llm_concurrency_limit"] == 8  # 12: the dead child's share too
         finally:
             if proc.returncode is None:
                 proc.send_signal(signal.SIGTERM)
@@ -117,6 +139,7 @@ async def test_serve_plans_on_two_processes_once_each(db, app_db_url, admin_db):
             _out, err = await proc.communicate()
     assert proc.returncode == 0, err.decode()[-2000:]
     assert not alive(child)  # stopped with the service
+    assert shared.is_dir() and not any(shared.iterdir())  # the run's metric files are gone with it
 
 
 async def test_planning_processes_end_with_a_killed_service(app_db_url):

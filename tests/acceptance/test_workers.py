@@ -6,11 +6,13 @@ import asyncio
 import signal
 import time
 
+import aiohttp
 import pytest
 
 from mana_ai.testing.fake_llm import FakeLlmServer, conversation_responder
-from tests.acceptance.processes import seed_agent_missions
+from tests.acceptance.processes import scrape, seed_agent_missions
 from tests.acceptance.processes import start_worker as start_process
+from tests.acceptance.test_serve import free_port
 from tests.integration.helpers import mission, put_row
 
 pytestmark = pytest.mark.slow
@@ -64,8 +66,14 @@ async def stop(procs) -> None:
 async def test_three_workers_plan_each_mission_exactly_once(db, app_db_url, admin_db):
     missions = 300
     await seed_agent_missions(db, users=30, missions=missions, max_concurrent=4)
+    ports = [free_port() for _ in range(3)]
     async with FakeLlmServer(default=conversation_responder(), latency_s=0.02) as llm:
-        procs = [await start_worker(app_db_url, llm.url, MANA_AI_MAX_CONCURRENCY="16") for _ in range(3)]
+        procs = [
+            await start_worker(
+                app_db_url, llm.url, MANA_AI_MAX_CONCURRENCY="16", MANA_AI_WORKER_METRICS_PORT=str(port)
+            )
+            for port in ports
+        ]
         try:
 
             async def all_written() -> bool:
@@ -74,8 +82,12 @@ async def test_three_workers_plan_each_mission_exactly_once(db, app_db_url, admi
             await wait_until(all_written, 120)
             await asyncio.sleep(2.5)  # more ticks run meanwhile: nothing may be planned twice
             counts = await written_per_mission(admin_db)
+            # Each worker's /metrics counts its own plans; together, every one.
+            async with aiohttp.ClientSession() as session:
+                counted = [await scrape(session, f"http://127.0.0.1:{port}") for port in ports]
         finally:
             await stop(procs)
+    assert sum(c["mana_ai_plans_written_back_total"] for c in counted) == missions
     assert len(counts) == missions
     assert set(counts.values()) == {1}, {k: v for k, v in counts.items() if v != 1}
     owners = await admin_db.fetch("SELECT DISTINCT owner FROM mana_ai.mission_runs WHERE state = 'done'")

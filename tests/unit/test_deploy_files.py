@@ -64,7 +64,12 @@ def test_scrape_config_passes_promtool_check() -> None:
     config = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text(encoding="utf-8"))
     (job,) = config["scrape_configs"]
     assert job["job_name"] == "mana-ai" and job["metrics_path"] == "/metrics"
-    assert job["static_configs"][0]["targets"] == [f"mana-ai:{Settings().port}"]
+    workers = [
+        f"{name}:{compose()['services'][name]['environment']['MANA_AI_WORKER_METRICS_PORT']}"
+        for name in ("worker-1", "worker-2")
+    ]
+    # serve and every worker of the compose file: a worker's plans are counted on its own endpoint only
+    assert job["static_configs"][0]["targets"] == [f"mana-ai:{Settings().port}", *workers]
 
 
 def test_required_alerts_exist_with_severity_and_summary() -> None:
@@ -170,7 +175,10 @@ def test_compose_runs_postgres_serve_and_two_workers_as_the_plain_role() -> None
         url = services[name]["environment"]["SYNC_DATABASE_URL"]
         assert url.startswith("postgresql://mana_ai_app:"), name  # not the owner
         assert services[name]["depends_on"]["grants"]["condition"] == "service_completed_successfully"
-    assert services["mana-ai"]["environment"]["MANA_AI_HOST"] == "0.0.0.0"
+    for name in ("mana-ai", "worker-1", "worker-2"):
+        assert services[name]["environment"]["MANA_AI_HOST"] == "0.0.0.0", name
+    for name in ("worker-1", "worker-2"):
+        assert int(services[name]["environment"]["MANA_AI_WORKER_METRICS_PORT"]) > 0, name
     assert services["migrate"]["environment"]["SYNC_DATABASE_URL"].startswith("postgresql://mana:")
 
 

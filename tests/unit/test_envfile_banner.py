@@ -74,6 +74,16 @@ def test_banner_names_database_llm_workbench_and_tick() -> None:
     assert workbench_url(Settings(host="::1", port=1)) == "http://[::1]:1/workbench"
 
 
+def test_a_worker_banner_names_its_metrics_port_when_it_has_one() -> None:
+    def lines(**fields: object) -> str:
+        settings = Settings(host="0.0.0.0", **fields)  # type: ignore[arg-type]
+        return "\n".join(banner_lines(settings, database_url=None, data_dir=None, env_file=None, http=False))
+
+    assert "metrics    http://127.0.0.1:9467/metrics" in lines(worker_metrics_port=9467)
+    assert "metrics" not in lines()
+    assert "workbench" not in lines(worker_metrics_port=9467)
+
+
 def test_every_help_example_keeps_its_lines() -> None:
     """Examples are marked with click's \\b so `--help` prints one command per line (not run together)."""
     import click

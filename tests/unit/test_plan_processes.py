@@ -38,13 +38,14 @@ def test_a_tick_makes_about_two_batches_per_process(missions, processes):
 
 
 def test_workers_get_the_service_database_and_their_share():
-    env = worker_environment({"PATH": "/bin", "MANA_AI_PLAN_PROCESSES": "4"}, database_url="postgresql://x/y",
-                             max_concurrency=16)  # fmt: skip
+    base = {"PATH": "/bin", "MANA_AI_PLAN_PROCESSES": "4", "MANA_AI_WORKER_METRICS_PORT": "9467"}
+    env = worker_environment(base, database_url="postgresql://x/y", max_concurrency=16)
     assert env == {
         "PATH": "/bin",
         "SYNC_DATABASE_URL": "postgresql://x/y",
         "MANA_AI_MAX_CONCURRENCY": "16",
         "MANA_AI_PLAN_PROCESSES": "1",  # a worker never starts workers of its own
+        # and listens on no metrics port (its counts are serve's; two children would want the same port)
     }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import AsyncIterator
@@ -16,6 +17,7 @@ from mana_ai import __version__
 from mana_ai.app import App
 from mana_ai.cli.common import async_command, console, err_console, open_app, settings_from_env
 from mana_ai.logs import configure_logging
+from mana_ai.metrics import process_ended, shared_metrics
 from mana_ai.runner.worker_processes import (
     WorkerProcesses,
     concurrency_share,
@@ -58,11 +60,13 @@ async def serve() -> None:
         settings = settings.model_copy(
             update={"max_concurrency": concurrency_share(settings.max_concurrency, processes)}
         )
-    async with _stoppable_start(), App(settings) as app:
-        print_banner(app, http=True)
-        server = uvicorn.Server(server_config(create_http_app(app), settings))
-        await _run_with_worker(app, server)
-        logger.info("stopped", extra={"action": "service.stopped"})
+    # So is /metrics: the children's instruments count there too.
+    with shared_metrics() if processes > 1 else contextlib.nullcontext():
+        async with _stoppable_start(), App(settings) as app:
+            print_banner(app, http=True)
+            server = uvicorn.Server(server_config(create_http_app(app), settings))
+            await _run_with_worker(app, server)
+            logger.info("stopped", extra={"action": "service.stopped"})
 
 
 @click.command()
@@ -78,9 +82,18 @@ async def worker(concurrency: int | None) -> None:
         \b
         SYNC_DATABASE_URL=postgresql://… mana-ai worker
     """
+    from mana_ai.http.worker_metrics import metrics_endpoint
+
     settings = settings_from_env()
     configure_logging(settings)
-    async with _stoppable_start(), App(settings) as app:
+    metrics_port = settings.worker_metrics_port
+    if metrics_port is not None:
+        check_port_free(settings.host, metrics_port, setting="MANA_AI_WORKER_METRICS_PORT")
+    async with (
+        _stoppable_start(),
+        App(settings) as app,
+        metrics_endpoint(app.metrics, settings.host, metrics_port),
+    ):
         print_banner(app, http=False)
         await _run_with_worker(app, None, concurrency=concurrency)
 
@@ -108,8 +121,8 @@ async def _stoppable_start() -> AsyncIterator[None]:
         logger.info("stopped while starting", extra={"action": "service.stopped"})
 
 
-def check_port_free(host: str, port: int) -> None:
-    """One line and exit 1 when the HTTP port is taken (instead of uvicorn's traceback after start-up)."""
+def check_port_free(host: str, port: int, *, setting: str = "PORT") -> None:
+    """One line and exit 1 when a port to listen on is taken (instead of a traceback after start-up)."""
     import errno
     import socket
 
@@ -121,7 +134,7 @@ def check_port_free(host: str, port: int) -> None:
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 raise click.ClickException(
-                    f"port {port} in use on {host}: is mana-ai already running? (set PORT for another port)"
+                    f"port {port} in use on {host}: is mana-ai already running? (set {setting} for another port)"
                 ) from None
             raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
@@ -271,7 +284,7 @@ def _start_plan_processes(app: App, queue: Any) -> WorkerProcesses | None:
     env = worker_environment(
         os.environ, database_url=app.database_url, max_concurrency=settings.max_concurrency
     )
-    helpers = WorkerProcesses(processes - 1, env, grace_s=settings.shutdown_grace_s)
+    helpers = WorkerProcesses(processes - 1, env, grace_s=settings.shutdown_grace_s, on_exit=process_ended)
     app.extra["plan_processes"] = helpers
     wait_s = settings.mission_timeout.total_seconds() + settings.claim_lease.total_seconds()
     app.extra["tick_workers"] = worker_tick(queue, app.database_url, processes=processes, wait_s=wait_s)

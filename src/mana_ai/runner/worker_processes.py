@@ -10,6 +10,7 @@ them:
   again) and their share of ``MANA_AI_MAX_CONCURRENCY``, so the whole service plans at most that many
   missions at once, as with one process;
 * one that ends without being asked is started again with backoff (:func:`~mana_ai.runner.supervise.supervise`);
+* their metrics count in ``serve``'s ``/metrics`` (:func:`~mana_ai.metrics.shared_metrics`);
 * on ``serve``'s stop they get SIGTERM (their own graceful drain), then SIGKILL after the grace period; on
   Linux they also get SIGTERM when ``serve`` dies without stopping them (``PR_SET_PDEATHSIG``).
 """
@@ -23,7 +24,7 @@ import math
 import os
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from mana_ai.runner.supervise import supervise
 
@@ -50,9 +51,10 @@ def concurrency_share(total: int, processes: int) -> int:
 
 
 def worker_environment(base: Mapping[str, str], *, database_url: str, max_concurrency: int) -> dict[str, str]:
-    """The environment of a worker started by ``serve``: the service's own, on the same database."""
+    """The environment of a worker started by ``serve``: the service's own, on the same database (no metrics
+    port of its own: its counts are in ``serve``'s ``/metrics``)."""
     return {
-        **base,
+        **{name: value for name, value in base.items() if name != "MANA_AI_WORKER_METRICS_PORT"},
         "SYNC_DATABASE_URL": database_url,
         "MANA_AI_MAX_CONCURRENCY": str(max_concurrency),
         "MANA_AI_PLAN_PROCESSES": "1",
@@ -80,8 +82,10 @@ class WorkerProcesses:
         *,
         grace_s: float,
         command: Sequence[str] = WORKER_COMMAND,
+        on_exit: Callable[[int], None] | None = None,
     ) -> None:
         self.count = count
+        self._on_exit = on_exit
         self._env = dict(env)
         self._grace_s = grace_s
         self._command = list(command)
@@ -119,6 +123,8 @@ class WorkerProcesses:
             "planning process started", extra={"action": "service.plan_process_started", "pid": proc.pid}
         )
         code = await proc.wait()
+        if self._on_exit is not None:
+            self._on_exit(proc.pid)
         if not self._stopping.is_set():
             raise ChildProcessError(f"planning process {proc.pid} exited with status {code}")
 

@@ -1,0 +1,37 @@
+"""Metrics shared by the processes of one service (``shared_metrics``): what the block leaves behind."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from prometheus_client import values
+from prometheus_client.parser import text_string_to_metric_families
+
+from mana_ai.metrics import SHARED_DIR_ENV, Metrics, shared_dir, shared_metrics
+
+
+def counted(metrics: Metrics, name: str) -> float:
+    text = metrics.render().decode()
+    return sum(
+        s.value for family in text_string_to_metric_families(text) for s in family.samples if s.name == name
+    )
+
+
+def test_a_child_started_in_the_block_counts_in_the_parents_render(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv(SHARED_DIR_ENV, str(tmp_path))
+    before = values.ValueClass
+    with shared_metrics() as path:
+        assert path.parent == tmp_path and shared_dir() == path
+        metrics = Metrics(process=False)
+        metrics.plans_written_back.inc(2)
+        child = "from mana_ai.metrics import Metrics; Metrics(process=False).plans_written_back.inc(3)"
+        subprocess.run([sys.executable, "-c", child], check=True, env=dict(os.environ))
+        assert counted(metrics, "mana_ai_plans_written_back_total") == 5
+    # Nothing leaks into what runs after the block: plain values, the operator's directory, no files.
+    assert values.ValueClass is before and shared_dir() is None
+    assert os.environ[SHARED_DIR_ENV] == str(tmp_path) and list(tmp_path.iterdir()) == []
+    alone = Metrics(process=False)
+    alone.plans_written_back.inc()
+    assert counted(alone, "mana_ai_plans_written_back_total") == 1
