@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
+from mana_ai.runner.scheduling import update_budget_gauges
 from mana_ai.runner.tick import DISPATCH_HOLD
 from mana_ai.synclog.records import ServerMission
 from mana_ai.testing.fake_llm import FakeLlmServer, FakeResponse, conversation_responder
@@ -96,6 +97,38 @@ async def test_overlapping_runs_of_one_agent_warn_once_on_their_total(db, app_db
         text = app.metrics.render().decode()
         assert f'mana_ai_agent_budget_ratio{{agent_id="a1",service="mana-ai"}} {800_080 / 1_000_000}' in text
         assert 'mana_ai_agent_budget_warnings_total{service="mana-ai"} 1.0' in text
+
+
+async def test_the_budget_gauge_follows_an_agent_that_stopped_running(db, app_db_url, admin_db):
+    # An agent at 85 % stops running. Its usage leaves the 24 h window; the gauge (and the alert on it) must
+    # follow, not keep the value of the agent's last run.
+    await put_row(db, "u1", "agents", "a1", "insert", agent_record("a1", maxTokensPerDay=1000))
+    await admin_db.execute(
+        "INSERT INTO mana_ai.token_usage (user_id, agent_id, mission_id, tokens_used) VALUES ('u1', 'a1', 'old', 610)"
+    )
+    await put_row(db, "u1", "aiMissions", "m1", "insert", mission("m1", agentId="a1"))
+    responder = conversation_responder(tool_name="create_task", arguments={"title": "t"}, usage=(100, 20))
+
+    def ratio(app) -> float | None:
+        return app.metrics.registry.get_sample_value("mana_ai_agent_budget_ratio", {"agent_id": "a1"})
+
+    async with FakeLlmServer(default=responder) as llm, running_app(app_db_url, llm) as app:
+        assert (await app.ticker.tick()).decisions == {"ran": 1}
+        assert ratio(app) == 850 / 1000
+        gauges = app.ticker.ctx.budget_gauges
+        assert gauges.shown() == [("u1", "a1")]
+        await update_budget_gauges(app.ticker)  # nothing changed: the same value
+        assert ratio(app) == 850 / 1000
+        # The older tokens leave the window.
+        await admin_db.execute(
+            "UPDATE mana_ai.token_usage SET ts = now() - interval '25 hours' WHERE mission_id = 'old'"
+        )
+        await update_budget_gauges(app.ticker)
+        assert ratio(app) == 240 / 1000  # the run's two rounds
+        # Then the last run's too: the gauge reads 0 and the agent costs no more queries.
+        await admin_db.execute("UPDATE mana_ai.token_usage SET ts = now() - interval '25 hours'")
+        await update_budget_gauges(app.ticker)
+        assert ratio(app) == 0.0 and gauges.shown() == []
 
 
 async def test_reservation_follows_the_agents_recent_runs(db, app_db_url, admin_db):

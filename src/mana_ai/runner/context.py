@@ -13,6 +13,7 @@ from mana_ai.logs import payloads_enabled
 from mana_ai.metrics import Metrics
 from mana_ai.planner.prompts import ResolvedInput
 from mana_ai.planner.types import ChatMessage, CompletionResponse, LlmClient
+from mana_ai.runner.budget_gauge import BudgetGauges
 from mana_ai.settings import Settings
 from mana_ai.synclog.records import ServerAgent, ServerMission
 
@@ -106,3 +107,8 @@ class RunnerContext:
     input_steps: list[InputStep] = field(default_factory=list)
     text_step: TextStep | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    budget_gauges: BudgetGauges = field(init=False)
+    """The agents this process shows on ``mana_ai_agent_budget_ratio``, kept current by the heartbeat."""
+
+    def __post_init__(self) -> None:
+        self.budget_gauges = BudgetGauges(self.metrics.agent_budget_ratio)

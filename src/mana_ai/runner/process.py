@@ -202,7 +202,7 @@ def _observe_claim(ctx: RunnerContext, agent: ServerAgent | None, due_at: str, c
             pass
     cap = _daily_cap(agent)
     if agent is not None and cap is not None:
-        metrics.agent_budget_ratio.labels(agent.id).set(claim.tokens_used_24h / cap)
+        ctx.budget_gauges.show(agent.user_id, agent.id, claim.tokens_used_24h, cap)
 
 
 def _count_tokens(ctx: RunnerContext, agent: ServerAgent | None, tokens: int) -> None:
@@ -222,7 +222,7 @@ def _observe_budget(ctx: RunnerContext, agent: ServerAgent | None, tokens: int, 
         return
     after = written.tokens_used_24h
     before = after - tokens
-    ctx.metrics.agent_budget_ratio.labels(agent.id).set(after / cap)
+    ctx.budget_gauges.show(agent.user_id, agent.id, after, cap)
     if before < BUDGET_WARNING * cap <= after:
         ctx.metrics.budget_warnings.inc()
         logger.warning(

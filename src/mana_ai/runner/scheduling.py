@@ -31,7 +31,8 @@ BACKLOG_RECHECK_S = 0.2
 
 
 async def heartbeat_loop(ticker: Ticker) -> None:
-    """Renew this process's leases every third of ``claim_lease`` until cancelled."""
+    """Renew this process's leases every third of ``claim_lease`` until cancelled; bring the budget gauges it
+    shows up to date on the way (:mod:`mana_ai.runner.budget_gauge`)."""
     lease = ticker.ctx.settings.claim_lease
     period = lease.total_seconds() / 3
     while True:
@@ -40,6 +41,21 @@ async def heartbeat_loop(ticker: Ticker) -> None:
             await ticker.store.heartbeat(lease)
         except Exception:
             logger.warning("heartbeat failed", extra={"action": "runner.heartbeat_failed"}, exc_info=True)
+        await update_budget_gauges(ticker)
+
+
+async def update_budget_gauges(ticker: Ticker) -> None:
+    """Re-read the 24 h usage of the agents this process shows on the budget gauge (none shown: no query)."""
+    gauges = ticker.ctx.budget_gauges
+    shown = gauges.shown()
+    if not shown:
+        return
+    try:
+        gauges.update(await ticker.store.agents_usage_24h(shown))
+    except Exception:
+        logger.warning(
+            "budget gauges not updated", extra={"action": "runner.budget_gauges_failed"}, exc_info=True
+        )
 
 
 async def due_loop(

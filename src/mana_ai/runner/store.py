@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal, TypeVar
@@ -273,6 +273,12 @@ class RunnerStore:
         """(tokens used in the last 24 h, tokens reserved by runs in flight) of one agent."""
         row = await self.db.fetchrow(q("agent_budget"), {"user_id": user_id, "agent_id": agent_id})
         return (int(row["used"]), int(row["reserved"])) if row else (0, 0)
+
+    async def agents_usage_24h(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        """The rolling 24 h usage of the given (user id, agent id) pairs; agents without any are left out."""
+        users, agents = zip(*keys, strict=True) if keys else ((), ())
+        rows = await self.db.fetch(q("agents_usage_24h"), {"users": list(users), "agents": list(agents)})
+        return {(r["user_id"], r["agent_id"]): int(r["used"]) for r in rows}
 
     async def release(self, mission: ServerMission) -> None:
         await self.db.execute(

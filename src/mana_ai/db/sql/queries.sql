@@ -331,6 +331,15 @@ SELECT (SELECT coalesce(sum(t.tokens_used), 0) FROM mana_ai.token_usage t
         WHERE r.user_id = %(user_id)s AND r.agent_id = %(agent_id)s AND r.state = 'running'
           AND r.lease_until > now())::bigint AS reserved
 
+-- name: agents_usage_24h
+-- The rolling 24 h usage of the given agents (the budget gauges of one process, kept current).
+SELECT t.user_id, t.agent_id, sum(t.tokens_used)::bigint AS used
+FROM mana_ai.token_usage t
+JOIN unnest(%(users)s::text[], %(agents)s::text[]) AS k(user_id, agent_id)
+  ON t.user_id = k.user_id AND t.agent_id = k.agent_id
+WHERE t.ts > now() - interval '24 hours'
+GROUP BY t.user_id, t.agent_id
+
 -- name: budget_round
 -- Before an LLM round of a run whose agent has a daily cap: settle the run's earlier rounds to what they
 -- cost and reserve this round's worst case, if it is admitted (mana_ai.reserve_budget_round, migration 0011).
