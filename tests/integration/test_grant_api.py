@@ -172,6 +172,11 @@ async def test_cors_only_for_the_configured_origin_and_the_api(app_db_url: str, 
         assert await preflight("/api/v1/me/missions/m1/grant", ORIGIN) == (200, ORIGIN)
         assert await preflight("/api/v1/me/ai-audit", ORIGIN) == (200, ORIGIN)
         assert (await preflight("/api/v1/me/missions/m1/grant", "https://evil.example"))[1] is None
+        # Preflights are answered before routing, and still counted.
+        counted = app.metrics.registry.get_sample_value
+        preflights = {"method": "OPTIONS", "path": "preflight"}
+        assert counted("mana_ai_http_requests_total", {**preflights, "status": "200"}) == 2
+        assert counted("mana_ai_http_requests_total", {**preflights, "status": "400"}) == 1
         async with http.get(base + "/client/mana-ai-grants.js", headers={"Origin": ORIGIN}) as resp:
             assert resp.status == 200 and resp.content_type == "text/javascript"
             assert resp.headers.get("Access-Control-Allow-Origin") == ORIGIN

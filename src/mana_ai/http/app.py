@@ -21,7 +21,7 @@ from mana_ai.app import App
 from mana_ai.http import hardening
 from mana_ai.http.auth import JwtVerifier
 from mana_ai.http.grants_api import register_grant_api
-from mana_ai.metrics import CONTENT_TYPE
+from mana_ai.metrics import CONTENT_TYPE, Metrics
 from mana_ai.web.security import is_loopback
 
 HEALTH_DB_TIMEOUT_S = 2.0
@@ -60,21 +60,6 @@ def create_http_app(app: App, *, owns_app: bool = False) -> FastAPI:
     hardening.wrap(api)
     tracing.instrument_fastapi(api)  # no-op unless OTEL_EXPORTER_OTLP_ENDPOINT is set
     metrics = app.metrics
-
-    @api.middleware("http")
-    async def measure(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        start = time.perf_counter()
-        status = 500
-        try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
-        finally:
-            route = request.scope.get("route")
-            path = getattr(route, "path", None) or "unmatched"
-            labels = (method_label(request.method), path, str(status))
-            metrics.http_requests.labels(*labels).inc()
-            metrics.http_duration.labels(*labels).observe(time.perf_counter() - start)
 
     @api.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:
@@ -145,4 +130,33 @@ def create_http_app(app: App, *, owns_app: bool = False) -> FastAPI:
     from mana_ai.web.router import build_workbench_router  # the workbench pages (issue 8)
 
     api.include_router(build_workbench_router(app))
+    measure_requests(api, metrics)  # last, so outermost: CORS preflights and hardening's answers count too
     return api
+
+
+def measure_requests(api: FastAPI, metrics: Metrics) -> None:
+    """Count and time every request by method, route template and status."""
+
+    @api.middleware("http")
+    async def measure(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        start = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            labels = (method_label(request.method), path_label(request), str(status))
+            metrics.http_requests.labels(*labels).inc()
+            metrics.http_duration.labels(*labels).observe(time.perf_counter() - start)
+
+
+def path_label(request: Request) -> str:
+    """The matched route's template; a CORS preflight (answered before routing) is ``preflight``."""
+    route = request.scope.get("route")
+    path = getattr(route, "path", None)
+    if path:
+        return str(path)
+    if request.method == "OPTIONS" and "access-control-request-method" in request.headers:
+        return "preflight"
+    return "unmatched"
