@@ -230,10 +230,11 @@ class Metrics:
         )
         self.agent_budget_ratio = Gauge(
             "mana_ai_agent_budget_ratio",
-            "Recorded tokens of the last 24 h / daily cap of an agent, as of its latest claim or run (alert at 0.8)",
+            "Recorded tokens of the last 24 h / daily cap of an agent, kept current by the processes that run it"
+            " (alert at 0.8)",
             ("agent_id",),
             registry=r,
-            multiprocess_mode="mostrecent",
+            multiprocess_mode="livemostrecent",
         )
         self.budget_warnings = counter(
             "mana_ai_agent_budget_warnings_total",
