@@ -41,3 +41,13 @@ def agent_record(agent_id: str, **fields: Any) -> dict[str, Any]:
     }
     base.update(fields)
     return base
+
+
+async def record_usage(
+    admin_db: Any, user_id: str, agent_id: str, tokens: int, mission_id: str = "old"
+) -> None:
+    """A token_usage row, as an earlier run of the agent would have left it (now)."""
+    await admin_db.execute(
+        "INSERT INTO mana_ai.token_usage (user_id, agent_id, mission_id, tokens_used) VALUES (%s, %s, %s, %s)",
+        (user_id, agent_id, mission_id, tokens),
+    )

@@ -12,7 +12,7 @@ from mana_ai.synclog.records import ServerMission
 from mana_ai.testing.fake_llm import FakeLlmServer, FakeResponse, conversation_responder
 from mana_ai.timefmt import parse_iso, to_js_iso, utcnow
 from tests.integration.helpers import mission, put_row
-from tests.integration.runner_helpers import agent_record, running_app
+from tests.integration.runner_helpers import agent_record, record_usage, running_app
 
 
 async def runner_rows(admin_db, mission_id: str) -> list[dict]:
@@ -103,9 +103,7 @@ async def test_the_budget_gauge_follows_an_agent_that_stopped_running(db, app_db
     # An agent at 85 % stops running. Its usage leaves the 24 h window; the gauge (and the alert on it) must
     # follow, not keep the value of the agent's last run.
     await put_row(db, "u1", "agents", "a1", "insert", agent_record("a1", maxTokensPerDay=1000))
-    await admin_db.execute(
-        "INSERT INTO mana_ai.token_usage (user_id, agent_id, mission_id, tokens_used) VALUES ('u1', 'a1', 'old', 610)"
-    )
+    await record_usage(admin_db, "u1", "a1", 610)
     await put_row(db, "u1", "aiMissions", "m1", "insert", mission("m1", agentId="a1"))
     responder = conversation_responder(tool_name="create_task", arguments={"title": "t"}, usage=(100, 20))
 
