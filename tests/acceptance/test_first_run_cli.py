@@ -4,9 +4,11 @@ and a second `serve` on a taken port."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -149,20 +151,23 @@ async def test_missions_run_leaves_a_mission_being_planned_alone(env, db, admin_
     assert rows[0]["n"] == 0  # nothing written: its nextRunAt is untouched
 
 
-async def test_a_second_serve_on_a_taken_port_says_so_in_one_line(env):
+@contextlib.contextmanager
+def taken_port() -> Iterator[int]:
+    """A loopback port another socket listens on."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        port = taken.getsockname()[1]
+        yield taken.getsockname()[1]
+
+
+async def test_a_second_serve_on_a_taken_port_says_so_in_one_line(env):
+    with taken_port() as port:
         result = await run({**env, "PORT": str(port)}, "serve")
     result.one_error_line(f"port {port} in use")
 
 
 async def test_a_worker_on_a_taken_metrics_port_says_so_in_one_line(env):
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
+    with taken_port() as port:
         result = await run({**env, "MANA_AI_WORKER_METRICS_PORT": str(port)}, "worker")
     result.one_error_line(f"port {port} in use", "MANA_AI_WORKER_METRICS_PORT")
 
