@@ -240,3 +240,40 @@ def test_readme_operations_section_links_existing_files() -> None:
         if not link.startswith("http"):
             assert (ROOT / link).exists(), link
     assert "not built" in section  # the image was not built in this repository's test runs
+
+
+def readme_settings_defaults() -> list[tuple[str, str]]:
+    """(variable, default as written) of every row of README's configuration table."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Configuration", 1)[1].split("\n#", 1)[0]
+    rows = []
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 3 or not cells[0].startswith("`"):
+            continue
+        names = [n.strip("` ") for n in cells[0].split(",")]
+        defaults = cells[1].split(", ") if len(names) > 1 else [cells[1]]
+        assert len(defaults) == len(names), line
+        rows += zip(names, defaults, strict=True)
+    return rows
+
+
+def test_readme_settings_table_states_the_real_defaults() -> None:
+    # MANA_LLM_API_KEY was documented as defaulting to the service key: nothing is sent without it.
+    from mana_ai.cli.ops import format_default
+
+    fields = {env_name(f): info.default for f, info in Settings.model_fields.items()}
+    rows = [(name, written) for name, written in readme_settings_defaults() if name in fields]
+    wrong = []
+    for name, written in rows:
+        default = fields[name]
+        if default is None or default == "":
+            ok = written.startswith("unset")
+        elif isinstance(default, bool):
+            ok = written in (format_default(default), "on" if default else "off")
+        else:
+            ok = written.startswith(format_default(default))
+        if not ok:
+            wrong.append((name, written, format_default(default)))
+    assert not wrong
+    assert len(rows) >= 20
