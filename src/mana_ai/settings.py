@@ -20,6 +20,8 @@ from mana_ai.errors import ConfigError
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$", re.IGNORECASE)
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+MAX_DURATION = timedelta(days=36500)
+"""Longest duration accepted: a date this far back or ahead of now is still a date (100 years)."""
 
 
 def parse_duration(value: Any) -> timedelta:
@@ -32,10 +34,10 @@ def parse_duration(value: Any) -> timedelta:
     if not match:
         raise ValueError(f"not a duration: {str(value)[:40]!r} (use e.g. 30s, 15m, 2h, 7d)")
     number, unit = match.groups()
-    try:
-        return timedelta(seconds=float(number) * _UNIT_SECONDS[(unit or "s").lower()])
-    except OverflowError:
-        raise ValueError("duration too large") from None
+    seconds = float(number) * _UNIT_SECONDS[(unit or "s").lower()]
+    if seconds > MAX_DURATION.total_seconds():
+        raise ValueError("duration too large (at most 100 years)")
+    return timedelta(seconds=seconds)
 
 
 _DIVISORS_OF_60 = (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30)
@@ -65,7 +67,10 @@ MIN_SERVICE_KEY_LENGTH = 24
 class Settings(BaseSettings):
     """mana-ai settings. Every field is read from the environment variable named in its alias."""
 
-    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", populate_by_name=True)
+    # allow_inf_nan: "inf" passed every "> 0" check and then overflowed the timers it was handed to.
+    model_config = SettingsConfigDict(
+        case_sensitive=True, extra="ignore", populate_by_name=True, allow_inf_nan=False
+    )
 
     # --- HTTP -----------------------------------------------------------------------------------
     port: int = Field(3067, validation_alias=_env("PORT"), ge=1, le=65535)
@@ -313,6 +318,12 @@ class Settings(BaseSettings):
         if value is None or (isinstance(value, str) and not value.strip()):
             return None
         return parse_duration(value)
+
+    @field_validator("data_dir", "private_key_file", "master_key_file", mode="before")
+    @classmethod
+    def _optional_path(cls, value: Any) -> Any:
+        # Path("") is Path("."): an empty MANA_AI_DATA_DIR= put the embedded database into the current directory.
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("llm_max_rpm", "llm_max_tpm", mode="before")
     @classmethod

@@ -17,6 +17,43 @@ def test_an_overlarge_duration_is_a_config_error_naming_its_variable() -> None:
         load_settings(mission_timeout="99999999999d")  # timedelta overflowed: an OverflowError traceback
 
 
+@pytest.mark.parametrize(
+    ("field", "env", "value"),
+    [
+        ("llm_timeout_s", "MANA_LLM_TIMEOUT_S", "inf"),  # `llm check`: OverflowError in aiohttp's timer
+        ("db_timeout_s", "MANA_AI_DB_TIMEOUT_S", "1e400"),
+        ("shutdown_grace_s", "MANA_AI_SHUTDOWN_GRACE_S", "infinity"),
+    ],
+)
+def test_an_infinite_number_is_a_config_error_naming_its_variable(field: str, env: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=env):
+        load_settings(**{field: value})
+
+
+def test_a_duration_reaching_past_the_calendar_is_a_config_error_naming_its_variable() -> None:
+    # 1,000,000 days passed and `proposals list` then died computing now - ttl (OverflowError traceback).
+    with pytest.raises(ConfigError, match="MANA_AI_PROPOSAL_TTL"):
+        load_settings(proposal_ttl="1000000d")
+    assert load_settings(proposal_ttl="36500d").proposal_ttl == dt.timedelta(days=36500)
+
+
+@pytest.mark.parametrize("env", ["MANA_AI_DATA_DIR", "MANA_AI_PRIVATE_KEY_FILE", "MANA_AI_MASTER_KEY_FILE"])
+def test_an_empty_path_variable_is_unset_not_the_current_directory(
+    env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `MANA_AI_DATA_DIR=` in .env made the embedded database ./pgdata of wherever a command ran;
+    # `MANA_AI_PRIVATE_KEY_FILE=` failed with "cannot be read: Is a directory"; `MANA_AI_MASTER_KEY_FILE=`
+    # made `serve` refuse to start in JWT mode.
+    from mana_ai.web.security import refuse_master_key
+
+    monkeypatch.setenv(env, "")
+    monkeypatch.setenv("MANA_AUTH_URL", "http://127.0.0.1:3001")  # JWT mode
+    settings = load_settings()
+    assert (settings.data_dir, settings.private_key_file, settings.master_key_file) == (None, None, None)
+    assert settings.private_key_text() is None
+    refuse_master_key(settings)
+
+
 def test_an_unknown_log_level_is_a_config_error_naming_its_variable() -> None:
     with pytest.raises(ConfigError, match="MANA_AI_LOG_LEVEL"):
         load_settings(log_level="verbose")

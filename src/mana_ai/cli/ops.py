@@ -37,8 +37,8 @@ HEADER = """\
 
 mana-ai reads all of its configuration from environment variables. Names and defaults of the original
 service are kept; everything new starts with `MANA_AI_`. Durations accept `500ms`, `30s`, `15m`, `2h`,
-`7d`, `1w` or a plain number of seconds. Secrets are never printed, logged or echoed in an error. Bad values
-stop the process with one line naming the variable (never its value).
+`7d`, `1w` or a plain number of seconds, up to 100 years; numbers must be finite. Secrets are never printed,
+logged or echoed in an error. Bad values stop the process with one line naming the variable (never its value).
 """
 
 
