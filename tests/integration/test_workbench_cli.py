@@ -92,6 +92,16 @@ async def test_goals_create_and_list(db: Database, app_db_url: str) -> None:
         app_db_url,
     )
     assert custom.exit_code == 0, custom.output
+    for target in ("inf", "-inf", "nan"):  # inf: an OverflowError traceback from int()
+        args = ["goals", "create", "--title", "x", "--event", "DrinkLogged", "--target", target]
+        odd = await cli(args, app_db_url)
+        assert odd.exit_code != 0 and not isinstance(odd.exception, ArithmeticError), odd.exception
+        assert odd.output.startswith("Error: --target must be a finite number"), odd.output
+    # A huge whole number became a Python int orjson cannot write: a TypeError traceback.
+    huge = await cli(
+        ["goals", "create", "--title", "x", "--event", "DrinkLogged", "--target", "1e308"], app_db_url
+    )
+    assert huge.exit_code == 0, huge.exception
     broken = await cli(["goals", "create", "--title", "x", "--target", "3"], app_db_url)
     assert broken.exit_code != 0 and "domain event" in broken.output
     listed = await cli(["goals", "list"], app_db_url)

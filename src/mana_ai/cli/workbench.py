@@ -6,6 +6,7 @@ They do what the workbench page does (:mod:`mana_ai.workbench`): the same decisi
 
 from __future__ import annotations
 
+import math
 import uuid
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,9 @@ from mana_ai.workbench.decide import Decider, DecisionResult
 from mana_ai.workbench.goals import GOAL_TEMPLATES, goal_from_tool, goal_record
 from mana_ai.workbench.proposals import Proposal, StepRef
 from mana_ai.workbench.store import WorkbenchStore
+
+_MAX_SAFE_INTEGER = 2**53 - 1
+"""The largest integer JavaScript (and so the web app) reads exactly."""
 
 
 def _master_key_option(func: Any) -> Any:
@@ -52,6 +56,17 @@ def params_from_json(text: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise InvalidOption("--params must be a JSON object")
     return value
+
+
+def target_number(value: float) -> int | float:
+    """``--target`` as the goal stores it: a whole number as an int (as JSON writes it), else the float.
+
+    Raises:
+        InvalidOption: not a finite number (``inf`` overflowed ``int()``; ``1e308`` overflowed JSON's integers).
+    """
+    if not math.isfinite(value):
+        raise InvalidOption("--target must be a finite number, got " + str(value))
+    return int(value) if value.is_integer() and abs(value) <= _MAX_SAFE_INTEGER else value
 
 
 def _store(app: App) -> WorkbenchStore:
@@ -330,7 +345,7 @@ async def goals_create(
                 if not sep or not field.strip() or not value.strip():
                     raise InvalidOption("--filter must look like FIELD=VALUE")
                 metric["filterField"], metric["filterValue"] = field.strip(), value.strip()
-            value_number = int(target) if target is not None and target == int(target) else target
+            value_number = target_number(target) if target is not None else None
             record = goal_record(
                 str(uuid.uuid4()),
                 title=title or "",
