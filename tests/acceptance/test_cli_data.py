@@ -554,3 +554,13 @@ async def test_a_mission_without_a_zone_first_runs_in_the_users_zone(
     (await cli(env, "missions", "resume", mission_id)).ok()
     resumed = (await rows(admin_db, mission_id))[-1]["data"]
     assert parse_iso(resumed["nextRunAt"]) == in_new_york()
+    # A new cadence from `missions edit` too.
+    (await cli(env, "missions", "edit", mission_id, "--daily", "06:15")).ok()
+    edited = (await rows(admin_db, mission_id))[-1]["data"]
+    at_six = parse_cadence({"kind": "daily", "atHour": 6, "atMinute": 15})
+    assert parse_iso(edited["nextRunAt"]) == next_run(at_six, after=utcnow(), default_tz="America/New_York")
+    # --tz alone changed nothing and said nothing: it belongs to a new cadence.
+    (await cli(env, "missions", "edit", mission_id, "--tz", "Europe/Berlin")).one_error_line(
+        "--tz", "--daily"
+    )
+    assert (await rows(admin_db, mission_id))[-1]["data"] == edited

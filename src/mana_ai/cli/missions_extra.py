@@ -39,6 +39,7 @@ from mana_ai.runner.process import process_mission
 from mana_ai.synclog.snapshots import refresh_snapshots
 from mana_ai.timefmt import to_js_iso, utcnow
 from mana_ai.tools.catalog import CATALOG, MODULES
+from mana_ai.workbench.context import zone_for_user
 
 _PLAIN: dict[str, Any] = {"markup": False, "highlight": False, "soft_wrap": True}
 
@@ -146,6 +147,10 @@ async def missions_edit(
     if concept is not None:
         fields["conceptMarkdown"] = concept
     new_cadence = any(v is not None for v in (every, daily, weekly, cron)) or manual
+    if tz is not None and not new_cadence:
+        raise InvalidOption(
+            "--tz is the zone of a new cadence: give --every, --daily, --weekly or --cron too"
+        )
     if not fields and not new_cadence:
         raise InvalidOption("nothing to change: give --title, --objective, --concept or a cadence option")
     async with open_app() as app:
@@ -154,9 +159,9 @@ async def missions_edit(
                 every=every, daily=daily, weekly=weekly, cron=cron, manual=manual, timezone=tz
             )
             fields["cadence"] = cadence.to_json()
-            fields["nextRunAt"] = first_run(
-                cadence, now=utcnow(), run_now=False, default_tz=app.settings.default_tz
-            )
+            # As the runner computes the later runs: a cadence without a zone runs in the user's.
+            zone = await zone_for_user(app.db, user, app.settings.default_tz)
+            fields["nextRunAt"] = first_run(cadence, now=utcnow(), run_now=False, default_tz=zone)
         await refresh_snapshots(app.db)
         found = _pick(await _missions(app, user), mission, "mission", "title")
         message = await _update(
