@@ -379,3 +379,33 @@ def test_bad_options_fail_before_the_database_with_one_line(args: list[str], mes
     assert result.stdout == ""
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith(message), lines
+
+
+def test_missions_show_prints_each_iterations_stop_reason(capsys: pytest.CaptureFixture[str]) -> None:
+    # The README: `missions show` prints the stop reason (`finished`, `no-tool-calls`, … `llm-error`).
+    mission = {
+        "id": "m1",
+        "title": "Plan",
+        "objective": "Plan my day",
+        "iterations": [
+            {
+                "id": "it-1",
+                "overallStatus": "approved",
+                "source": "server",
+                "plan": [],
+                "stopReason": "finished",
+            },
+            {
+                "id": "it-2",
+                "overallStatus": "failed",
+                "source": "server",
+                "plan": [],
+                "stopReason": "llm-error",
+            },
+            {"id": "it-3", "overallStatus": "approved", "plan": []},  # a browser iteration has none
+        ],
+    }
+    data._print_mission(mission, {}, NOW)
+    headers = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Iteration ")]
+    assert [h.rsplit("  ", 1)[-1] for h in headers[:2]] == ["stop finished", "stop llm-error"]
+    assert "stop" not in headers[2]

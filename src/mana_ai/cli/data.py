@@ -549,6 +549,7 @@ def _print_mission(m: Mapping[str, Any], names: Mapping[str, str], now: dt.datet
             + str(it.get("startedAt", "-"))
             + "  finished "
             + str(it.get("finishedAt") or "-")
+            + ("  stop " + str(it["stopReason"]) if it.get("stopReason") else "")
         )
         if shown(it.get("summary")):
             say("  summary: " + shown(it.get("summary")))
