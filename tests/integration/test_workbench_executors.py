@@ -218,6 +218,19 @@ async def test_without_a_key_encrypted_records_are_not_overwritten(db: Database)
     assert decrypt_value(note["content"], MASTER) == "alt\nneu"
 
 
+async def test_without_a_key_encrypted_task_titles_point_to_the_cli(db: Database) -> None:
+    # The service never reads a master key (docs/privacy.md): the step says where one can be given.
+    task = {"id": "t1", "title": encrypt_value("Steuer", MASTER), "isCompleted": False}
+    await put_row(db, "u1", "tasks", "t1", "insert", task, app_id="todo")
+    no_key = await run_steps(db, [("complete_tasks_by_title", {"titleMatch": "steuer"})], mission_id="m1")
+    assert no_key[0].status == "failed"
+    assert "mana-ai proposals approve --master-key-file" in (no_key[0].error or ""), no_key[0].error
+    with_key = await run_steps(
+        db, [("complete_tasks_by_title", {"titleMatch": "steuer"})], key=MASTER, mission_id="m2"
+    )
+    assert with_key[0].message == "1 task(s) completed"
+
+
 async def test_updates_of_existing_records(db: Database) -> None:
     for task_id, title, done in (
         ("t1", "Steuer machen", False),

@@ -125,7 +125,7 @@ async def complete_tasks_by_title(ctx: ExecContext, params: Mapping[str, Any]) -
         if any(is_encrypted(t.get("title")) for t in open_tasks):
             raise StepFailed(
                 "no readable open task matches " + repr(params["titleMatch"]) + "; task titles are "
-                "encrypted: configure the master key file (MANA_AI_MASTER_KEY_FILE)"
+                "encrypted: approve it with `mana-ai proposals approve --master-key-file` (the service holds no key)"
             )
         raise StepFailed("no open task matches " + repr(params["titleMatch"]))
     done = 0
