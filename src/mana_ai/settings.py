@@ -152,7 +152,7 @@ class Settings(BaseSettings):
     restarts and stops with itself (0: one per CPU core it may use). POST /internal/tick then hands the due
     missions to all of them through the queue and answers when every one is done."""
     due_batch_limit: int = Field(5000, validation_alias=_env("MANA_AI_DUE_BATCH_LIMIT"), ge=1)
-    """Due missions taken per tick (oldest nextRunAt first)."""
+    """Due missions taken per tick or dispatch (round-robin across users, then agents; docs/scheduling.md)."""
     default_tz: str = Field("", validation_alias=_env("MANA_AI_DEFAULT_TZ"), validate_default=True)
     """Time zone of daily/weekly/cron cadences that name none and whose user has no calendar zone. Unset:
     the TZ variable, then the system's zone, UTC last (see docs/next-to-mana.md)."""
@@ -162,7 +162,7 @@ class Settings(BaseSettings):
     mission_timeout: timedelta = Field(
         timedelta(minutes=10), validation_alias=_env("MANA_AI_MISSION_TIMEOUT")
     )
-    """Hard limit for planning one mission; its claim lease is this plus a margin."""
+    """Hard limit for planning one mission; its claim lease (MANA_AI_CLAIM_LEASE) is renewed meanwhile."""
     max_consecutive_failures: int = Field(5, validation_alias=_env("MANA_AI_MAX_CONSECUTIVE_FAILURES"), ge=1)
     """A mission that fails this many times in a row pauses itself."""
     retry_backoff: timedelta = Field(timedelta(seconds=60), validation_alias=_env("MANA_AI_RETRY_BACKOFF"))
