@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
+from mana_ai.metrics import Metrics
+from mana_ai.runner.limits import PACE_FACTOR, ClusterPacer
 from mana_ai.runner.scheduling import update_budget_gauges
 from mana_ai.runner.tick import DISPATCH_HOLD
 from mana_ai.synclog.records import ServerMission
@@ -636,3 +638,21 @@ async def test_the_cluster_dispatcher_hands_out_a_mission_with_an_empty_agent_id
         planned = await app.ticker.tick()
     assert planned.decisions == {"ran": 1}, [(r.mission_id, r.decision, r.detail) for r in planned.results]
     assert dispatched == [("u1", "m-empty")]
+
+
+# --- provider limits ------------------------------------------------------------------------------------
+
+
+async def test_requests_are_paced_one_slot_apart_with_no_burst_of_our_own(db):
+    # 600 requests a minute, paced at 95 %: one slot is 60 / 570 s. Six requests at once: the first goes,
+    # every later one waits its slot. A burst of our own (it was a second's worth) let all six go at once and
+    # used up the provider's burst, which must absorb requests that arrive bunched up.
+    metrics = Metrics(process=False)
+    pacer = ClusterPacer(db, rpm=600, tpm=None, metrics=metrics)
+    slot = 60 / (600 * PACE_FACTOR)
+    for _ in range(6):
+        await pacer.take(100)
+    waits = metrics.registry.get_sample_value("mana_ai_llm_pacing_wait_seconds_bucket", {"le": "0.01"})
+    assert waits == 1
+    waited = metrics.registry.get_sample_value("mana_ai_llm_pacing_wait_seconds_sum")
+    assert waited is not None and waited >= 5 * slot * 0.9

@@ -91,15 +91,13 @@ class ClusterPacer:
         self.db = db
         self.metrics = metrics
         self.request_cost_s = 60.0 / (rpm * PACE_FACTOR) if rpm else None
-        self.request_burst_s = (
-            max(rpm / 60.0 - 1, 0) * self.request_cost_s if rpm and self.request_cost_s else 0
-        )
         self.token_cost_s = 60.0 / (tpm * PACE_FACTOR) if tpm else None
 
     async def take(self, estimated_tokens: int) -> None:
         waited = 0.0
         if self.request_cost_s is not None:
-            waited = max(waited, await self._pace("requests", self.request_cost_s, self.request_burst_s))
+            # No burst of our own: the provider's is left for requests that arrive bunched up.
+            waited = max(waited, await self._pace("requests", self.request_cost_s, 0.0))
         if self.token_cost_s is not None:
             cost = estimated_tokens * self.token_cost_s
             waited = max(waited, await self._pace("tokens", cost, TOKEN_BURST_S))
