@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import sys
 
 import aiohttp
 import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from mana_ai.testing.fake_llm import FakeLlmServer, conversation_responder
 from tests.acceptance.processes import scrape, seed_agent_missions
@@ -56,8 +59,17 @@ async def test_serve_plans_on_two_processes_once_each(db, app_db_url, admin_db, 
     port = free_port()
     shared = tmp_path / "metrics"  # the processes' metric files go into a new directory in here
 
-    def gauge_file(pid: int) -> bool:
-        return any(shared.glob(f"*/gauge_livesum_{pid}.db"))
+    def limit_of(pid: int) -> float | None:
+        """The concurrency limit a process published in its own metric file (None: none yet)."""
+        files = list(shared.glob(f"*/gauge_livesum_{pid}.db"))
+        if not files:
+            return None
+        alone = tmp_path / f"alone-{pid}"
+        alone.mkdir(exist_ok=True)
+        shutil.copy(files[0], alone / files[0].name)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, str(alone))
+        return registry.get_sample_value("mana_ai_llm_concurrency_limit")
 
     async with FakeLlmServer(default=conversation_responder(), latency_s=0.2) as llm:
         proc = await start_serve(app_db_url, llm.url, port, PROMETHEUS_MULTIPROC_DIR=str(shared))
@@ -126,10 +138,10 @@ async def test_serve_plans_on_two_processes_once_each(db, app_db_url, admin_db, 
                 # The killed child's counts stay counted; its live gauge is not, the new child's is.
                 assert (await scrape(session, base))["mana_ai_plans_written_back_total"] == missions
 
-                async def new_child_counted() -> bool:
-                    return gauge_file(child)
+                async def new_child_published() -> bool:
+                    return limit_of(child) == 4
 
-                await wait_until(new_child_counted, 60)
+                await wait_until(new_child_published, 60)
                 counted = await scrape(session, base)
                 assert counted["mana_ai_llm_concurrency_limit"] == 8  # 12: the dead child's share too
         finally:
