@@ -23,13 +23,18 @@ own (:class:`RootUnlessClient`); ``OTEL_TRACES_SAMPLER``, when set, replaces tha
 Our spans go through :func:`span`, which asks this module for the tracer on every use, so a test can install
 a provider with an in-memory exporter (:func:`configure_tracing` with ``exporter=``) and remove it again
 (:func:`shutdown_tracing`) without touching OpenTelemetry's process-global provider. Failures mark a span
-ERROR with the exception's type (and ``kind``) only: exception messages may quote model output.
+ERROR with the exception's type (and ``kind``) only: exception messages may quote model output. The
+instrumentation packages record an exception's message and traceback (a psycopg error quotes row values and
+parameters, an aiohttp error the full URL with its query); :class:`Scrubbing` cuts those to the
+exception's type before any span is exported, and the values of credential headers when header capture
+is switched on (``OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_*``, whose sanitizer list is empty by default).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -39,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import Decision, ParentBased, Sampler, SamplingResult
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, TraceState
@@ -115,7 +120,7 @@ def configure_tracing(
         # OTEL_TRACES_SAMPLER, when set, wins (the SDK reads it when no sampler is given).
         sampler=None if os.environ.get("OTEL_TRACES_SAMPLER") else ParentBased(root=RootUnlessClient()),
     )
-    provider.add_span_processor(processor)
+    provider.add_span_processor(Scrubbing(processor))
     _state.provider = provider
     _state.tracer = provider.get_tracer(TRACER_NAME, __version__)
     _instrument_libraries(provider)
@@ -148,6 +153,75 @@ class RootUnlessClient(Sampler):
 
     def get_description(self) -> str:
         return "RootUnlessClient"
+
+
+class Scrubbing(SpanProcessor):
+    """Hands every finished span on (:func:`scrubbed`) with its exception events and ERROR description cut to
+    the exception's type: the psycopg, aiohttp and FastAPI instrumentation record ``exception.message`` and
+    ``exception.stacktrace`` (and dbapi and ASGI put ``<type>: <message>`` into the status), and a psycopg
+    error quotes row values and parameters (``DETAIL: Key (…)=(…)``, ``CONTEXT: JSON data, line 1: …``), an
+    aiohttp error the request's URL with its query (the search term, an API key). Captured credential
+    headers (``OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_*``) are redacted as well."""
+
+    def __init__(self, inner: SpanProcessor) -> None:
+        self._inner = inner
+
+    def on_start(self, span: Any, parent_context: Context | None = None) -> None:
+        self._inner.on_start(span, parent_context=parent_context)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self._inner.on_end(scrubbed(span))
+
+    def shutdown(self) -> None:
+        self._inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._inner.force_flush(timeout_millis)
+
+
+_EXCEPTION_KEPT = ("exception.type", "exception.escaped")
+_TYPE_NAME = re.compile(r"[\w./]+")
+"""An ERROR description that is a type name (``UniqueViolation``, ``ProviderError/server_error``)."""
+_SECRET_HEADER = re.compile(r"http\.(?:request|response)\.header\..*(?:auth|cookie|key|token|secret|session)")
+"""Captured headers (``http.request.header.x_service_key``) whose value is a credential."""
+REDACTED = "[REDACTED]"
+
+
+def scrubbed(span: ReadableSpan) -> ReadableSpan:
+    """``span`` without exception messages, tracebacks and credential headers (the same object when it has
+    none of them)."""
+    description = span.status.description
+    head = description.split(":", 1)[0].strip() if description else None
+    safe_description = head if head and _TYPE_NAME.fullmatch(head) else None
+    has_exception = any(event.name == "exception" for event in span.events)
+    attributes = span.attributes or {}
+    secrets = [name for name in attributes if name.startswith("http.") and _SECRET_HEADER.match(name)]
+    if not has_exception and not secrets and description == safe_description:
+        return span
+    events = [
+        Event(
+            "exception",
+            {k: v for k, v in (event.attributes or {}).items() if k in _EXCEPTION_KEPT},
+            event.timestamp,
+        )
+        if event.name == "exception"
+        else event
+        for event in span.events
+    ]
+    return ReadableSpan(
+        name=span.name,
+        context=span.context,
+        parent=span.parent,
+        resource=span.resource,
+        attributes={**attributes, **dict.fromkeys(secrets, (REDACTED,))},
+        events=events,
+        links=span.links,
+        kind=span.kind,
+        status=Status(span.status.status_code, safe_description),
+        start_time=span.start_time,
+        end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )
 
 
 def shutdown_tracing() -> None:

@@ -44,6 +44,7 @@ from tests.integration.test_privacy_e2e import (
     push_mission,
     push_note,
 )
+from tests.integration.test_research_step import DEEP_OBJECTIVE, research_app, serve_news
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 SECRET_TITLE = "Ueberraschungsparty fuer Jonas"
@@ -211,6 +212,40 @@ async def test_http_api_requests_are_traced_and_probes_are_not(
     assert SERVICE_KEY not in json.dumps([json.loads(s.to_json()) for s in finished])
 
 
+async def test_captured_headers_keep_no_credentials(
+    db: Database, app_db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # OpenTelemetry's documented switches for header capture; its sanitizer list is empty unless configured.
+    for direction in ("SERVER_REQUEST", "CLIENT_REQUEST"):
+        monkeypatch.setenv(f"OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_{direction}", ".*")
+    exporter = InMemorySpanExporter()
+    tracing.configure_tracing(Settings(), exporter=exporter, set_global=False)
+    try:
+        await put_row(db, "u1", "aiMissions", "m1", "insert", mission("m1"))
+        async with (
+            FakeLlmServer(default=conversation_responder()) as llm,
+            running_app(app_db_url, llm, service_key=SERVICE_KEY, llm_api_key="llm-key-0815") as app,
+            serve_http(app) as base,
+            aiohttp.ClientSession() as session,
+        ):
+            with tracing.span("caller"):
+                headers = {"X-Service-Key": SERVICE_KEY}
+                async with session.post(base + "/internal/tick", headers=headers) as resp:
+                    assert resp.status == 200 and (await resp.json())["plansWrittenBack"] == 1
+            assert llm.requests[0].headers["authorization"] == "Bearer llm-key-0815"
+    finally:
+        tracing.shutdown_tracing()
+    finished = exporter.get_finished_spans()
+    (server,) = [s for s in finished if s.kind is SpanKind.SERVER]
+    assert (server.attributes or {})["http.request.header.x_service_key"] == ("[REDACTED]",)
+    llm_calls = [s for s in finished if "http.request.header.authorization" in (s.attributes or {})]
+    assert llm_calls and all(
+        (s.attributes or {})["http.request.header.authorization"] == ("[REDACTED]",) for s in llm_calls
+    )
+    exported = json.dumps([json.loads(s.to_json()) for s in finished])
+    assert SERVICE_KEY not in exported and "llm-key-0815" not in exported
+
+
 # --- logs: a tick with a grant, at DEBUG, leaks neither plaintext nor the service key -------------------
 
 
@@ -300,6 +335,31 @@ async def test_payload_logging_is_an_explicit_switch(
     (exchange, *_) = [orjson.loads(x) for x in captured.splitlines() if '"llm.exchange"' in x]
     assert any(NOTE_TEXT in (m.get("content") or "") for m in exchange["messages"])
     assert SERVICE_KEY not in captured
+
+
+@pytest.mark.parametrize("payloads", [False, True])
+@pytest.mark.usefixtures("restore_logging")
+async def test_a_failed_deep_research_job_logs_no_provider_text_quoting_the_objective(
+    db: Database, app_db_url: str, payloads: bool
+) -> None:
+    # The objective goes to mana-research as the query; a provider's failure text may quote it.
+    await put_row(db, "u1", "aiMissions", "m1", "insert", mission("m1", objective=DEEP_OBJECTIVE))
+    out = io.StringIO()
+    async with (
+        FakeResearchServer() as research,
+        FakeLlmServer(default=conversation_responder()) as llm,
+        research_app(app_db_url, llm, api_url=research.url, research_url=research.url) as app,
+    ):
+        logs.configure_logging(app.settings.model_copy(update={"log_payloads": payloads}), stream=out)
+        research.deep_research(
+            task_id="t-1", statuses=("failed",), error=f"provider refused the query '{DEEP_OBJECTIVE}'"
+        )
+        serve_news(research)
+        assert (await app.ticker.tick()).decisions == {"skipped-research-pending": 1}
+        assert (await app.ticker.tick()).decisions == {"ran": 1}
+    captured = out.getvalue()
+    assert "research.deep.failed" in captured
+    assert (DEEP_OBJECTIVE in captured) is payloads, captured
 
 
 # --- dashboards and alerts only query what /metrics exports ----------------------------------------------

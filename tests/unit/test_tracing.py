@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 from collections.abc import Iterator
 
+import aiohttp
 import psycopg
 import pytest
 from aiohttp import web
@@ -15,8 +17,10 @@ from opentelemetry.trace import SpanKind, StatusCode
 from yarl import URL
 
 from mana_ai import tracing
-from mana_ai.errors import ProviderError
+from mana_ai.db.connector import Database
+from mana_ai.errors import ProviderError, ResearchError, StorageError
 from mana_ai.planner.types import CompletionResponse, ToolCall, Usage
+from mana_ai.research.base import fetch
 from mana_ai.settings import Settings
 from mana_ai.synclog.records import ServerAgent, ServerMission
 
@@ -202,3 +206,66 @@ def test_client_spans_are_recorded_inside_traced_work_only(spans: InMemorySpanEx
     with tracing.span("tick"), client.start_as_current_span("INSERT", kind=SpanKind.CLIENT):
         pass
     assert sorted(s.name for s in spans.get_finished_spans()) == ["INSERT", "tick"]
+
+
+def exported_text(exporter: InMemorySpanExporter) -> str:
+    return json.dumps([json.loads(s.to_json()) for s in exporter.get_finished_spans()])
+
+
+async def test_a_failed_query_leaves_no_row_values_in_its_span(
+    spans: InMemorySpanExporter, app_db_url: str
+) -> None:
+    # psycopg's message quotes the value it could not take (and DETAIL/CONTEXT lines quote rows and JSON).
+    database = Database(app_db_url, min_size=1, max_size=1)  # opened after the instrumentation: traced
+    await database.open()
+    try:
+        with tracing.span("tick"):
+            with pytest.raises(StorageError):
+                async with database.transaction() as conn:
+                    await conn.execute("SELECT %s::int", (SECRET_TITLE,))
+            with pytest.raises(StorageError):
+                async with database.transaction() as conn:
+                    await conn.execute("SELECT %s::jsonb", ('{"objective": "' + SECRET_OBJECTIVE + '", x}',))
+    finally:
+        await database.close()
+    failed = [s for s in spans.get_finished_spans() if s.name == "SELECT"]
+    assert len(failed) == 2
+    for query in failed:
+        assert query.status.status_code is StatusCode.ERROR
+        assert query.status.description == "InvalidTextRepresentation"
+        (event,) = query.events
+        assert dict(event.attributes or {}) == {
+            "exception.type": "psycopg.errors.InvalidTextRepresentation",
+            "exception.escaped": "False",
+        }
+    exported = exported_text(spans)
+    assert SECRET_TITLE not in exported and "Anna" not in exported, exported
+
+
+async def test_a_failed_http_call_leaves_no_query_in_its_span(spans: InMemorySpanExporter) -> None:
+    # A backend (or a proxy in front of it) that answers with garbage: aiohttp's error names the full URL.
+    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(65536)
+        writer.write(b"not http at all\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(garbage, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server, aiohttp.ClientSession() as session:
+        with tracing.span("research.shallow"), pytest.raises(ResearchError, match="invalid HTTP response"):
+            await fetch(
+                session,
+                "GET",
+                f"http://127.0.0.1:{port}/search",
+                stage="search",
+                timeout_s=5,
+                params={"q": SECRET_OBJECTIVE, "api_key": "k-0815-secret"},
+            )
+    (call,) = [s for s in spans.get_finished_spans() if s.kind is SpanKind.CLIENT]
+    assert (call.attributes or {})["http.url"] == f"http://127.0.0.1:{port}/search"
+    assert call.status.status_code is StatusCode.ERROR and call.status.description == "ClientResponseError"
+    (event,) = call.events
+    assert (event.attributes or {})["exception.type"] == "aiohttp.client_exceptions.ClientResponseError"
+    exported = exported_text(spans)
+    assert "k-0815-secret" not in exported and "Anna" not in exported, exported

@@ -48,6 +48,7 @@ from typing import Protocol
 from mana_ai import tracing
 from mana_ai.db.connector import Database
 from mana_ai.errors import ConfigError, ResearchError
+from mana_ai.logs import payloads_enabled
 from mana_ai.metrics import Metrics
 from mana_ai.planner.prompts import ResolvedInput
 from mana_ai.research.base import HttpClientBase, ResearchClient, is_transient
@@ -267,7 +268,8 @@ class ResearchStep:
         if why == "expired":
             extra["action"] = "research.deep.abandoned"
             extra["age_s"] = round((self._clock() - job.submitted_at).total_seconds())
-        if error:
+        if error and payloads_enabled():
+            # mana-research's free text about the job: a provider's message may quote the query (the objective).
             extra["error"] = error[:500]
         logger.warning("deep research gave no answer; falling back to shallow research", extra=extra)
         return DeepOutcome(None, fallback=True)
