@@ -43,6 +43,8 @@ from prometheus_client.samples import Sample
 
 SERVICE_LABEL: Final = ("service", "mana-ai")
 SHARED_DIR_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
+SHARED_DIR_PREFIX: Final = "mana-ai-metrics-"
+"""Followed by the service's pid: a directory left by a killed service is removed by the next one."""
 
 
 def shared_dir() -> Path | None:
@@ -58,11 +60,13 @@ def shared_metrics() -> Iterator[Path]:
     The children inherit the directory through the environment (prometheus_client reads it when imported);
     this process switches its own value class, as its instruments are not created yet. The directory is
     new, so no counts of an earlier run are added in (inside ``PROMETHEUS_MULTIPROC_DIR`` when that is set,
-    else in the temporary directory), and removed at the end."""
+    else in the temporary directory), and removed at the end, or by the next service if this one is killed."""
     parent = os.environ.get(SHARED_DIR_ENV)
     if parent:
         Path(parent).mkdir(parents=True, exist_ok=True)
-    path = Path(tempfile.mkdtemp(prefix="mana-ai-metrics-", dir=parent or None))
+    base = Path(parent or tempfile.gettempdir())
+    _remove_orphans(base)
+    path = Path(tempfile.mkdtemp(prefix=f"{SHARED_DIR_PREFIX}{os.getpid()}-", dir=base))
     previous = values.ValueClass
     os.environ[SHARED_DIR_ENV] = str(path)
     values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
@@ -75,6 +79,24 @@ def shared_metrics() -> Iterator[Path]:
         else:
             os.environ.pop(SHARED_DIR_ENV, None)
         shutil.rmtree(path, ignore_errors=True)
+
+
+def _remove_orphans(base: Path) -> None:
+    """Remove the directories of earlier services that were killed before they could (their pid is gone)."""
+    for stale in base.glob(SHARED_DIR_PREFIX + "*-*"):
+        pid = stale.name.removeprefix(SHARED_DIR_PREFIX).split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
 
 
 def process_ended(pid: int) -> None:

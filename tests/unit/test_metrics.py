@@ -9,7 +9,7 @@ import sys
 from prometheus_client import values
 from prometheus_client.parser import text_string_to_metric_families
 
-from mana_ai.metrics import SHARED_DIR_ENV, Metrics, shared_dir, shared_metrics
+from mana_ai.metrics import SHARED_DIR_ENV, SHARED_DIR_PREFIX, Metrics, shared_dir, shared_metrics
 
 
 def counted(metrics: Metrics, name: str) -> float:
@@ -35,3 +35,19 @@ def test_a_child_started_in_the_block_counts_in_the_parents_render(tmp_path, mon
     alone = Metrics(process=False)
     alone.plans_written_back.inc()
     assert counted(alone, "mana_ai_plans_written_back_total") == 1
+
+
+def test_a_killed_services_directory_is_removed_by_the_next_one(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv(SHARED_DIR_ENV, str(tmp_path))
+    ended = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    dead = tmp_path / f"{SHARED_DIR_PREFIX}{int(ended.stdout)}-x1"
+    live = tmp_path / f"{SHARED_DIR_PREFIX}{os.getppid()}-x2"  # a running process's (our parent)
+    other = tmp_path / "unrelated"
+    for directory in (dead, live, other):
+        directory.mkdir()
+        (directory / "counter_1.db").write_bytes(b"x")
+    with shared_metrics() as path:
+        assert path.name.startswith(f"{SHARED_DIR_PREFIX}{os.getpid()}-")
+        assert not dead.exists() and live.exists() and other.exists()
