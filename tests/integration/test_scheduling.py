@@ -131,6 +131,32 @@ async def test_the_budget_gauge_follows_an_agent_that_stopped_running(db, app_db
         assert ratio(app) == 0.0 and gauges.shown() == []
 
 
+async def test_the_budget_gauge_follows_a_changed_cap(db, app_db_url, admin_db):
+    # The user raises the cap of an agent at 85 %, then removes it. The heartbeat must divide by the cap the
+    # agent has now, not by the one this process saw at its last claim: with the old one the gauge stayed at
+    # 85 % (and grew past 100 % while the uncapped agent ran on), and another process that claimed the agent
+    # since would be overwritten at every heartbeat.
+    await put_row(db, "u1", "agents", "a1", "insert", agent_record("a1", maxTokensPerDay=1000))
+    await record_usage(admin_db, "u1", "a1", 610)
+    await put_row(db, "u1", "aiMissions", "m1", "insert", mission("m1", agentId="a1"))
+    responder = conversation_responder(tool_name="create_task", arguments={"title": "t"}, usage=(100, 20))
+
+    def ratio(app) -> float | None:
+        return app.metrics.registry.get_sample_value("mana_ai_agent_budget_ratio", {"agent_id": "a1"})
+
+    async with FakeLlmServer(default=responder) as llm, running_app(app_db_url, llm) as app:
+        assert (await app.ticker.tick()).decisions == {"ran": 1}
+        assert ratio(app) == 850 / 1000
+        await put_row(db, "u1", "agents", "a1", "update", {"maxTokensPerDay": 10_000})
+        await app.ticker.refresh(refresh_stats())
+        await update_budget_gauges(app.ticker)
+        assert ratio(app) == 850 / 10_000
+        await put_row(db, "u1", "agents", "a1", "update", {"maxTokensPerDay": None})
+        await app.ticker.refresh(refresh_stats())
+        await update_budget_gauges(app.ticker)
+        assert ratio(app) == 0.0 and app.ticker.ctx.budget_gauges.shown() == []
+
+
 async def test_reservation_follows_the_agents_recent_runs(db, app_db_url, admin_db):
     # Recent runs cost ~100 tokens: a run reserves 200, so a 1,000-token budget admits runs while it lasts.
     await put_row(

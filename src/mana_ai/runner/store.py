@@ -274,11 +274,17 @@ class RunnerStore:
         row = await self.db.fetchrow(q("agent_budget"), {"user_id": user_id, "agent_id": agent_id})
         return (int(row["used"]), int(row["reserved"])) if row else (0, 0)
 
-    async def agents_usage_24h(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
-        """The rolling 24 h usage of the given (user id, agent id) pairs; agents without any are left out."""
+    async def agents_usage_24h(
+        self, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], tuple[int, int | None]]:
+        """The rolling 24 h usage of the given (user id, agent id) pairs and the daily cap each has now (None:
+        no cap, or no agent)."""
         users, agents = zip(*keys, strict=True) if keys else ((), ())
         rows = await self.db.fetch(q("agents_usage_24h"), {"users": list(users), "agents": list(agents)})
-        return {(r["user_id"], r["agent_id"]): int(r["used"]) for r in rows}
+        return {
+            (r["user_id"], r["agent_id"]): (int(r["used"]), int(r["cap"]) if r["cap"] is not None else None)
+            for r in rows
+        }
 
     async def release(self, mission: ServerMission) -> None:
         await self.db.execute(

@@ -332,13 +332,17 @@ SELECT (SELECT coalesce(sum(t.tokens_used), 0) FROM mana_ai.token_usage t
           AND r.lease_until > now())::bigint AS reserved
 
 -- name: agents_usage_24h
--- The rolling 24 h usage of the given agents (the budget gauges of one process, kept current).
-SELECT t.user_id, t.agent_id, sum(t.tokens_used)::bigint AS used
-FROM mana_ai.token_usage t
-JOIN unnest(%(users)s::text[], %(agents)s::text[]) AS k(user_id, agent_id)
-  ON t.user_id = k.user_id AND t.agent_id = k.agent_id
-WHERE t.ts > now() - interval '24 hours'
-GROUP BY t.user_id, t.agent_id
+-- The rolling 24 h usage of the given agents and the daily cap each has now (the budget gauges of one
+-- process, kept current: a cap edited since the process last ran the agent counts at once). One index range
+-- per agent, not the whole window of every user.
+SELECT k.user_id, k.agent_id,
+       (SELECT coalesce(sum(t.tokens_used), 0) FROM mana_ai.token_usage t
+        WHERE t.user_id = k.user_id AND t.agent_id = k.agent_id
+          AND t.ts > now() - interval '24 hours')::bigint AS used,
+       CASE WHEN jsonb_typeof(a.record->'maxTokensPerDay') = 'number'
+            THEN (a.record->>'maxTokensPerDay')::numeric END AS cap
+FROM unnest(%(users)s::text[], %(agents)s::text[]) AS k(user_id, agent_id)
+LEFT JOIN mana_ai.agent_snapshots a ON a.user_id = k.user_id AND a.agent_id = k.agent_id
 
 -- name: budget_round
 -- Before an LLM round of a run whose agent has a daily cap: settle the run's earlier rounds to what they
