@@ -82,10 +82,11 @@ def shared_metrics() -> Iterator[Path]:
 
 
 def _remove_orphans(base: Path) -> None:
-    """Remove the directories of earlier services that were killed before they could (their pid is gone)."""
+    """Remove the directories of earlier services that were killed before they could (their pid is gone, or
+    is ours: this process has not made its own yet, and in a container serve is pid 1 every time)."""
     for stale in base.glob(SHARED_DIR_PREFIX + "*-*"):
         pid = stale.name.removeprefix(SHARED_DIR_PREFIX).split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and (int(pid) == os.getpid() or not _alive(int(pid))):
             shutil.rmtree(stale, ignore_errors=True)
 
 

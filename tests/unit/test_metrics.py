@@ -51,3 +51,15 @@ def test_a_killed_services_directory_is_removed_by_the_next_one(tmp_path, monkey
     with shared_metrics() as path:
         assert path.name.startswith(f"{SHARED_DIR_PREFIX}{os.getpid()}-")
         assert not dead.exists() and live.exists() and other.exists()
+
+
+def test_a_killed_services_directory_with_our_own_pid_is_removed(tmp_path, monkeypatch) -> None:
+    # In a container serve is pid 1 every time: a serve killed there (OOM, SIGKILL) and restarted in the same
+    # container (restart: unless-stopped keeps its /tmp) left a directory named with the new serve's own pid.
+    # This process has not made its directory yet, so one with its pid is an earlier process's.
+    monkeypatch.setenv(SHARED_DIR_ENV, str(tmp_path))
+    earlier = tmp_path / f"{SHARED_DIR_PREFIX}{os.getpid()}-x3"
+    earlier.mkdir()
+    (earlier / "counter_1.db").write_bytes(b"x")
+    with shared_metrics() as path:
+        assert path != earlier and not earlier.exists()
