@@ -325,7 +325,7 @@ class Settings(BaseSettings):
         # Path("") is Path("."): an empty MANA_AI_DATA_DIR= put the embedded database into the current directory.
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("llm_max_rpm", "llm_max_tpm", mode="before")
+    @field_validator("llm_max_rpm", "llm_max_tpm", "worker_metrics_port", mode="before")
     @classmethod
     def _optional_int(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value

@@ -54,6 +54,15 @@ def test_an_empty_path_variable_is_unset_not_the_current_directory(
     refuse_master_key(settings)
 
 
+@pytest.mark.parametrize("env", ["MANA_AI_WORKER_METRICS_PORT", "MANA_LLM_MAX_RPM", "MANA_LLM_MAX_TPM"])
+def test_an_empty_optional_number_is_unset(env: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `MANA_AI_WORKER_METRICS_PORT=` (or compose's `${MANA_AI_WORKER_METRICS_PORT:-}`) stopped every command
+    # with "Input should be a valid integer", where the other optional numbers read an empty value as unset.
+    monkeypatch.setenv(env, "")
+    settings = load_settings()
+    assert (settings.worker_metrics_port, settings.llm_max_rpm, settings.llm_max_tpm) == (None, None, None)
+
+
 def test_an_unknown_log_level_is_a_config_error_naming_its_variable() -> None:
     with pytest.raises(ConfigError, match="MANA_AI_LOG_LEVEL"):
         load_settings(log_level="verbose")
