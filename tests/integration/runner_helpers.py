@@ -9,6 +9,7 @@ from typing import Any
 from mana_ai.app import App
 from mana_ai.settings import Settings
 from mana_ai.testing.fake_llm import FakeLlmServer
+from tests.integration.helpers import mission, put_row
 
 
 def make_settings(db_url: str, llm_url: str, **overrides: Any) -> Settings:
@@ -51,3 +52,12 @@ async def record_usage(
         "INSERT INTO mana_ai.token_usage (user_id, agent_id, mission_id, tokens_used) VALUES (%s, %s, %s, %s)",
         (user_id, agent_id, mission_id, tokens),
     )
+
+
+async def capped_agent_with_mission(
+    db: Any, admin_db: Any, *, agent_id: str, cap: int, used: int, user_id: str = "u1", mission_id: str = "m1"
+) -> None:
+    """An agent with a daily cap of which ``used`` tokens are spent already, and one due mission of it."""
+    await put_row(db, user_id, "agents", agent_id, "insert", agent_record(agent_id, maxTokensPerDay=cap))
+    await record_usage(admin_db, user_id, agent_id, used)
+    await put_row(db, user_id, "aiMissions", mission_id, "insert", mission(mission_id, agentId=agent_id))

@@ -4,6 +4,7 @@ time, missed runs, leases with a heartbeat, skip details."""
 from __future__ import annotations
 
 import logging
+from contextlib import asynccontextmanager
 from datetime import timedelta
 
 from mana_ai.metrics import Metrics
@@ -14,7 +15,11 @@ from mana_ai.synclog.records import ServerMission
 from mana_ai.testing.fake_llm import FakeLlmServer, FakeResponse, conversation_responder
 from mana_ai.timefmt import parse_iso, to_js_iso, utcnow
 from tests.integration.helpers import mission, put_row
-from tests.integration.runner_helpers import agent_record, record_usage, running_app
+from tests.integration.runner_helpers import (
+    agent_record,
+    capped_agent_with_mission,
+    running_app,
+)
 
 
 async def runner_rows(admin_db, mission_id: str) -> list[dict]:
@@ -101,34 +106,38 @@ async def test_overlapping_runs_of_one_agent_warn_once_on_their_total(db, app_db
         assert 'mana_ai_agent_budget_warnings_total{service="mana-ai"} 1.0' in text
 
 
+def budget_ratio(app) -> float | None:
+    return app.metrics.registry.get_sample_value("mana_ai_agent_budget_ratio", {"agent_id": "a1"})
+
+
+@asynccontextmanager
+async def agent_at_85_percent(db, app_db_url, admin_db):
+    """An app whose agent ``a1`` (cap 1,000) is at 850 tokens after one run of 240 and earlier usage of 610."""
+    await capped_agent_with_mission(db, admin_db, agent_id="a1", cap=1000, used=610)
+    responder = conversation_responder(tool_name="create_task", arguments={"title": "t"}, usage=(100, 20))
+    async with FakeLlmServer(default=responder) as llm, running_app(app_db_url, llm) as app:
+        assert (await app.ticker.tick()).decisions == {"ran": 1}
+        assert budget_ratio(app) == 850 / 1000
+        assert app.ticker.ctx.budget_gauges.shown() == [("u1", "a1")]
+        yield app
+
+
 async def test_the_budget_gauge_follows_an_agent_that_stopped_running(db, app_db_url, admin_db):
     # An agent at 85 % stops running. Its usage leaves the 24 h window; the gauge (and the alert on it) must
     # follow, not keep the value of the agent's last run.
-    await put_row(db, "u1", "agents", "a1", "insert", agent_record("a1", maxTokensPerDay=1000))
-    await record_usage(admin_db, "u1", "a1", 610)
-    await put_row(db, "u1", "aiMissions", "m1", "insert", mission("m1", agentId="a1"))
-    responder = conversation_responder(tool_name="create_task", arguments={"title": "t"}, usage=(100, 20))
-
-    def ratio(app) -> float | None:
-        return app.metrics.registry.get_sample_value("mana_ai_agent_budget_ratio", {"agent_id": "a1"})
-
-    async with FakeLlmServer(default=responder) as llm, running_app(app_db_url, llm) as app:
-        assert (await app.ticker.tick()).decisions == {"ran": 1}
-        assert ratio(app) == 850 / 1000
-        gauges = app.ticker.ctx.budget_gauges
-        assert gauges.shown() == [("u1", "a1")]
+    async with agent_at_85_percent(db, app_db_url, admin_db) as app:
         await update_budget_gauges(app.ticker)  # nothing changed: the same value
-        assert ratio(app) == 850 / 1000
+        assert budget_ratio(app) == 850 / 1000
         # The older tokens leave the window.
         await admin_db.execute(
             "UPDATE mana_ai.token_usage SET ts = now() - interval '25 hours' WHERE mission_id = 'old'"
         )
         await update_budget_gauges(app.ticker)
-        assert ratio(app) == 240 / 1000  # the run's two rounds
+        assert budget_ratio(app) == 240 / 1000  # the run's two rounds
         # Then the last run's too: the gauge reads 0 and the agent costs no more queries.
         await admin_db.execute("UPDATE mana_ai.token_usage SET ts = now() - interval '25 hours'")
         await update_budget_gauges(app.ticker)
-        assert ratio(app) == 0.0 and gauges.shown() == []
+        assert budget_ratio(app) == 0.0 and app.ticker.ctx.budget_gauges.shown() == []
 
 
 async def test_the_budget_gauge_follows_a_changed_cap(db, app_db_url, admin_db):
@@ -136,25 +145,15 @@ async def test_the_budget_gauge_follows_a_changed_cap(db, app_db_url, admin_db):
     # agent has now, not by the one this process saw at its last claim: with the old one the gauge stayed at
     # 85 % (and grew past 100 % while the uncapped agent ran on), and another process that claimed the agent
     # since would be overwritten at every heartbeat.
-    await put_row(db, "u1", "agents", "a1", "insert", agent_record("a1", maxTokensPerDay=1000))
-    await record_usage(admin_db, "u1", "a1", 610)
-    await put_row(db, "u1", "aiMissions", "m1", "insert", mission("m1", agentId="a1"))
-    responder = conversation_responder(tool_name="create_task", arguments={"title": "t"}, usage=(100, 20))
-
-    def ratio(app) -> float | None:
-        return app.metrics.registry.get_sample_value("mana_ai_agent_budget_ratio", {"agent_id": "a1"})
-
-    async with FakeLlmServer(default=responder) as llm, running_app(app_db_url, llm) as app:
-        assert (await app.ticker.tick()).decisions == {"ran": 1}
-        assert ratio(app) == 850 / 1000
+    async with agent_at_85_percent(db, app_db_url, admin_db) as app:
         await put_row(db, "u1", "agents", "a1", "update", {"maxTokensPerDay": 10_000})
         await app.ticker.refresh(refresh_stats())
         await update_budget_gauges(app.ticker)
-        assert ratio(app) == 850 / 10_000
+        assert budget_ratio(app) == 850 / 10_000
         await put_row(db, "u1", "agents", "a1", "update", {"maxTokensPerDay": None})
         await app.ticker.refresh(refresh_stats())
         await update_budget_gauges(app.ticker)
-        assert ratio(app) == 0.0 and app.ticker.ctx.budget_gauges.shown() == []
+        assert budget_ratio(app) == 0.0 and app.ticker.ctx.budget_gauges.shown() == []
 
 
 async def test_reservation_follows_the_agents_recent_runs(db, app_db_url, admin_db):

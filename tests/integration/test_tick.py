@@ -10,7 +10,11 @@ from mana_ai.scheduler.cadence import next_run, parse_cadence
 from mana_ai.testing.fake_llm import FakeLlmServer, conversation_responder
 from mana_ai.timefmt import parse_iso, utcnow
 from tests.integration.helpers import mission, put_row
-from tests.integration.runner_helpers import agent_record, record_usage, running_app
+from tests.integration.runner_helpers import (
+    agent_record,
+    capped_agent_with_mission,
+    running_app,
+)
 
 
 async def latest_rows(admin_db, mission_id):
@@ -88,9 +92,7 @@ async def test_paused_archived_unknown_agents_are_skipped(db, app_db_url):
 
 
 async def test_budget_gate_and_missions_without_agent(db, app_db_url, admin_db):
-    await put_row(db, "u1", "agents", "b", "insert", agent_record("b", maxTokensPerDay=100))
-    await record_usage(admin_db, "u1", "b", 150)
-    await put_row(db, "u1", "aiMissions", "m1", "insert", mission("m1", agentId="b"))
+    await capped_agent_with_mission(db, admin_db, agent_id="b", cap=100, used=150)
     await put_row(db, "u2", "aiMissions", "m2", "insert", mission("m2"))
     async with FakeLlmServer(default=conversation_responder()) as llm, running_app(app_db_url, llm) as app:
         stats = await app.ticker.tick()
@@ -152,9 +154,7 @@ async def test_concurrency_gate_counts_runs_of_other_processes(db, app_db_url, a
 
 async def test_budget_cut_off_inside_the_loop(db, app_db_url, admin_db):
     # 150 of 200 tokens used; every round costs 120: one round, then the loop stops (no overshoot by rounds).
-    await put_row(db, "u1", "agents", "b", "insert", agent_record("b", maxTokensPerDay=200))
-    await record_usage(admin_db, "u1", "b", 150)
-    await put_row(db, "u1", "aiMissions", "m1", "insert", mission("m1", agentId="b"))
+    await capped_agent_with_mission(db, admin_db, agent_id="b", cap=200, used=150)
     responder = conversation_responder(tool_name="create_task", arguments={"title": "t"}, usage=(100, 20))
     async with FakeLlmServer(default=responder) as llm, running_app(app_db_url, llm) as app:
         stats = await app.ticker.tick()
