@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
+import psutil
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -86,18 +87,8 @@ def _remove_orphans(base: Path) -> None:
     is ours: this process has not made its own yet, and in a container serve is pid 1 every time)."""
     for stale in base.glob(SHARED_DIR_PREFIX + "*-*"):
         pid = stale.name.removeprefix(SHARED_DIR_PREFIX).split("-", 1)[0]
-        if pid.isdigit() and (int(pid) == os.getpid() or not _alive(int(pid))):
+        if pid.isdigit() and (int(pid) == os.getpid() or not psutil.pid_exists(int(pid))):
             shutil.rmtree(stale, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process
-    return True
 
 
 def process_ended(pid: int) -> None:
@@ -149,12 +140,17 @@ class _WithServiceLabel:
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
+def _add_process_metrics(registry: CollectorRegistry) -> None:
+    """CPU, memory, file descriptors, start time and GC collections of this process, prefixed ``mana_ai_``."""
+    ProcessCollector(namespace="mana_ai", registry=registry)
+    registry.register(_RuntimeCollector())
+
+
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None, *, process: bool = True) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         if process:
-            ProcessCollector(namespace="mana_ai", registry=self.registry)
-            self.registry.register(_RuntimeCollector())
+            _add_process_metrics(self.registry)
         r = self.registry
 
         def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
@@ -290,8 +286,7 @@ class Metrics:
         exported = CollectorRegistry(auto_describe=True)
         multiprocess.MultiProcessCollector(exported, str(path))  # type: ignore[no-untyped-call]
         if process:
-            ProcessCollector(namespace="mana_ai", registry=exported)
-            exported.register(_RuntimeCollector())
+            _add_process_metrics(exported)
         return exported
 
     def render(self) -> bytes:

